@@ -1,0 +1,198 @@
+"""Presets, paths, seeding, devices and provenance.
+
+A preset is data: a frozen dataclass of every setting a notebook needs. The notebooks and the CLI pick one by
+name (``smoke`` for CI, ``cpu`` for the default main job on a 2-core machine, ``paper`` for the thesis's settings
+on a GPU); no code branches on the preset's name.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import random
+import subprocess
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+#: The repository root (the folder that holds ``overthink_lib/``); ``OVERTHINK_ROOT`` overrides it.
+ROOT = Path(os.environ.get("OVERTHINK_ROOT", Path(__file__).resolve().parent.parent))
+
+
+class ConfigError(ValueError):
+    """Bad user input (unknown preset, bad parameter value, ...). Its message is one line saying what to do."""
+
+
+@dataclass(frozen=True)
+class MaxMinSizes:
+    """Number of Max-Min composites per split (each a multiple of 40: levels 2:1:1 × 10 balanced labels)."""
+
+    train: int
+    val: int
+    test: int
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Every setting a run of the notebook suite needs.
+
+    Attributes:
+        name: preset name (``smoke``, ``cpu``, ``paper``).
+        datasets: conventional datasets the suite studies, first = the main one.
+        data_fraction: fraction of each split used (1.0 = all); subsets are seeded and recorded.
+        val_fraction: share of the training set held out for validation (thresholds, D_ee training set).
+        epochs: MSDNet training epochs.
+        lr_milestones: epochs (fractions of ``epochs`` when < 1) at which the lr is multiplied by 0.1.
+        lr_schedule: ``step`` (thesis) or ``onecycle`` (short CPU schedules).
+        batch_size: training batch size (thesis: 64).
+        eval_batch_size: inference batch size.
+        lr: peak learning rate.
+        seed: the default seed of every random choice.
+        maxmin_base: base dataset of the Max-Min composites (``mnist`` as the thesis, ``fashion_mnist`` offline).
+        maxmin: Max-Min sizes per split.
+        maxmin_epochs: MSDNet epochs on Max-Min (the thesis: 5, so that early exits are weak on hard samples).
+        figures_dir: where figures go, relative to the repository root.
+        device: ``auto`` (CUDA when present), ``cpu`` or ``cuda``.
+    """
+
+    name: str
+    datasets: tuple[str, ...]
+    data_fraction: float
+    val_fraction: float
+    epochs: int
+    lr_milestones: tuple[float, ...]
+    lr_schedule: str
+    batch_size: int
+    eval_batch_size: int
+    lr: float
+    seed: int
+    maxmin_base: str
+    maxmin: MaxMinSizes
+    maxmin_epochs: int
+    figures_dir: str
+    device: str = "auto"
+
+    @property
+    def run_dir(self) -> Path:
+        """``runs/<preset>/``: checkpoints, records, tables, executed notebooks (ignored by git)."""
+        return ROOT / "runs" / self.name
+
+    @property
+    def figure_dir(self) -> Path:
+        return ROOT / self.figures_dir
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+PRESETS: dict[str, Preset] = {
+    # CI: seconds per notebook. Tiny subsets, one epoch; numbers are meaningless, code paths are not.
+    "smoke": Preset(
+        name="smoke", datasets=("fashion_mnist",), data_fraction=0.02, val_fraction=0.2, epochs=1,
+        lr_milestones=(), lr_schedule="onecycle", batch_size=64, eval_batch_size=256, lr=0.1, seed=0,
+        maxmin_base="fashion_mnist", maxmin=MaxMinSizes(train=400, val=120, test=120), maxmin_epochs=1,
+        figures_dir="runs/smoke/figures",
+    ),
+    # The default main job on a 2-core CPU: the whole suite in <= 30 minutes.
+    "cpu": Preset(
+        name="cpu", datasets=("fashion_mnist",), data_fraction=1.0, val_fraction=0.2, epochs=2,
+        lr_milestones=(), lr_schedule="onecycle", batch_size=64, eval_batch_size=512, lr=0.1, seed=0,
+        maxmin_base="fashion_mnist", maxmin=MaxMinSizes(train=8000, val=2000, test=2000), maxmin_epochs=5,
+        figures_dir="figures",
+    ),
+    # The thesis's settings (§3.1, ch. 4): 200 epochs, lr x0.1 at 75 and 150; meant for a GPU.
+    "paper": Preset(
+        name="paper", datasets=("cifar100", "svhn", "mnist"), data_fraction=1.0, val_fraction=0.2, epochs=200,
+        lr_milestones=(75, 150), lr_schedule="step", batch_size=64, eval_batch_size=512, lr=0.1, seed=0,
+        maxmin_base="mnist", maxmin=MaxMinSizes(train=80000, val=20000, test=20000), maxmin_epochs=5,
+        figures_dir="figures/paper",
+    ),
+}
+
+
+def get_preset(name: str) -> Preset:
+    """Return the preset called ``name``; an unknown name raises :class:`ConfigError` listing the known ones."""
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}: choose one of {', '.join(PRESETS)}")
+    return PRESETS[name]
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's generators (all devices)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def get_device(name: str = "auto") -> torch.device:
+    """``auto`` → CUDA when available, else CPU; ``cpu``/``cuda`` as asked (CUDA absent → ConfigError)."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r} asked for but no CUDA device is visible: use device='cpu' or 'auto'")
+    if name not in ("cpu",) and not name.startswith("cuda"):
+        raise ConfigError(f"unknown device {name!r}: use 'auto', 'cpu' or 'cuda'")
+    return torch.device(name)
+
+
+def autocast(device: torch.device, enabled: bool = True):
+    """Mixed precision where it applies (CUDA: fp16/bf16 autocast); ``nullcontext`` elsewhere."""
+    if enabled and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
+    return nullcontext()
+
+
+def code_version() -> str:
+    """The git commit of the code (``+dirty`` when the tree has changes), or the package version outside git."""
+    from . import __version__
+
+    try:
+        head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short=12", "HEAD"], capture_output=True,
+                              text=True, timeout=5)
+        if head.returncode != 0:
+            return __version__
+        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        return f"{__version__}+g{head.stdout.strip()}" + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return __version__
+
+
+def config_hash(obj: Any) -> str:
+    """A short, stable hash of a (nested) config: dataclasses, dicts, lists, scalars."""
+    if dataclasses.is_dataclass(obj):
+        obj = dataclasses.asdict(obj)
+    blob = json.dumps(obj, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (temporary file in the same folder, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    """``torch.save`` to ``path`` atomically: a killed process never leaves a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+__all__ = [
+    "ROOT", "ConfigError", "MaxMinSizes", "Preset", "PRESETS", "get_preset", "seed_everything", "get_device",
+    "autocast", "code_version", "config_hash", "atomic_write_bytes", "atomic_torch_save",
+]

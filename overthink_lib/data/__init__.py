@@ -1,0 +1,7 @@
+"""Datasets: one registry (:func:`get_dataset`), the Max-Min composites and whole-batch iteration."""
+from .batches import iterate, normalize
+from .registry import SPLITS, ImageSet, get_dataset, list_datasets, split_rows
+from .sources import DatasetUnavailable
+
+__all__ = ["get_dataset", "list_datasets", "ImageSet", "SPLITS", "split_rows", "iterate", "normalize",
+           "DatasetUnavailable"]

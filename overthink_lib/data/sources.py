@@ -1,0 +1,196 @@
+"""Readers of the datasets' real file formats, and their downloads.
+
+Loading is ours (IDX for MNIST/Fashion-MNIST, the CIFAR python pickles, SVHN's ``.mat``), so it can be tested on
+small files written in the same formats; fetching goes through torchvision's download code, which checks the
+official MD5 sums. Offline and absent → :class:`DatasetUnavailable` with one line naming the dataset, the files
+expected and the command that fetches them.
+"""
+from __future__ import annotations
+
+import gzip
+import pickle
+import shutil
+import socket
+from pathlib import Path
+
+import numpy as np
+
+from ..config import ROOT, ConfigError
+
+#: Where Debian's ``dataset-fashion-mnist`` puts the IDX files.
+DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+#: Our data folder (ignored by git); ``OVERTHINK_DATA`` may move it.
+DATA_ROOT = ROOT / "data"
+
+_IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+class DatasetUnavailable(ConfigError):
+    """The dataset's files are missing and could not be downloaded."""
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """Read an IDX file (plain or ``.gz``): the MNIST format. Returns an array of the stored shape."""
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as fh:
+        raw = fh.read()
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
+        raise DatasetUnavailable(f"{path} is not an IDX file (bad magic number): delete it and fetch it again")
+    ndim = raw[3]
+    shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    dtype = np.dtype(_IDX_DTYPES[raw[2]])
+    count = int(np.prod(shape))
+    offset = 4 + 4 * ndim
+    if len(raw) - offset != count * dtype.itemsize:
+        raise DatasetUnavailable(f"{path} is truncated or corrupt ({len(raw) - offset} bytes of data, "
+                                 f"{count * dtype.itemsize} expected): delete it and fetch it again")
+    return np.frombuffer(raw, dtype=dtype, offset=offset).reshape(shape).astype(dtype.newbyteorder("="))
+
+
+def write_idx(path: Path, array: np.ndarray) -> None:
+    """Write ``array`` (uint8) as an IDX file; ``.gz`` suffix → gzip. Used for tests and the Debian copy."""
+    array = np.ascontiguousarray(array, dtype=np.uint8)
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    opener = gzip.open if str(path).endswith(".gz") else open
+    with opener(path, "wb") as fh:
+        fh.write(header + array.tobytes())
+
+
+def _download(name: str, fetch, expected: str, how: str) -> None:
+    """Run ``fetch()`` (a torchvision download); any network failure → one clear DatasetUnavailable line."""
+    old = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(20)
+    try:
+        fetch()
+    except Exception as exc:  # noqa: BLE001 - any failure to fetch is the same message to the user
+        raise DatasetUnavailable(
+            f"dataset {name!r} is not on disk ({expected}) and could not be downloaded "
+            f"({type(exc).__name__}: {str(exc)[:80]}); {how}") from exc
+    finally:
+        socket.setdefaulttimeout(old)
+
+
+# ---------------------------------------------------------------- MNIST-format sets: mnist, fashion_mnist
+_IDX_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+              "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+
+
+def _idx_pair(folder: Path, split: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """Images [N, 1, H, W] uint8 and labels [N] from ``folder`` (plain or .gz files); None when absent."""
+    out = []
+    for stem in _IDX_FILES[split]:
+        for candidate in (folder / stem, folder / f"{stem}.gz"):
+            if candidate.exists():
+                out.append(read_idx(candidate))
+                break
+        else:
+            return None
+    images, labels = out
+    if len(images) != len(labels):
+        raise DatasetUnavailable(f"{folder}: {len(images)} images but {len(labels)} labels in the {split} files; "
+                                 "delete the folder and fetch the dataset again")
+    return images[:, None], labels.astype(np.int64)
+
+
+def _install_debian_fashion(raw: Path) -> bool:
+    """Copy Debian's Fashion-MNIST into torchvision's layout (``data/FashionMNIST/raw``), decompressed."""
+    if not all((DEBIAN_FASHION_MNIST / f"{stem}.gz").exists() for pair in _IDX_FILES.values() for stem in pair):
+        return False
+    raw.mkdir(parents=True, exist_ok=True)
+    for pair in _IDX_FILES.values():
+        for stem in pair:
+            target = raw / stem
+            if target.exists():
+                continue
+            tmp = raw / f".{stem}.tmp"
+            with gzip.open(DEBIAN_FASHION_MNIST / f"{stem}.gz", "rb") as src, open(tmp, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+            tmp.replace(target)
+    return True
+
+
+def load_mnist_format(name: str, root: Path | None = None, download: bool = True) -> dict:
+    """``mnist`` or ``fashion_mnist`` as {"train": (images, labels), "test": (...)} in torchvision's layout."""
+    import torchvision
+
+    root = Path(root or DATA_ROOT)
+    folder, cls = {"mnist": ("MNIST", torchvision.datasets.MNIST),
+                   "fashion_mnist": ("FashionMNIST", torchvision.datasets.FashionMNIST)}[name]
+    raw = root / folder / "raw"
+    files = ", ".join(s for pair in _IDX_FILES.values() for s in pair)
+    if _idx_pair(raw, "train") is None and name == "fashion_mnist":
+        _install_debian_fashion(raw)
+    if _idx_pair(raw, "train") is None or _idx_pair(raw, "test") is None:
+        how = (f"install Debian's copy with `apt-get install dataset-fashion-mnist`, or put {files} in {raw}"
+               if name == "fashion_mnist" else
+               f"on a machine with internet run `python -m overthink_lib fetch {name}`, or put {files} in {raw}")
+        if not download:
+            raise DatasetUnavailable(f"dataset {name!r} is not on disk (expected {files} in {raw}); {how}")
+        _download(name, lambda: cls(str(root), train=True, download=True), f"{files} in {raw}", how)
+    return {split: _idx_pair(raw, split) for split in ("train", "test")}
+
+
+# ---------------------------------------------------------------- CIFAR-10 / CIFAR-100 (python pickles)
+_CIFAR = {
+    "cifar10": ("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], ["test_batch"], b"labels"),
+    "cifar100": ("cifar-100-python", ["train"], ["test"], b"fine_labels"),
+}
+
+
+def _read_cifar_files(folder: Path, files: list[str], key: bytes) -> tuple[np.ndarray, np.ndarray]:
+    images, labels = [], []
+    for f in files:
+        with open(folder / f, "rb") as fh:
+            entry = pickle.load(fh, encoding="bytes")
+        images.append(np.asarray(entry[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+        labels.append(np.asarray(entry[key], dtype=np.int64))
+    return np.concatenate(images), np.concatenate(labels)
+
+
+def load_cifar(name: str, root: Path | None = None, download: bool = True) -> dict:
+    """CIFAR-10/100 from the official python pickles under ``root``; images [N, 3, 32, 32] uint8."""
+    import torchvision
+
+    root = Path(root or DATA_ROOT)
+    sub, train_files, test_files, key = _CIFAR[name]
+    folder = root / sub
+    expected = f"{', '.join(train_files + test_files)} in {folder}"
+    if not all((folder / f).exists() for f in train_files + test_files):
+        how = (f"on a machine with internet run `python -m overthink_lib fetch {name}` (or torchvision's "
+               f"{'CIFAR10' if name == 'cifar10' else 'CIFAR100'}(root='{root}', download=True)) and copy {folder} here")
+        if not download:
+            raise DatasetUnavailable(f"dataset {name!r} is not on disk (expected {expected}); {how}")
+        cls = torchvision.datasets.CIFAR10 if name == "cifar10" else torchvision.datasets.CIFAR100
+        _download(name, lambda: cls(str(root), train=True, download=True), expected, how)
+    return {"train": _read_cifar_files(folder, train_files, key), "test": _read_cifar_files(folder, test_files, key)}
+
+
+# ---------------------------------------------------------------- SVHN (.mat)
+def _read_svhn(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    from scipy.io import loadmat
+
+    mat = loadmat(str(path))
+    images = np.ascontiguousarray(np.transpose(mat["X"], (3, 2, 0, 1)), dtype=np.uint8)  # [32,32,3,N] → [N,3,32,32]
+    labels = mat["y"].astype(np.int64).reshape(-1) % 10  # the digit 0 is stored as 10
+    return images, labels
+
+
+def load_svhn(root: Path | None = None, download: bool = True, extra: bool = False) -> dict:
+    """SVHN from ``{train,test,extra}_32x32.mat`` under ``root/svhn``; ``extra`` also loads the 531k extra set."""
+    import torchvision
+
+    folder = Path(root or DATA_ROOT) / "svhn"
+    splits = ["train", "test"] + (["extra"] if extra else [])
+    out = {}
+    for split in splits:
+        path = folder / f"{split}_32x32.mat"
+        if not path.exists():
+            how = (f"on a machine with internet run `python -m overthink_lib fetch svhn` (or torchvision's "
+                   f"SVHN(root='{folder}', split='{split}', download=True)) and copy {folder} here")
+            if not download:
+                raise DatasetUnavailable(f"dataset 'svhn' is not on disk (expected {path}); {how}")
+            _download("svhn", lambda s=split: torchvision.datasets.SVHN(str(folder), split=s, download=True),
+                      str(path), how)
+        out[split] = _read_svhn(path)
+    return out

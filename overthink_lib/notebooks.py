@@ -1,0 +1,175 @@
+"""Run the notebook suite headless with papermill, and validate notebook parameters.
+
+papermill silently accepts parameters a notebook does not declare; we do not. Before a notebook runs, every
+parameter given is checked against the notebook's ``parameters`` cell (name and type); inside the notebook the first
+library call, :func:`start`, checks the values (a known preset, a known dataset, λ > 0, ...).
+"""
+from __future__ import annotations
+
+import ast
+import csv
+import time
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, Callable
+
+from .config import ROOT, ConfigError, get_preset, seed_everything
+
+NOTEBOOK_DIR = ROOT / "notebooks"
+
+
+class NotebookFailed(RuntimeError):
+    """A notebook of the suite raised; the message names the notebook, the cell and the error."""
+
+
+def list_notebooks(folder: Path = NOTEBOOK_DIR) -> list[Path]:
+    """The suite, in order: ``notebooks/0*.ipynb``."""
+    return sorted(Path(folder).glob("0*.ipynb"))
+
+
+def declared_parameters(path: Path) -> dict[str, dict[str, Any]]:
+    """The names, defaults and inferred types of a notebook's ``parameters`` cell (papermill's inspection)."""
+    import papermill
+
+    return papermill.inspect_notebook(str(path))
+
+
+_TYPES = {"str": (str,), "int": (int,), "float": (float, int), "bool": (bool,)}
+
+
+def check_declared(path: Path, params: dict[str, Any]) -> None:
+    """Unknown or ill-typed parameters for notebook ``path`` → ConfigError naming it and what it accepts."""
+    declared = declared_parameters(path)
+    for name, value in params.items():
+        if name not in declared:
+            raise ConfigError(f"notebook {Path(path).name} has no parameter {name!r}; it takes: "
+                              f"{', '.join(sorted(declared))}")
+        kind = declared[name].get("inferred_type_name", "None")
+        ok = _TYPES.get(kind)
+        if ok and (not isinstance(value, ok) or (kind != "bool" and isinstance(value, bool))):
+            raise ConfigError(f"notebook {Path(path).name}: parameter {name!r} must be {kind} "
+                              f"(default {declared[name]['default']}), got {value!r}")
+
+
+def parse_param(text: str) -> tuple[str, Any]:
+    """``name=value`` from the command line; the value is a Python literal when it parses as one, else a string."""
+    if "=" not in text:
+        raise ConfigError(f"parameter {text!r} must look like name=value")
+    name, raw = text.split("=", 1)
+    try:
+        value = ast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+        value = raw
+    return name.strip(), value
+
+
+def _rule_positive(name: str) -> Callable[[Any], None]:
+    def check(v: Any) -> None:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
+            raise ConfigError(f"parameter {name} must be a number > 0, got {v!r}")
+    return check
+
+
+def _rule_nonneg_int(name: str) -> Callable[[Any], None]:
+    def check(v: Any) -> None:
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise ConfigError(f"parameter {name} must be an integer >= 0, got {v!r}")
+    return check
+
+
+def _rule_dataset(v: Any) -> None:
+    from .data import list_datasets
+
+    if v not in list_datasets():
+        raise ConfigError(f"unknown dataset {v!r}: choose one of {', '.join(list_datasets())}")
+
+
+def _rule_bool(name: str) -> Callable[[Any], None]:
+    def check(v: Any) -> None:
+        if not isinstance(v, bool):
+            raise ConfigError(f"parameter {name} must be True or False, got {v!r}")
+    return check
+
+
+#: The value rules of every notebook parameter of the suite; a name not here is refused by :func:`start`.
+RULES: dict[str, Callable[[Any], None]] = {
+    "preset": lambda v: get_preset(v),
+    "seed": _rule_nonneg_int("seed"),
+    "dataset": _rule_dataset,
+    "epochs": _rule_nonneg_int("epochs"),
+    "lam": _rule_positive("lam"),
+    "n_examples": _rule_nonneg_int("n_examples"),
+    "show_widgets": _rule_bool("show_widgets"),
+}
+
+
+def start(**params: Any) -> SimpleNamespace:
+    """A notebook's first library call: validate its parameters, seed everything, return them with the preset.
+
+    Returns:
+        A namespace with the parameters plus ``P`` (the :class:`~overthink_lib.config.Preset`), ``run_dir`` and
+        ``fig_dir``. ``seed`` defaults to the preset's seed when the notebook passes ``seed=None``.
+    """
+    for name, value in params.items():
+        if name not in RULES:
+            raise ConfigError(f"unknown notebook parameter {name!r}: known are {', '.join(sorted(RULES))}")
+        if value is not None:
+            RULES[name](value)
+    preset = get_preset(params.get("preset", "cpu"))
+    seed = params.get("seed")
+    seed = preset.seed if seed is None else seed
+    seed_everything(seed)
+    preset.run_dir.mkdir(parents=True, exist_ok=True)
+    preset.figure_dir.mkdir(parents=True, exist_ok=True)
+    return SimpleNamespace(**{**params, "seed": seed}, P=preset, run_dir=preset.run_dir, fig_dir=preset.figure_dir)
+
+
+def run_suite(preset: str, *, only: list[str] | None = None, params: dict[str, Any] | None = None,
+              kernel: str = "python3", progress: bool = True) -> list[dict[str, Any]]:
+    """Execute the suite's notebooks in order with papermill; stop at the first failure.
+
+    Args:
+        preset: preset name, injected as the ``preset`` parameter of every notebook.
+        only: notebook name prefixes to run (e.g. ``["01"]``); all when None.
+        params: extra parameters, each checked against every notebook that runs (so pass only shared ones).
+    Returns:
+        One row per notebook: name, seconds, output path. Also written to ``runs/<preset>/notebook_timings.csv``.
+    """
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    P = get_preset(preset)
+    books = list_notebooks()
+    if only:
+        books = [b for b in books if any(b.name.startswith(o) for o in only)]
+        if not books:
+            raise ConfigError(f"no notebook matches {only}; the suite is: "
+                              f"{', '.join(b.name for b in list_notebooks())}")
+    all_params = {"preset": preset, **(params or {})}
+    for book in books:  # validate everything before running anything
+        check_declared(book, all_params)
+    out_dir = P.run_dir / "notebooks"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows = []
+    print(f"running {len(books)} notebook(s) with preset {preset!r}; executed copies → {out_dir}, "
+          f"figures → {P.figure_dir}", flush=True)
+    for book in books:
+        out = out_dir / book.name
+        t0 = time.perf_counter()
+        try:
+            papermill.execute_notebook(str(book), str(out), parameters=all_params, kernel_name=kernel,
+                                       cwd=str(book.parent), progress_bar=progress, log_output=False)
+        except PapermillExecutionError as err:
+            raise NotebookFailed(f"{book.name} failed in cell {err.cell_index} (execution count {err.exec_count}): "
+                                 f"{err.ename}: {err.evalue.splitlines()[0] if err.evalue else ''} — executed copy "
+                                 f"with the traceback: {out}") from None
+        dt = time.perf_counter() - t0
+        rows.append({"notebook": book.name, "seconds": round(dt, 1), "output": str(out)})
+        print(f"  {book.name}: {dt:.1f} s", flush=True)
+    with open(P.run_dir / "notebook_timings.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=["notebook", "seconds", "output"])
+        w.writeheader()
+        w.writerows(rows)
+    total = sum(r["seconds"] for r in rows)
+    print(f"done: {len(rows)} notebook(s) in {total:.1f} s; timings in {P.run_dir / 'notebook_timings.csv'}")
+    return rows

@@ -1,0 +1,184 @@
+"""Dataset registry: the offline default for real, the other formats on small files written in their real formats."""
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from overthink_lib.config import ConfigError
+from overthink_lib.data import DatasetUnavailable, get_dataset, iterate, list_datasets, sources
+
+
+def test_fashion_mnist_offline_default(fashion_train):
+    val = get_dataset("fashion_mnist", "val")
+    test = get_dataset("fashion_mnist", "test")
+    assert (len(fashion_train), len(val), len(test)) == (48_000, 12_000, 10_000)
+    assert fashion_train.images.shape[1:] == (1, 28, 28) and fashion_train.images.dtype == torch.uint8
+    # the split is a partition of the training file, reproducible from its seed
+    tr, va = set(fashion_train.indices.tolist()), set(val.indices.tolist())
+    assert not tr & va and len(tr | va) == 60_000
+    again = get_dataset("fashion_mnist", "val")
+    assert torch.equal(again.indices, val.indices)
+    other = get_dataset("fashion_mnist", "val", split_seed=1)
+    assert not torch.equal(other.indices, val.indices)
+    assert torch.bincount(test.labels).tolist() == [1000] * 10
+    x, y, i = fashion_train[5]
+    assert x.shape == (1, 28, 28) and x.dtype == torch.float32 and isinstance(y, int) and i == int(
+        fashion_train.indices[5])
+    assert fashion_train.describe()["split_seed"] == 0
+
+
+def test_unknown_names_are_one_clear_error():
+    with pytest.raises(ConfigError, match=r"unknown dataset 'cifar1000': choose one of .*fashion_mnist"):
+        get_dataset("cifar1000", "train")
+    with pytest.raises(ConfigError, match="unknown split 'validation'"):
+        get_dataset("fashion_mnist", "validation")
+    assert {"fashion_mnist", "mnist", "cifar10", "cifar100", "svhn", "maxmin"} <= set(list_datasets())
+
+
+def test_fraction_subset_is_seeded():
+    a = get_dataset("fashion_mnist", "test", fraction=0.01)
+    b = get_dataset("fashion_mnist", "test", fraction=0.01)
+    assert len(a) == 100 and torch.equal(a.indices, b.indices)
+
+
+def test_idx_round_trip_and_corruption(tmp_path):
+    arr = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
+    sources.write_idx(tmp_path / "a-idx3-ubyte.gz", arr)
+    assert np.array_equal(sources.read_idx(tmp_path / "a-idx3-ubyte.gz"), arr)
+    raw = (tmp_path / "b").write_bytes(b"\x00\x00\x08\x03" + (2).to_bytes(4, "big") * 3 + b"\x00" * 5)
+    with pytest.raises(DatasetUnavailable, match="truncated or corrupt"):
+        sources.read_idx(tmp_path / "b")
+
+
+def _write_mnist(root, folder="MNIST", n_train=30, n_test=20):
+    raw = root / folder / "raw"
+    raw.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for split, n in (("train", n_train), ("test", n_test)):
+        img, lab = sources._IDX_FILES[split]
+        sources.write_idx(raw / img, rng.integers(0, 256, (n, 28, 28)))
+        sources.write_idx(raw / lab, np.arange(n) % 10)
+    return raw
+
+
+def test_mnist_from_idx_files(tmp_path):
+    _write_mnist(tmp_path)
+    tr = get_dataset("mnist", "train", root=tmp_path, download=False)
+    va = get_dataset("mnist", "val", root=tmp_path, download=False)
+    te = get_dataset("mnist", "test", root=tmp_path, download=False)
+    assert (len(tr), len(va), len(te)) == (24, 6, 20)
+    assert te.labels.tolist() == [i % 10 for i in range(20)]
+
+
+def test_missing_mnist_offline_message(tmp_path, monkeypatch):
+    with pytest.raises(DatasetUnavailable, match=r"dataset 'mnist' is not on disk .*train-images-idx3-ubyte.*"
+                                                 r"python -m overthink_lib fetch mnist"):
+        get_dataset("mnist", "train", root=tmp_path, download=False)
+
+    import torchvision
+
+    def offline(*a, **k):
+        raise OSError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(torchvision.datasets, "MNIST", offline)
+    with pytest.raises(DatasetUnavailable, match=r"could not be downloaded \(OSError"):
+        get_dataset("mnist", "train", root=tmp_path, download=True)
+    assert not (tmp_path / "MNIST" / "raw" / "train-images-idx3-ubyte").exists()
+
+
+def test_missing_fashion_names_the_debian_package(tmp_path, monkeypatch):
+    monkeypatch.setattr(sources, "DEBIAN_FASHION_MNIST", tmp_path / "nowhere")
+    with pytest.raises(DatasetUnavailable, match="apt-get install dataset-fashion-mnist"):
+        get_dataset("fashion_mnist", "train", root=tmp_path, download=False)
+
+
+def test_fashion_copied_from_debian_layout(tmp_path, monkeypatch):
+    deb = tmp_path / "deb"
+    deb.mkdir()
+    for split, n in (("train", 10), ("test", 5)):
+        img, lab = sources._IDX_FILES[split]
+        sources.write_idx(deb / f"{img}.gz", np.full((n, 28, 28), 7))
+        sources.write_idx(deb / f"{lab}.gz", np.arange(n) % 10)
+    monkeypatch.setattr(sources, "DEBIAN_FASHION_MNIST", deb)
+    te = get_dataset("fashion_mnist", "test", root=tmp_path / "data", download=False)
+    assert len(te) == 5 and int(te.images.max()) == 7
+    assert (tmp_path / "data" / "FashionMNIST" / "raw" / "t10k-images-idx3-ubyte").exists()
+
+
+def _write_cifar(root, name):
+    rng = np.random.default_rng(1)
+    sub, train_files, test_files, key = sources._CIFAR[name]
+    folder = root / sub
+    folder.mkdir(parents=True)
+    n_cls = 10 if name == "cifar10" else 100
+    for i, f in enumerate(train_files + test_files):
+        data = rng.integers(0, 256, (8, 3 * 32 * 32), dtype=np.uint8)
+        entry = {b"data": data, key: [(i * 8 + j) % n_cls for j in range(8)]}
+        with open(folder / f, "wb") as fh:
+            pickle.dump(entry, fh)
+    return folder
+
+
+@pytest.mark.parametrize("name", ["cifar10", "cifar100"])
+def test_cifar_from_pickles(tmp_path, name):
+    folder = _write_cifar(tmp_path, name)
+    te = get_dataset(name, "test", root=tmp_path, download=False)
+    assert te.images.shape == (8, 3, 32, 32) and te.num_classes == (10 if name == "cifar10" else 100)
+    with open(folder / sources._CIFAR[name][2][0], "rb") as fh:
+        raw = pickle.load(fh)
+    # channel-first rows of 1024 red, then green, then blue values
+    assert np.array_equal(te.images[0, 1].numpy().reshape(-1), raw[b"data"][0, 1024:2048])
+    tr = get_dataset(name, "train", root=tmp_path, download=False)
+    assert len(tr) + len(get_dataset(name, "val", root=tmp_path, download=False)) == 8 * len(sources._CIFAR[name][1])
+
+
+def test_missing_cifar100_offline_message(tmp_path):
+    with pytest.raises(DatasetUnavailable, match=r"'cifar100' is not on disk \(expected train, test in .*cifar-100"
+                                                 r"-python\).*fetch cifar100"):
+        get_dataset("cifar100", "test", root=tmp_path, download=False)
+
+
+def _write_svhn(root, n=(40, 30, 60)):
+    from scipy.io import savemat
+
+    folder = root / "svhn"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(2)
+    for split, k in zip(("train", "test", "extra"), n):
+        savemat(folder / f"{split}_32x32.mat", {"X": rng.integers(0, 256, (32, 32, 3, k), dtype=np.uint8),
+                                                 "y": (np.arange(k) % 10 + 1).reshape(-1, 1).astype(np.uint8)})
+
+
+def test_svhn_from_mat_with_extra_topup(tmp_path, monkeypatch):
+    from overthink_lib.data import registry
+
+    _write_svhn(tmp_path)
+    te = get_dataset("svhn", "test", root=tmp_path, download=False)
+    assert len(te) == 30 and te.labels.tolist()[:10] == [1, 2, 3, 4, 5, 6, 7, 8, 9, 0]  # 10 → digit 0
+    monkeypatch.setattr(registry, "SVHN_EXTRA_TOPUP", 25)
+    va = get_dataset("svhn", "val", root=tmp_path, download=False, svhn_extra=True)
+    te = get_dataset("svhn", "test", root=tmp_path, download=False, svhn_extra=True)
+    assert len(va) == 8 + 25 and len(te) == 30 + 25
+    extra_va, extra_te = set(va.indices[8:].tolist()), set(te.indices[30:].tolist())
+    assert min(extra_va | extra_te) >= 70 and not extra_va & extra_te  # after train and test, disjoint
+    with pytest.raises(ConfigError, match="svhn_extra=True applies only"):
+        get_dataset("mnist", "test", svhn_extra=True)
+
+
+def test_batches_are_seeded_and_augment_on_tensor(fashion_train):
+    small = fashion_train.subset(torch.arange(100))
+    a = [b for b in iterate(small, 32, shuffle=True, augment=True, seed=5)]
+    b = [b for b in iterate(small, 32, shuffle=True, augment=True, seed=5)]
+    c = [b for b in iterate(small, 32, shuffle=True, augment=True, seed=6)]
+    assert all(torch.equal(x[0], y[0]) and torch.equal(x[2], y[2]) for x, y in zip(a, b))
+    assert not torch.equal(a[0][2], c[0][2])
+    assert [len(t[1]) for t in a] == [32, 32, 32, 4]
+    plain = next(iterate(small, 100))
+    assert torch.equal(plain[2], small.indices)
+    x0 = small[0][0]
+    assert torch.allclose(plain[0][0], x0)
+    # sharding: two ranks see disjoint halves of one permutation
+    r0 = torch.cat([t[2] for t in iterate(small, 16, shuffle=True, seed=1, rank=0, world_size=2)])
+    r1 = torch.cat([t[2] for t in iterate(small, 16, shuffle=True, seed=1, rank=1, world_size=2)])
+    assert len(r0) == len(r1) == 50 and not set(r0.tolist()) & set(r1.tolist())
