@@ -45,6 +45,11 @@ def check_declared(path: Path, params: dict[str, Any]) -> None:
             raise ConfigError(f"notebook {Path(path).name} has no parameter {name!r}; it takes: "
                               f"{', '.join(sorted(declared))}")
         kind = declared[name].get("inferred_type_name", "None")
+        if kind == "None":  # no annotation in the cell: the type of the default's literal
+            try:
+                kind = type(ast.literal_eval(declared[name]["default"])).__name__
+            except (ValueError, SyntaxError):
+                kind = "None"
         ok = _TYPES.get(kind)
         if ok and (not isinstance(value, ok) or (kind != "bool" and isinstance(value, bool))):
             raise ConfigError(f"notebook {Path(path).name}: parameter {name!r} must be {kind} "
