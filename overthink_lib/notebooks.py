@@ -89,6 +89,14 @@ def _rule_dataset(v: Any) -> None:
         raise ConfigError(f"unknown dataset {v!r}: choose one of {', '.join(list_datasets())}")
 
 
+def _rule_choice(name: str, value: Any, module: str, attr: str) -> None:
+    import importlib
+
+    choices = getattr(importlib.import_module(f"overthink_lib.{module}"), attr)
+    if value not in choices:
+        raise ConfigError(f"parameter {name} must be one of {', '.join(choices)}, got {value!r}")
+
+
 def _rule_bool(name: str) -> Callable[[Any], None]:
     def check(v: Any) -> None:
         if not isinstance(v, bool):
@@ -105,6 +113,8 @@ RULES: dict[str, Callable[[Any], None]] = {
     "lam": _rule_positive("lam"),
     "n_examples": _rule_nonneg_int("n_examples"),
     "show_widgets": _rule_bool("show_widgets"),
+    "criterion": lambda v: _rule_choice("criterion", v, "exits", "CRITERIA"),
+    "n_boot": _rule_nonneg_int("n_boot"),
 }
 
 

@@ -49,3 +49,59 @@ def image_grid(images, titles=None, ncols: int = 8, cmap: str = "gray", size: fl
             ax.set_title(titles[i], fontsize=7, **({} if colors is None else {"color": colors[i]}))
     fig.tight_layout()
     return fig
+
+
+def plane(anytime, curves: dict, bounds: dict, point: dict | None = None, ax=None, title: str = ""):
+    """The accuracy–FLOPs plane (thesis Fig 3.7): anytime points, budgeted curves, oracle and realistic bounds.
+
+    Args:
+        anytime: table with flops, accuracy (and optional low/high CI columns).
+        curves: name → table with test_flops, test_acc (and optional low/high).
+        bounds: :func:`overthink_lib.overthinking.bounds` output.
+        point: an extra point {flops, accuracy, label} (the widget's hand-set thresholds).
+    """
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(7, 4.2))
+    else:
+        fig = ax.figure
+    m = 1e6
+    ax.plot(anytime["flops"] / m, anytime["accuracy"] * 100, "o-", color="k", label="anytime (each exit)")
+    if "low" in anytime:
+        ax.errorbar(anytime["flops"] / m, anytime["accuracy"] * 100,
+                    yerr=[(anytime["accuracy"] - anytime["low"]) * 100, (anytime["high"] - anytime["accuracy"]) * 100],
+                    fmt="none", color="k", capsize=3)
+    for i, (name, c) in enumerate(curves.items()):
+        ax.plot(c["test_flops"] / m, c["test_acc"] * 100, ".-" if i == 0 else "x--", color=f"C{i}",
+                label=f"budgeted: {name}")
+        if "low" in c:
+            ax.fill_between(c["test_flops"] / m, c["low"] * 100, c["high"] * 100, color=f"C{i}", alpha=0.2)
+    for name, marker, color in (("oracle", "*", "C2"), ("realistic", "P", "C3")):
+        ax.plot(bounds[name]["flops"] / m, bounds[name]["accuracy"] * 100, marker, color=color, ms=12, label=name)
+    if point is not None:
+        ax.plot(point["flops"] / m, point["accuracy"] * 100, "D", color="red", ms=9, label=point.get("label", "yours"))
+    ax.set(xlabel="expected MFLOPs per sample (MACs)", ylabel="test accuracy (%)", title=title)
+    ax.legend(fontsize=8, loc="lower right")
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def plane_plotly(anytime, curves: dict, bounds: dict, title: str = ""):
+    """Plotly version of :func:`plane` with thresholds and exit fractions on hover."""
+    import plotly.graph_objects as go
+
+    m = 1e6
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=anytime["flops"] / m, y=anytime["accuracy"] * 100, mode="lines+markers",
+                             name="anytime", text=[f"exit {k}" for k in anytime["exit"]],
+                             hovertemplate="%{text}<br>%{x:.2f} MFLOPs<br>%{y:.2f} %<extra></extra>"))
+    for name, c in curves.items():
+        hover = [f"p={p}<br>thresholds {', '.join(f'{t:.3f}' for t in th[:-1])}<br>exit fractions "
+                 f"{', '.join(f'{f:.2f}' for f in fr)}" for p, th, fr in zip(c["p"], c["thresholds"], c["test_fractions"])]
+        fig.add_trace(go.Scatter(x=c["test_flops"] / m, y=c["test_acc"] * 100, mode="lines+markers",
+                                 name=f"budgeted: {name}", text=hover,
+                                 hovertemplate="%{text}<br>%{x:.2f} MFLOPs<br>%{y:.2f} %<extra></extra>"))
+    for name in ("oracle", "realistic"):
+        fig.add_trace(go.Scatter(x=[bounds[name]["flops"] / m], y=[bounds[name]["accuracy"] * 100], mode="markers",
+                                 marker={"size": 14, "symbol": "star"}, name=name))
+    fig.update_layout(title=title, xaxis_title="expected MFLOPs per sample (MACs)", yaxis_title="test accuracy (%)")
+    return fig

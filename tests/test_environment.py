@@ -39,3 +39,17 @@ def test_committed_notebooks_have_no_outputs():
         assert [c for c in nb.cells if c.cell_type == "code" and c.get("outputs")] == [], book.name
         tagged = [c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", [])]
         assert len(tagged) == 1, f"{book.name} needs exactly one cell tagged 'parameters'"
+
+
+def test_papermill_sees_every_parameter():
+    """papermill's parser skips lines it cannot read (e.g. an '=' in a comment); then a parameter would be refused."""
+    import ast
+
+    import nbformat
+    import papermill
+
+    for book in sorted((ROOT / "notebooks").glob("0*.ipynb")):
+        nb = nbformat.read(book, as_version=4)
+        cell = next(c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", []))
+        names = {t.id for node in ast.parse(cell.source).body for t in node.targets}
+        assert set(papermill.inspect_notebook(str(book))) == names, book.name

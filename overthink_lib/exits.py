@@ -1,0 +1,172 @@
+"""Exit criteria, threshold algorithms, anytime and budgeted-batch curves (thesis §3.2; SPEC §2). Records only.
+
+Budgeted batch: each exit k < n has a threshold T_k; a sample leaves at the first exit whose confidence ≥ T_k, and
+the last exit takes everything left (T_n = −∞). The expected cost per sample is Σ_k q_k · C_k (Eq 3.9), q_k the
+fraction exiting at k and C_k exit k's cumulative FLOPs.
+
+Two ways of choosing the thresholds on the **validation** record, then applied to the **test** record:
+
+- ``thesis`` (Algorithm 1): q_k = (p/b)^k / Σ_j (p/b)^j for p = 1..iter, b = 20; for k = 1..n−1 the ⌊q_k·m⌋ most
+  confident validation samples not yet exited are taken at exit k and exactly those are removed from later exits;
+  T_k is the lowest confidence among them (+∞ when the quota is 0). Its planned cost is Σ_k q_k · C_k (the thesis
+  computes the budget from Q, Eq 3.9); we also report the cost measured on the test set.
+- ``official`` (MSDNet-PyTorch ``dynamic_evaluate``): p = 1..39, q = p/20, share_k = q^k / Σ_{j=1..n} q^j; for k < n,
+  exit k's validation confidences are sorted descending, already-exited samples skipped, T_k = the confidence of the
+  ⌊N·share_k⌋-th remaining sample (+∞ when that count is 0), and then *every* sample with confidence ≥ T_k counts as
+  exited (ties included). T_n = −∞.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .config import ConfigError
+from .records import ExitRecord, check_same_model
+
+
+def _max_softmax(p: torch.Tensor) -> torch.Tensor:
+    return p.max(-1).values
+
+
+def _neg_entropy(p: torch.Tensor) -> torch.Tensor:
+    return (p * p.clamp_min(1e-12).log()).sum(-1)  # Eq 3.8: Σ y log y (≤ 0; higher = more confident)
+
+
+def _margin(p: torch.Tensor) -> torch.Tensor:
+    top = p.topk(2, -1).values
+    return top[..., 0] - top[..., 1]
+
+
+def _ratio(p: torch.Tensor) -> torch.Tensor:
+    top = p.topk(2, -1).values
+    return 1 - top[..., 1] / top[..., 0].clamp_min(1e-12)  # 1 − p₂/p₁ ∈ [0, 1]
+
+
+#: Confidence criteria: probabilities ``[..., C]`` → confidence ``[...]``, higher = more confident.
+CRITERIA: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "max_softmax": _max_softmax,  # Eq 3.7, the default
+    "entropy": _neg_entropy,
+    "margin": _margin,
+    "ratio": _ratio,
+}
+
+
+def confidence(rec: ExitRecord, criterion: str = "max_softmax") -> torch.Tensor:
+    """``[N, E]`` confidence of every exit on every sample."""
+    if criterion not in CRITERIA:
+        raise ConfigError(f"unknown exit criterion {criterion!r}: choose one of {', '.join(CRITERIA)}")
+    return CRITERIA[criterion](rec.probs)
+
+
+def anytime_curve(rec: ExitRecord) -> pd.DataFrame:
+    """Per-exit accuracy vs cumulative FLOPs (anytime prediction)."""
+    return pd.DataFrame({"exit": range(1, rec.num_exits + 1), "flops": rec.flops.numpy(),
+                         "accuracy": rec.accuracy().numpy()})
+
+
+def _check_thresholds(thresholds, n_exits: int) -> torch.Tensor:
+    t = torch.as_tensor(np.asarray(thresholds, dtype=np.float64))
+    if t.ndim != 1 or len(t) not in (n_exits - 1, n_exits):
+        raise ConfigError(f"thresholds need {n_exits - 1} values (exits 1..{n_exits - 1}; the last exit takes the "
+                          f"rest) or {n_exits}, got {tuple(t.shape)}")
+    if torch.isnan(t).any():
+        raise ConfigError("thresholds must not be NaN")
+    if len(t) == n_exits - 1:
+        t = torch.cat([t, torch.tensor([-math.inf], dtype=t.dtype)])
+    return t
+
+
+def exit_of(conf: torch.Tensor, thresholds) -> torch.Tensor:
+    """Exit (0-based) where each sample leaves: the first k with conf ≥ T_k; the last exit takes the rest."""
+    t = _check_thresholds(thresholds, conf.shape[1]).clone()
+    t[-1] = -math.inf
+    passes = conf.double() >= t[None, :]  # [N, E]
+    return passes.int().argmax(1)  # the first True (the last column is always True)
+
+
+def apply_thresholds(rec: ExitRecord, thresholds, criterion: str = "max_softmax") -> dict:
+    """Budgeted-batch result of hand-set thresholds: accuracy, expected FLOPs, exit fractions, per-sample exits."""
+    conf = confidence(rec, criterion)
+    ex = exit_of(conf, thresholds)
+    correct = rec.correct[torch.arange(rec.num_samples), ex]
+    fractions = torch.bincount(ex, minlength=rec.num_exits).double() / rec.num_samples
+    return {"accuracy": correct.double().mean().item(), "flops": float((fractions * rec.flops).sum()),
+            "fractions": fractions.tolist(), "exits": ex, "correct": correct}
+
+
+def _shares(p: int, b: float, n: int) -> np.ndarray:
+    q = np.exp(np.log(p / b) * np.arange(1, n + 1))
+    return q / q.sum()
+
+
+def thresholds_thesis(conf: torch.Tensor, p: int, b: float = 20.0) -> tuple[np.ndarray, np.ndarray]:
+    """Algorithm 1 for one p: (thresholds ``[E]``, planned exit shares ``[E]``)."""
+    m, n = conf.shape
+    shares = _shares(p, b, n)
+    alive = torch.ones(m, dtype=torch.bool)
+    t = np.full(n, math.inf)
+    for k in range(n - 1):
+        quota = int(math.floor(shares[k] * m + 1e-9))
+        cand = torch.nonzero(alive).squeeze(1)
+        quota = min(quota, len(cand))
+        if quota > 0:
+            top = cand[conf[cand, k].argsort(descending=True, stable=True)[:quota]]
+            t[k] = conf[top, k].min().item()
+            alive[top] = False
+    t[-1] = -math.inf
+    return t, shares
+
+
+def thresholds_official(conf: torch.Tensor, p: int) -> tuple[np.ndarray, np.ndarray]:
+    """MSDNet-PyTorch's rule for one p: (thresholds ``[E]``, shares ``[E]``)."""
+    m, n = conf.shape
+    shares = _shares(p, 20.0, n)
+    filtered = torch.zeros(m, dtype=torch.bool)
+    t = np.full(n, math.inf)
+    for k in range(n - 1):
+        out_n = int(math.floor(m * shares[k]))
+        order = conf[:, k].argsort(descending=True, stable=True)
+        remaining = order[~filtered[order]]
+        if out_n > 0 and out_n <= len(remaining):
+            t[k] = conf[remaining[out_n - 1], k].item()
+        filtered |= conf[:, k] >= t[k]
+    t[-1] = -math.inf
+    return t, shares
+
+
+def budgeted_curve(val: ExitRecord, test: ExitRecord, *, method: str = "thesis", criterion: str = "max_softmax",
+                   ps=None, b: float = 20.0) -> pd.DataFrame:
+    """Thresholds from ``val`` for each p, applied to ``test``: the budgeted-batch curve as a tidy table.
+
+    Columns: p, thresholds, planned_fractions, val_fractions, test_fractions, val_acc, test_acc, val_flops, test_flops,
+    planned_flops (Σ q_k C_k).
+    """
+    check_same_model(val, test)
+    if method not in ("thesis", "official"):
+        raise ConfigError(f"unknown threshold method {method!r}: use 'thesis' (Algorithm 1) or 'official'")
+    ps = list(range(1, 40)) if ps is None else list(ps)
+    vconf = confidence(val, criterion)
+    rows = []
+    for p in ps:
+        if p <= 0:
+            raise ConfigError(f"p must be a positive integer, got {p}")
+        t, shares = thresholds_thesis(vconf, p, b) if method == "thesis" else thresholds_official(vconf, p)
+        v, te = apply_thresholds(val, t, criterion), apply_thresholds(test, t, criterion)
+        rows.append({"p": p, "thresholds": t.tolist(), "planned_fractions": shares.tolist(),
+                     "val_fractions": v["fractions"], "test_fractions": te["fractions"], "val_acc": v["accuracy"],
+                     "test_acc": te["accuracy"], "val_flops": v["flops"], "test_flops": te["flops"],
+                     "planned_flops": float((shares * val.flops.numpy()).sum())})
+    return pd.DataFrame(rows)
+
+
+def thresholds_for_budget(curve: pd.DataFrame, budget: float, flops_column: str = "val_flops") -> pd.Series:
+    """The row of ``curve`` with the highest validation accuracy whose expected FLOPs ≤ ``budget``."""
+    ok = curve[curve[flops_column] <= budget]
+    if ok.empty:
+        raise ConfigError(f"budget {budget:,.0f} FLOPs per sample is below the cheapest point of the curve "
+                          f"({curve[flops_column].min():,.0f}, at least exit 1's cost): no thresholds meet it")
+    return ok.loc[ok["val_acc"].idxmax()]

@@ -1,0 +1,110 @@
+"""The preset's main experiment: which model, which data, which schedule — shared by the CLI and the notebooks.
+
+Trained models live in ``runs/<preset>/models/<model>-<dataset>-<hash>/`` where the hash covers the model spec, the
+training config and the training data's description: a finished run with the same hash is reused, anything else
+trains anew (a cache can never be stale). Records live in ``runs/<preset>/records/``, keyed by the weights' hash.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .config import Preset, config_hash, get_device, get_preset
+from .data import ImageSet, get_dataset
+from .records import ExitRecord, cached_record
+from .train import CHECKPOINT, TrainConfig, build_model, fit, load_checkpoint, model_from_checkpoint
+
+
+def load_splits(P: Preset, dataset: str, seed: int | None = None) -> dict[str, ImageSet]:
+    """train / val / test of ``dataset`` with the preset's split and subset settings."""
+    seed = P.seed if seed is None else seed
+    return {s: get_dataset(dataset, s, val_fraction=P.val_fraction, split_seed=seed, fraction=P.data_fraction)
+            for s in ("train", "val", "test")}
+
+
+def model_spec(ds: ImageSet, name: str = "msdnet_cifar", **kwargs: Any) -> dict[str, Any]:
+    """The registry spec of a model for ``ds`` (classes and input channels from the data)."""
+    return {"name": name, "kwargs": {"num_classes": ds.num_classes, "in_channels": ds.channels, **kwargs}}
+
+
+def train_config(P: Preset, epochs: int | None = None, seed: int | None = None, **overrides: Any) -> TrainConfig:
+    """The preset's training schedule (thesis: lr 0.1, batch 64, ×0.1 at 75 and 150 of 200 epochs)."""
+    seed = P.seed if seed is None else seed
+    base = dict(epochs=P.epochs if epochs is None else epochs, batch_size=P.batch_size, lr=P.lr,
+                schedule=P.lr_schedule, milestones=P.lr_milestones, init_seed=seed, data_seed=seed,
+                eval_batch_size=P.eval_batch_size)
+    return TrainConfig(**{**base, **overrides})
+
+
+def run_folder(P: Preset, spec: dict[str, Any], cfg: TrainConfig, train_ds: ImageSet, tag: str = "") -> Path:
+    key = config_hash({"spec": spec, "train": asdict(cfg), "data": train_ds.describe(), "tag": tag})
+    return P.run_dir / "models" / f"{spec['name']}-{train_ds.name}{('-' + tag) if tag else ''}-{key}"
+
+
+def train_or_load(P: Preset, spec: dict[str, Any], cfg: TrainConfig, splits: dict[str, ImageSet], *,
+                  resume: bool = False, progress: bool = True, tag: str = "") -> tuple[torch.nn.Module, list, Path]:
+    """Train ``spec`` with ``cfg`` on ``splits['train']`` unless a finished run with the same hash exists.
+
+    Returns:
+        (model in eval mode, per-epoch history, run folder).
+    """
+    device = get_device(P.device)
+    out = run_folder(P, spec, cfg, splits["train"], tag)
+    ckpt_path = out / CHECKPOINT
+    if ckpt_path.exists():
+        ckpt = load_checkpoint(ckpt_path)
+        if ckpt["epoch"] >= cfg.epochs:
+            if progress:
+                print(f"reusing the finished run in {out} (same model, config and data)")
+            model, ckpt = model_from_checkpoint(ckpt_path, device)
+            return model, ckpt["history"], out
+        resume = True  # an unfinished run of this exact config: continue it
+    model = build_model(spec, cfg.init_seed).to(device)
+    if progress:
+        print(f"training {spec['name']} on {splits['train'].name} ({len(splits['train'])} images, {cfg.epochs} "
+              f"epochs, device {device}) → {out}", flush=True)
+    history = fit(model, splits["train"], splits.get("val"), cfg, out_dir=out, resume=resume, device=device,
+                  progress=progress)
+    return model.eval(), history, out
+
+
+def train_main_model(preset: str, *, dataset: str | None = None, epochs: int | None = None, resume: bool = False,
+                     progress: bool = True):
+    """The preset's MSDNet on its main dataset. Returns (model, history, run folder, splits)."""
+    P = get_preset(preset)
+    dataset = dataset or P.datasets[0]
+    splits = load_splits(P, dataset)
+    spec = model_spec(splits["train"])
+    model, history, out = train_or_load(P, spec, train_config(P, epochs), splits, resume=resume, progress=progress)
+    return model, history, out, splits
+
+
+def records_for(model: torch.nn.Module, splits: dict[str, ImageSet], P: Preset, run: Path,
+                which: tuple[str, ...] = ("val", "test"), progress: bool = False) -> dict[str, ExitRecord]:
+    """Validation and test ExitRecords of ``model``, cached in ``runs/<preset>/records/``."""
+    ckpt = load_checkpoint(run / CHECKPOINT)
+    prov = {"checkpoint": str(run / CHECKPOINT), "train_config": ckpt["train_config"],
+            "init_seed": ckpt.get("init_seed"), "data_seed": ckpt.get("data_seed"), "preset": P.name}
+    return {s: cached_record(model, splits[s], P.run_dir / "records", batch_size=P.eval_batch_size,
+                             provenance=prov, progress=progress) for s in which}
+
+
+def main_records(preset: str, *, dataset: str | None = None, epochs: int | None = None) -> dict[str, ExitRecord]:
+    """Validation and test records of the preset's main MSDNet (trains it first when needed)."""
+    model, _, run, splits = train_main_model(preset, dataset=dataset, epochs=epochs)
+    return records_for(model, splits, get_preset(preset), run)
+
+
+def main_experiment(P: Preset, seed: int | None = None, progress: bool = False) -> dict[str, Any]:
+    """What the analysis notebooks start from: the main MSDNet's splits, run folder and val/test records.
+
+    Trains only when no finished run with the same config exists (notebook 02 normally did it).
+    """
+    splits = load_splits(P, P.datasets[0], seed)
+    spec = model_spec(splits["train"])
+    model, history, run = train_or_load(P, spec, train_config(P, seed=seed), splits, progress=progress)
+    return {"model": model, "history": history, "run": run, "splits": splits,
+            "records": records_for(model, splits, P, run)}

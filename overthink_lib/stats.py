@@ -1,0 +1,69 @@
+"""Uncertainty: seeded bootstrap confidence intervals over samples (percentile method).
+
+Every headline number of the lab is a statistic of per-sample values (an accuracy, an overthinking rate, a share).
+We resample the samples with replacement ``n_boot`` times from a seeded generator and report the percentile interval.
+Statistics of several columns are resampled *jointly* (the same resampled samples for every column), so ratios and
+differences keep their pairing.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import torch
+
+from .config import ConfigError
+
+DEFAULT_BOOT = 2000
+
+
+def _as_numpy(x) -> np.ndarray:
+    if torch.is_tensor(x):
+        x = x.detach().cpu().numpy()
+    return np.asarray(x, dtype=np.float64)
+
+
+def bootstrap_mean(values, *, n_boot: int = DEFAULT_BOOT, seed: int = 0, level: float = 0.95):
+    """Mean of ``values`` (``[N]`` or ``[N, K]``) with a percentile bootstrap CI.
+
+    Returns:
+        (estimate, low, high), each a float (1-D input) or a ``[K]`` array.
+    """
+    x = _as_numpy(values)
+    one = x.ndim == 1
+    x = x[:, None] if one else x
+    n = len(x)
+    if n == 0:
+        raise ConfigError("cannot bootstrap an empty sample")
+    if not 0 < level < 1:
+        raise ConfigError(f"confidence level must be in (0, 1), got {level}")
+    rng = np.random.default_rng(seed)
+    means = np.empty((n_boot, x.shape[1]))
+    chunk = max(1, 2_000_000 // n)
+    for start in range(0, n_boot, chunk):
+        b = min(chunk, n_boot - start)
+        w = rng.multinomial(n, np.full(n, 1.0 / n), size=b)  # [b, N] resample counts
+        means[start:start + b] = w @ x / n
+    lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2], axis=0)
+    est = x.mean(0)
+    return (float(est[0]), float(lo[0]), float(hi[0])) if one else (est, lo, hi)
+
+
+def bootstrap_statistic(fn: Callable[[np.ndarray], float], n: int, *, n_boot: int = DEFAULT_BOOT, seed: int = 0,
+                        level: float = 0.95) -> tuple[float, float, float]:
+    """CI of any statistic ``fn(rows)`` of resampled sample rows (``rows``: indices into the N samples)."""
+    if n == 0:
+        raise ConfigError("cannot bootstrap an empty sample")
+    rng = np.random.default_rng(seed)
+    stats = np.array([fn(rng.integers(0, n, n)) for _ in range(n_boot)], dtype=np.float64)
+    stats = stats[np.isfinite(stats)]
+    est = float(fn(np.arange(n)))
+    if len(stats) == 0:
+        return est, float("nan"), float("nan")
+    lo, hi = np.quantile(stats, [(1 - level) / 2, (1 + level) / 2])
+    return est, float(lo), float(hi)
+
+
+def fmt_ci(est: float, lo: float, hi: float, scale: float = 100.0, digits: int = 2) -> str:
+    """``12.34 [11.90, 12.80]`` (percent by default)."""
+    return f"{est * scale:.{digits}f} [{lo * scale:.{digits}f}, {hi * scale:.{digits}f}]"

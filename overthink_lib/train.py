@@ -1,0 +1,343 @@
+"""Training and evaluation of multi-exit models: one code path for CPU, CUDA and ``torchrun`` DDP.
+
+- loss: Σ_k γ_k · CE_k over the exits (thesis Eq 3.6; γ_k = 1 by default, as the official code);
+- SGD, momentum 0.9, weight decay 1e-4, lr 0.1 with step decay (thesis: ×0.1 at epochs 75 and 150 of 200) or a
+  one-cycle schedule for short CPU runs; the lr is a pure function of the step, so resuming needs no scheduler state;
+- separately seeded randomness: ``init_seed`` (weights) and ``data_seed`` (order and augmentation of epoch e are drawn
+  from (data_seed, e)), so the two sources can be varied one at a time;
+- a checkpoint after every epoch, written atomically, with model and optimizer state, config, seeds, epoch, RNG
+  states and the metrics so far; ``fit(..., resume=True)`` continues a killed run and reaches the same weights as an
+  uninterrupted run on CPU;
+- AMP (bf16, or fp16 with a grad scaler) on CUDA only; fp32 on CPU.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import ConfigError, atomic_torch_save, autocast, code_version, config_hash, seed_everything
+from .data import ImageSet, iterate
+from .models import MultiExit, model_from_spec
+
+CHECKPOINT = "checkpoint.pt"
+METRICS = "metrics.csv"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that determines a training run besides the model and the data.
+
+    Attributes:
+        epochs: epochs to train.
+        batch_size: per-process batch size (thesis: 64).
+        lr: peak learning rate.
+        momentum, weight_decay, nesterov: SGD settings.
+        schedule: ``step`` (×``lr_gamma`` at each milestone), ``onecycle`` (linear warm-up over the first 20 % of
+            the steps from lr/10 to lr, then linear decay to 0) or ``constant``.
+        milestones: epochs of the step decay; values < 1 are fractions of ``epochs`` (official: 0.5, 0.75).
+        lr_gamma: the step decay's factor.
+        exit_weights: γ_k per exit (None → all 1).
+        init_seed: seed of the weight initialisation.
+        data_seed: seed of the data order and augmentation.
+        augment: use the dataset's training augmentation.
+        amp: mixed precision on CUDA (ignored on CPU).
+        eval_batch_size: batch size of evaluation.
+    """
+
+    epochs: int
+    batch_size: int = 64
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    nesterov: bool = False
+    schedule: str = "step"
+    milestones: tuple[float, ...] = (0.5, 0.75)
+    lr_gamma: float = 0.1
+    exit_weights: tuple[float, ...] | None = None
+    init_seed: int = 0
+    data_seed: int = 0
+    augment: bool = True
+    amp: bool = True
+    eval_batch_size: int = 512
+
+    def __post_init__(self):
+        if self.epochs < 0 or self.batch_size < 1 or self.lr <= 0:
+            raise ConfigError(f"TrainConfig needs epochs >= 0, batch_size >= 1, lr > 0 (got {self.epochs}, "
+                              f"{self.batch_size}, {self.lr})")
+        if self.schedule not in ("step", "onecycle", "constant"):
+            raise ConfigError(f"schedule must be 'step', 'onecycle' or 'constant', got {self.schedule!r}")
+
+    def lr_at(self, step: int, steps_per_epoch: int) -> float:
+        """The learning rate of optimisation step ``step`` (0-based, counted over the whole run)."""
+        total = max(1, self.epochs * steps_per_epoch)
+        if self.schedule == "constant":
+            return self.lr
+        if self.schedule == "onecycle":
+            warm = max(1, int(0.2 * total))
+            if step < warm:
+                return self.lr * (0.1 + 0.9 * step / warm)
+            return self.lr * max(0.0, (total - step) / max(1, total - warm))
+        epoch = step / steps_per_epoch
+        marks = [m * self.epochs if m < 1 else m for m in self.milestones]
+        return self.lr * self.lr_gamma ** sum(epoch >= m for m in marks)
+
+
+def multi_exit_loss(outputs: list[torch.Tensor], y: torch.Tensor,
+                    weights: tuple[float, ...] | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Σ_k γ_k · CE(outputs[k], y); returns (total, per-exit CE)."""
+    per_exit = [F.cross_entropy(o.float(), y) for o in outputs]
+    w = weights or (1.0,) * len(outputs)
+    if len(w) != len(outputs):
+        raise ConfigError(f"exit_weights has {len(w)} entries for a model with {len(outputs)} exits")
+    return sum(wk * lk for wk, lk in zip(w, per_exit)), per_exit
+
+
+LossFn = Callable[[list[torch.Tensor], torch.Tensor, torch.Tensor], tuple[torch.Tensor, list[torch.Tensor]]]
+
+
+def _dist() -> tuple[int, int]:
+    """(rank, world size); initialises the process group when launched by torchrun with several processes."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return dist.get_rank(), dist.get_world_size()
+
+
+def _all_reduce(t: torch.Tensor, world: int) -> torch.Tensor:
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.all_reduce(t)
+    return t
+
+
+def build_model(spec: dict[str, Any], init_seed: int) -> MultiExit:
+    """Build a registered model with its weights drawn from ``init_seed`` alone."""
+    seed_everything(init_seed)
+    model = model_from_spec(spec)
+    return model
+
+
+@torch.no_grad()
+def predict(model: nn.Module, ds: ImageSet, *, batch_size: int = 512, device: torch.device | None = None,
+            amp: bool = False, progress: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Logits of every exit for every sample, in eval mode, without augmentation.
+
+    Returns:
+        (logits ``[N, E, C]`` float32 on CPU, labels ``[N]``, dataset indices ``[N]``).
+    """
+    from tqdm.auto import tqdm
+
+    device = device or next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    outs = []
+    try:
+        it = iterate(ds, batch_size, device=device)
+        for x, _, _ in tqdm(it, total=math.ceil(len(ds) / batch_size), disable=not progress, desc="predict",
+                            leave=False):
+            with autocast(device, amp):
+                logits = model(x)
+            outs.append(torch.stack([o.float() for o in logits], 1).cpu())
+    finally:
+        model.train(was_training)
+    return torch.cat(outs), ds.labels.clone(), ds.indices.clone()
+
+
+def evaluate(model: nn.Module, ds: ImageSet, *, batch_size: int = 512, device: torch.device | None = None,
+             amp: bool = False) -> dict[str, list[float]]:
+    """Per-exit cross-entropy and accuracy on ``ds`` (eval mode, no augmentation)."""
+    logits, labels, _ = predict(model, ds, batch_size=batch_size, device=device, amp=amp)
+    loss = [F.cross_entropy(logits[:, k], labels).item() for k in range(logits.shape[1])]
+    acc = (logits.argmax(-1) == labels[:, None]).float().mean(0).tolist()
+    return {"loss": loss, "acc": acc}
+
+
+def _rng_state() -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """Load a checkpoint written by :func:`fit`; a corrupt or foreign file → one clear ConfigError."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"no checkpoint at {path}: train first (python -m overthink_lib train ...)")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # noqa: BLE001 - every unreadable file is the same message
+        raise ConfigError(f"checkpoint {path} is corrupt or unreadable ({type(err).__name__}); delete it and "
+                          "train again") from None
+    if not isinstance(ckpt, dict) or not {"model_spec", "model", "train_config", "epoch"} <= set(ckpt):
+        raise ConfigError(f"{path} is not an overthink checkpoint (missing model_spec/model/train_config/epoch)")
+    return ckpt
+
+
+def model_from_checkpoint(path: Path, device: torch.device | str = "cpu") -> tuple[MultiExit, dict[str, Any]]:
+    """Rebuild the model stored in a checkpoint (weights loaded, eval mode)."""
+    ckpt = load_checkpoint(path)
+    model = model_from_spec(ckpt["model_spec"])
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as err:
+        raise ConfigError(f"checkpoint {path} does not fit model {ckpt['model_spec']['name']}: "
+                          f"{str(err).splitlines()[0]}") from None
+    return model.to(device).eval(), ckpt
+
+
+def state_hash(model: nn.Module) -> str:
+    """A content hash of the model's weights and buffers: the cache key of everything derived from it."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()[:16]
+
+
+def _write_metrics(path: Path, history: list[dict[str, Any]]) -> None:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(history[0]))
+    w.writeheader()
+    w.writerows(history)
+    from .config import atomic_write_bytes
+
+    atomic_write_bytes(path, buf.getvalue().encode())
+
+
+def fit(model: MultiExit, train_ds: ImageSet, val_ds: ImageSet | None, cfg: TrainConfig, *, out_dir: Path,
+        resume: bool = False, device: torch.device | None = None, loss_fn: LossFn | None = None,
+        params: list[nn.Parameter] | None = None, progress: bool = True, extra: dict[str, Any] | None = None,
+        stop_after_epoch: int | None = None) -> list[dict[str, Any]]:
+    """Train ``model`` on ``train_ds``; evaluate on ``val_ds`` after every epoch; checkpoint every epoch.
+
+    Args:
+        model: a multi-exit model built with ``model.spec`` (see :func:`build_model`).
+        cfg: the run's :class:`TrainConfig`.
+        out_dir: where ``checkpoint.pt`` and ``metrics.csv`` go.
+        resume: continue from ``out_dir/checkpoint.pt`` (it must come from the same model spec, config and data).
+        loss_fn: ``(outputs, y, index) -> (loss, per-exit losses)``; default :func:`multi_exit_loss` with γ.
+        params: the parameters to optimise (default: all; e.g. only new heads when fine-tuning frozen).
+        extra: more provenance to store in the checkpoint (e.g. the parent checkpoint of a fine-tuning run).
+        stop_after_epoch: stop (as if killed) after this epoch — for tests of resuming.
+    Returns:
+        One row per epoch: lr, train loss/accuracy per exit, validation loss/accuracy per exit, seconds.
+    """
+    from tqdm.auto import tqdm
+
+    rank, world = _dist()
+    device = device or next(model.parameters()).device
+    model.to(device)
+    out_dir = Path(out_dir)
+    ckpt_path = out_dir / CHECKPOINT
+    identity = {"model_spec": model.spec, "train_config": asdict(cfg), "train_data": train_ds.describe(),
+                "extra": extra or {}}
+    params = list(model.parameters()) if params is None else params
+    opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                          nesterov=cfg.nesterov)
+    history: list[dict[str, Any]] = []
+    start_epoch = 0
+    if resume and ckpt_path.exists():
+        ckpt = load_checkpoint(ckpt_path)
+        mine, theirs = config_hash(identity), config_hash({k: ckpt.get(k) for k in identity})
+        if mine != theirs:
+            raise ConfigError(f"checkpoint {ckpt_path} comes from another config (hash {theirs} ≠ {mine}); "
+                              "use another out_dir or resume=False to start over")
+        model.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optimizer"])
+        _set_rng_state(ckpt["rng"])
+        start_epoch, history = ckpt["epoch"], list(ckpt["history"])
+        if rank == 0 and progress:
+            print(f"resuming from {ckpt_path} after epoch {start_epoch}", flush=True)
+    net: nn.Module = model
+    if world > 1:
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    loss_fn = loss_fn or (lambda outs, y, idx: multi_exit_loss(outs, y, cfg.exit_weights))
+    steps_per_epoch = math.ceil((len(train_ds) // world) / cfg.batch_size)
+    use_scaler = cfg.amp and device.type == "cuda" and not torch.cuda.is_bf16_supported()
+    scaler = torch.amp.GradScaler("cuda") if use_scaler else None
+    for epoch in range(start_epoch, cfg.epochs):
+        t0 = time.perf_counter()
+        net.train()
+        n_exits = model.num_exits
+        sums = torch.zeros(2 * n_exits + 1, dtype=torch.float64)  # per-exit loss sums, correct counts, samples
+        batches = iterate(train_ds, cfg.batch_size, device=device, shuffle=True, augment=cfg.augment,
+                          seed=int(np.random.SeedSequence([cfg.data_seed, epoch]).generate_state(1)[0]), rank=rank,
+                          world_size=world)
+        bar = tqdm(batches, total=steps_per_epoch, disable=not progress or rank != 0,
+                   desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False)
+        for i, (x, y, idx) in enumerate(bar):
+            lr = cfg.lr_at(epoch * steps_per_epoch + i, steps_per_epoch)
+            for g in opt.param_groups:
+                g["lr"] = lr
+            with autocast(device, cfg.amp):
+                outs = net(x)
+            loss, per_exit = loss_fn(outs, y, idx)
+            opt.zero_grad(set_to_none=True)
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.step(opt)
+                scaler.update()
+            else:
+                loss.backward()
+                opt.step()
+            with torch.no_grad():
+                b = len(y)
+                sums[:n_exits] += torch.tensor([float(l) * b for l in per_exit], dtype=torch.float64)
+                sums[n_exits:2 * n_exits] += torch.stack([(o.argmax(-1) == y).sum() for o in outs]).double().cpu()
+                sums[-1] += b
+            if i % 20 == 0:
+                bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.4f}")
+        sums = _all_reduce(sums.to(device), world).cpu()
+        row: dict[str, Any] = {"epoch": epoch + 1, "lr": lr}
+        for k in range(n_exits):
+            row[f"train_loss_{k + 1}"] = sums[k].item() / sums[-1].item()
+            row[f"train_acc_{k + 1}"] = sums[n_exits + k].item() / sums[-1].item()
+        if val_ds is not None and rank == 0:
+            ev = evaluate(model, val_ds, batch_size=cfg.eval_batch_size, device=device, amp=cfg.amp)
+            for k in range(n_exits):
+                row[f"val_loss_{k + 1}"], row[f"val_acc_{k + 1}"] = ev["loss"][k], ev["acc"][k]
+        row["seconds"] = round(time.perf_counter() - t0, 2)
+        history.append(row)
+        if rank == 0:
+            atomic_torch_save({**identity, "model": model.state_dict(), "optimizer": opt.state_dict(),
+                               "epoch": epoch + 1, "rng": _rng_state(), "history": history,
+                               "code_version": code_version(), "init_seed": cfg.init_seed, "data_seed": cfg.data_seed},
+                              ckpt_path)
+            _write_metrics(out_dir / METRICS, history)
+            if progress:
+                accs = " ".join(f"{row.get(f'val_acc_{k + 1}', row[f'train_acc_{k + 1}']) * 100:.1f}"
+                                for k in range(n_exits))
+                which = "val" if val_ds is not None else "train"
+                print(f"epoch {epoch + 1}/{cfg.epochs}: {row['seconds']:.0f} s, {which} acc per exit {accs} "
+                      f"→ {ckpt_path}", flush=True)
+        if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch:
+            break
+    return history

@@ -1,0 +1,122 @@
+"""Training: schedules, seeds, checkpoint/resume equality, bad checkpoints, DDP on CPU."""
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from helpers import random_set, tiny_spec
+from overthink_lib.config import ConfigError
+from overthink_lib.train import (CHECKPOINT, METRICS, TrainConfig, build_model, evaluate, fit, load_checkpoint,
+                                 model_from_checkpoint, multi_exit_loss, state_hash)
+
+
+def test_lr_schedules():
+    step = TrainConfig(epochs=200, milestones=(75, 150))
+    assert [step.lr_at(e * 10, 10) for e in (0, 74, 75, 149, 150, 199)] == pytest.approx(
+        [0.1, 0.1, 0.01, 0.01, 0.001, 0.001])
+    official = TrainConfig(epochs=8)  # ×0.1 at 50 % and 75 %
+    assert [official.lr_at(e, 1) for e in range(8)] == pytest.approx([0.1] * 4 + [0.01] * 2 + [0.001] * 2)
+    one = TrainConfig(epochs=1, schedule="onecycle")
+    lrs = [one.lr_at(s, 100) for s in range(100)]
+    assert lrs[0] == pytest.approx(0.01) and max(lrs) == pytest.approx(0.1) and lrs[-1] < 0.002
+    with pytest.raises(ConfigError, match="schedule must be"):
+        TrainConfig(epochs=1, schedule="cosine")
+
+
+def test_joint_loss_is_weighted_sum_of_ce():
+    outs = [torch.randn(4, 3) for _ in range(2)]
+    y = torch.tensor([0, 1, 2, 0])
+    total, per = multi_exit_loss(outs, y, (1.0, 0.5))
+    ce = [torch.nn.functional.cross_entropy(o, y) for o in outs]
+    assert torch.allclose(total, ce[0] + 0.5 * ce[1]) and torch.allclose(per[1], ce[1])
+    with pytest.raises(ConfigError, match="exit_weights has 3 entries"):
+        multi_exit_loss(outs, y, (1.0, 1.0, 1.0))
+
+
+def test_init_and_data_seeds_are_separate(tmp_path):
+    a, b, c = (build_model(tiny_spec(), s) for s in (0, 0, 1))
+    assert state_hash(a) == state_hash(b) != state_hash(c)
+    from overthink_lib.data import iterate
+
+    ds = random_set(64)
+    order = lambda seed: torch.cat([i for _, _, i in iterate(ds, 16, shuffle=True, seed=seed)])
+    assert torch.equal(order(3), order(3)) and not torch.equal(order(3), order(4))
+    # changing only the data seed keeps the initial weights, and changes the trained ones
+    cfg0 = TrainConfig(epochs=1, batch_size=16, schedule="constant", lr=0.05, init_seed=0, data_seed=0)
+    cfg1 = TrainConfig(epochs=1, batch_size=16, schedule="constant", lr=0.05, init_seed=0, data_seed=1)
+    m0, m1 = build_model(tiny_spec(), cfg0.init_seed), build_model(tiny_spec(), cfg1.init_seed)
+    assert state_hash(m0) == state_hash(m1)
+    fit(m0, ds, None, cfg0, out_dir=tmp_path / "a", progress=False)
+    fit(m1, ds, None, cfg1, out_dir=tmp_path / "b", progress=False)
+    assert state_hash(m0) != state_hash(m1)
+
+
+def test_resume_reaches_the_same_weights(tmp_path):
+    ds, val = random_set(96), random_set(32, seed=1, split="val")
+    cfg = TrainConfig(epochs=3, batch_size=16, lr=0.05, schedule="onecycle")
+    straight = build_model(tiny_spec(), 0)
+    h_straight = fit(straight, ds, val, cfg, out_dir=tmp_path / "straight", progress=False)
+    killed = build_model(tiny_spec(), 0)
+    fit(killed, ds, val, cfg, out_dir=tmp_path / "resumed", progress=False, stop_after_epoch=1)
+    assert load_checkpoint(tmp_path / "resumed" / CHECKPOINT)["epoch"] == 1
+    fresh = build_model(tiny_spec(), 123)  # a new process: different weights until the checkpoint loads
+    h_resumed = fit(fresh, ds, val, cfg, out_dir=tmp_path / "resumed", resume=True, progress=False)
+    for (n, a), (_, b) in zip(straight.state_dict().items(), fresh.state_dict().items()):
+        assert torch.equal(a, b), n
+    assert [r["val_acc_3"] for r in h_straight] == [r["val_acc_3"] for r in h_resumed]
+    metrics = (tmp_path / "resumed" / METRICS).read_text().splitlines()
+    assert len(metrics) == 4 and "train_loss_1" in metrics[0] and "val_acc_3" in metrics[0]
+
+
+def test_training_learns_a_learnable_task(tmp_path):
+    ds = random_set(128)
+    cfg = TrainConfig(epochs=6, batch_size=16, lr=0.05, schedule="constant", augment=False)
+    hist = fit(build_model(tiny_spec(), 0), ds, ds, cfg, out_dir=tmp_path, progress=False)
+    assert hist[-1]["train_loss_3"] < 0.7 * hist[0]["train_loss_3"]
+    assert hist[-1]["val_acc_3"] > 0.5  # chance is 0.1
+
+
+def test_checkpoint_from_another_config_or_corrupt_is_refused(tmp_path):
+    ds = random_set(32)
+    cfg = TrainConfig(epochs=1, batch_size=16)
+    fit(build_model(tiny_spec(), 0), ds, None, cfg, out_dir=tmp_path, progress=False)
+    other = TrainConfig(epochs=2, batch_size=16, lr=0.01)
+    with pytest.raises(ConfigError, match="comes from another config"):
+        fit(build_model(tiny_spec(), 0), ds, None, other, out_dir=tmp_path, resume=True, progress=False)
+    model, ckpt = model_from_checkpoint(tmp_path / CHECKPOINT)
+    assert ckpt["epoch"] == 1 and ckpt["train_config"]["batch_size"] == 16 and "code_version" in ckpt
+    (tmp_path / CHECKPOINT).write_bytes(b"not a checkpoint")
+    with pytest.raises(ConfigError, match="corrupt or unreadable"):
+        load_checkpoint(tmp_path / CHECKPOINT)
+    with pytest.raises(ConfigError, match="no checkpoint at"):
+        load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_checkpoint_that_does_not_fit_its_model(tmp_path):
+    ds = random_set(32)
+    model = build_model(tiny_spec(), 0)
+    fit(model, ds, None, TrainConfig(epochs=1, batch_size=16), out_dir=tmp_path, progress=False)
+    ckpt = torch.load(tmp_path / CHECKPOINT, weights_only=False)
+    ckpt["model_spec"] = tiny_spec(num_classes=5)
+    torch.save(ckpt, tmp_path / "other.pt")
+    with pytest.raises(ConfigError, match="does not fit model msdnet_cifar"):
+        model_from_checkpoint(tmp_path / "other.pt")
+
+
+def test_evaluate_reports_every_exit():
+    model = build_model(tiny_spec(), 0)
+    ev = evaluate(model, random_set(40), batch_size=16)
+    assert len(ev["acc"]) == len(ev["loss"]) == model.num_exits
+    assert all(0 <= a <= 1 for a in ev["acc"])
+
+
+def test_ddp_two_processes_on_cpu(tmp_path):
+    worker = Path(__file__).with_name("ddp_worker.py")
+    res = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                          "--master_port", "29531", str(worker), str(tmp_path)], capture_output=True, text=True,
+                         timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "RANKS=2 SAME_WEIGHTS=True EPOCHS=2" in res.stdout
+    assert load_checkpoint(tmp_path / CHECKPOINT)["epoch"] == 2
