@@ -115,6 +115,9 @@ RULES: dict[str, Callable[[Any], None]] = {
     "show_widgets": _rule_bool("show_widgets"),
     "criterion": lambda v: _rule_choice("criterion", v, "exits", "CRITERIA"),
     "n_boot": _rule_nonneg_int("n_boot"),
+    "cam_method": lambda v: _rule_choice("cam_method", v, "cams", "METHODS"),
+    "cam_target": lambda v: _rule_choice("cam_target", v, "cams", "TARGETS"),
+    "n_stat": _rule_nonneg_int("n_stat"),
 }
 
 

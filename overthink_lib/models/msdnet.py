@@ -175,12 +175,13 @@ class ExitHead(nn.Module):
 
     def __init__(self, c_in: int, width: int, num_classes: int):
         super().__init__()
+        self.tap = nn.Identity()  # the coarsest-scale features this exit reads: the default GradCAM target layer
         self.features = nn.Sequential(conv_bn_relu(c_in, width, 3, 2), conv_bn_relu(width, width, 3, 2),
                                       nn.AdaptiveAvgPool2d(1), nn.Flatten())
         self.linear = nn.Linear(width, num_classes)
 
     def forward(self, xs: list[torch.Tensor]) -> torch.Tensor:
-        return self.linear(self.features(xs[-1]))
+        return self.linear(self.features(self.tap(xs[-1])))
 
 
 class MSDNet(MultiExit):
@@ -225,6 +226,11 @@ class MSDNet(MultiExit):
     def stage(self, k: int, state):
         state = self.blocks[k](state)  # k = 0: image → list of scales; after: list → list
         return state, self.heads[k](state)
+
+    def cam_layers(self) -> list[str]:
+        """Default GradCAM target per exit: ``heads.k.tap``, the coarsest-scale feature map that exit k reads
+        (8×8 at 32×32 inputs) — the last features before the exit's own head."""
+        return [f"heads.{k}.tap" for k in range(self.num_exits)]
 
 
 @register_model("msdnet_cifar")

@@ -1,0 +1,166 @@
+"""GradCAM heatmaps per exit with the ``grad-cam`` package (thesis Fig 3.9; SPEC §5).
+
+The package needs a model with one tensor output, so each exit gets a wrapper that runs the network only up to that
+exit and returns its logits. The target layer must output a plain tensor that requires grad: by default the model's
+``cam_layers()`` (MSDNet: ``heads.k.tap``, the coarsest-scale feature map that exit k reads); any module name of the
+model may be given instead. One target class per image (its label, or the exit's own prediction); hooks are released
+by the package's context manager.
+
+EigenCAM uses no gradients: its map is the first principal component of the activations, whose sign is arbitrary, so
+it can light up exactly the region the exit ignores; prefer the gradient methods for "where does this exit look".
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from .config import ConfigError
+
+METHODS = ("gradcam", "gradcam++", "hirescam", "layercam", "eigencam")
+TARGETS = ("label", "pred")
+
+
+class ExitOutput(nn.Module):
+    """Exit ``k`` of a multi-exit model as a one-output model (the network runs only up to that exit)."""
+
+    def __init__(self, model: nn.Module, k: int):
+        super().__init__()
+        self.model, self.k = model, k
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x, upto=self.k + 1)[self.k]
+
+
+def _cam_class(method: str):
+    from pytorch_grad_cam import EigenCAM, GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM
+
+    classes = dict(zip(METHODS, (GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM, EigenCAM)))
+    if method not in classes:
+        raise ConfigError(f"unknown CAM method {method!r}: choose one of {', '.join(METHODS)}")
+    return classes[method]
+
+
+def target_layer(model: nn.Module, name: str) -> nn.Module:
+    """The module called ``name`` (as in ``model.named_modules()``); unknown → ConfigError with examples."""
+    modules = dict(model.named_modules())
+    if name not in modules:
+        defaults = getattr(model, "cam_layers", lambda: [])()
+        raise ConfigError(f"target layer {name!r} does not exist in {type(model).__name__}; defaults are "
+                          f"{', '.join(defaults) or 'none'} (any name from model.named_modules() works)")
+    return modules[name]
+
+
+def exit_cams(model: nn.Module, x: torch.Tensor, *, exits: Sequence[int] | None = None, labels=None,
+              target: str = "label", method: str = "gradcam", layers: Sequence[str] | None = None) -> dict:
+    """Heatmaps of every requested exit for a batch of (normalised) images.
+
+    Args:
+        model: a multi-exit model (contract of :mod:`overthink_lib.models.base`).
+        x: ``[B, C, H, W]`` normalised images on the model's device.
+        exits: 0-based exits (default: all).
+        labels: ``[B]`` true classes (needed for ``target='label'``).
+        target: ``label`` (explain the true class) or ``pred`` (explain what the exit predicts).
+        method: one of :data:`METHODS`.
+        layers: target layer name per requested exit (default: ``model.cam_layers()``).
+    Returns:
+        ``{"cams": [B, E', H, W] float32 in [0, 1], "preds": [B, E'], "confidence": [B, E'], "exits": list}``.
+    """
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    n = model.num_exits
+    exits = list(range(n)) if exits is None else [int(e) for e in exits]
+    bad = [e for e in exits if not 0 <= e < n]
+    if bad:
+        raise ConfigError(f"exit index {bad[0]} is out of range: the model has exits 0..{n - 1}")
+    if target not in TARGETS:
+        raise ConfigError(f"CAM target must be 'label' or 'pred', got {target!r}")
+    if target == "label" and labels is None:
+        raise ConfigError("target='label' needs the labels of the images")
+    cam_cls = _cam_class(method)
+    if layers is None:
+        if not hasattr(model, "cam_layers"):
+            raise ConfigError(f"{type(model).__name__} has no default CAM layers: pass layers=[...] by name")
+        layers = [model.cam_layers()[e] for e in exits]
+    if len(layers) != len(exits):
+        raise ConfigError(f"{len(layers)} target layers given for {len(exits)} exits")
+    modules = [target_layer(model, name) for name in layers]
+    was_training = model.training
+    model.eval()
+    cams, preds, confs = [], [], []
+    try:
+        for e, module in zip(exits, modules):
+            wrapper = ExitOutput(model, e)
+            with torch.no_grad():
+                probs = torch.softmax(wrapper(x).float(), -1)
+            conf, pred = probs.max(-1)
+            classes = (torch.as_tensor(labels) if target == "label" else pred).tolist()
+            with cam_cls(model=wrapper, target_layers=[module]) as cam:
+                maps = cam(input_tensor=x, targets=[ClassifierOutputTarget(int(c)) for c in classes])
+            cams.append(np.clip(maps, 0.0, 1.0))
+            preds.append(pred.cpu())
+            confs.append(conf.cpu())
+    finally:
+        model.train(was_training)
+    return {"cams": np.stack(cams, 1).astype(np.float32), "preds": torch.stack(preds, 1),
+            "confidence": torch.stack(confs, 1), "exits": exits}
+
+
+def cam_statistics(cams: np.ndarray) -> dict[str, np.ndarray]:
+    """Where the heatmap's mass sits, per image and exit (``cams``: ``[B, E, H, W]``).
+
+    Returns:
+        ``com_distance``: distance of the centre of mass from the image centre, as a fraction of the half-diagonal;
+        ``entropy``: Shannon entropy of the map normalised to sum 1, divided by log(H·W) (1 = uniform, 0 = one pixel);
+        ``similarity_prev``: cosine similarity with the previous exit's map (NaN for the first exit).
+    """
+    b, e, h, w = cams.shape
+    mass = cams.reshape(b, e, -1).astype(np.float64)
+    total = mass.sum(-1, keepdims=True)
+    p = np.where(total > 0, mass / np.where(total > 0, total, 1), 1.0 / (h * w))
+    ys, xs = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
+    cy, cx = (p * ys.reshape(-1)).sum(-1), (p * xs.reshape(-1)).sum(-1)
+    half_diag = np.hypot((h - 1) / 2, (w - 1) / 2)
+    com = np.hypot(cy - (h - 1) / 2, cx - (w - 1) / 2) / half_diag
+    ent = -(p * np.log(np.clip(p, 1e-12, None))).sum(-1) / np.log(h * w)
+    unit = mass / np.clip(np.linalg.norm(mass, axis=-1, keepdims=True), 1e-12, None)
+    sim = np.full((b, e), np.nan)
+    sim[:, 1:] = (unit[:, 1:] * unit[:, :-1]).sum(-1)
+    return {"com_distance": com, "entropy": ent, "similarity_prev": sim}
+
+
+def overlay(image: np.ndarray, cam: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+    """RGB overlay of a heatmap on an image (``image``: ``[C, H, W]`` uint8 or float in [0, 1])."""
+    from matplotlib import colormaps
+
+    img = np.asarray(image, dtype=np.float32)
+    img = img / 255.0 if img.max() > 1.0 else img
+    img = np.repeat(img, 3, 0) if img.shape[0] == 1 else img
+    heat = colormaps["jet"](cam)[..., :3].transpose(2, 0, 1)
+    return np.clip((1 - alpha) * img + alpha * heat, 0, 1).transpose(1, 2, 0)
+
+
+def cam_grid(images: np.ndarray, out: dict, labels, class_names=None, row_titles=None):
+    """Figure: rows = images, columns = the image and each exit's overlay titled with prediction, confidence, ✓/✗."""
+    import matplotlib.pyplot as plt
+
+    b, e = out["cams"].shape[:2]
+    names = class_names or [str(i) for i in range(int(max(out["preds"].max(), max(labels))) + 1)]
+    fig, axes = plt.subplots(b, e + 1, figsize=(1.7 * (e + 1), 1.9 * b), squeeze=False)
+    for i in range(b):
+        img = np.asarray(images[i])
+        axes[i, 0].imshow(img[0] if img.shape[0] == 1 else img.transpose(1, 2, 0), cmap="gray")
+        axes[i, 0].set_title((row_titles[i] if row_titles else "") + f"\ntrue: {names[int(labels[i])][:12]}", fontsize=7)
+        for j in range(e):
+            pred = int(out["preds"][i, j])
+            ok = pred == int(labels[i])
+            axes[i, j + 1].imshow(overlay(img, out["cams"][i, j]))
+            axes[i, j + 1].set_title(f"exit {out['exits'][j] + 1} {'✓' if ok else '✗'} {names[pred][:10]}\n"
+                                     f"conf {float(out['confidence'][i, j]):.2f}", fontsize=7,
+                                     color="green" if ok else "red")
+        for ax in axes[i]:
+            ax.axis("off")
+    fig.tight_layout()
+    return fig

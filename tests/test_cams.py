@@ -1,0 +1,99 @@
+"""GradCAM per exit: shapes, range, one target per image, hooks released, a planted left-half model, bad input."""
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from overthink_lib.cams import METHODS, cam_statistics, exit_cams, overlay
+from overthink_lib.config import ConfigError
+from overthink_lib.models import get_model
+from overthink_lib.models.base import MultiExit
+
+
+def _hooks(model):
+    return sum(len(m._forward_hooks) + len(m._backward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
+
+
+@pytest.mark.parametrize("channels, size", [(1, 28), (3, 32)])
+def test_maps_per_exit_shape_range_and_hooks(channels, size):
+    torch.manual_seed(0)
+    model = get_model("msdnet_cifar", num_classes=10, in_channels=channels, channels=4, growth=2, head_channels=8)
+    x = torch.randn(4, channels, size, size)
+    before = _hooks(model)
+    out = exit_cams(model, x, labels=torch.tensor([0, 1, 2, 3]))
+    assert out["cams"].shape == (4, 5, size, size)
+    assert out["cams"].min() >= 0 and out["cams"].max() <= 1
+    assert out["preds"].shape == (4, 5) and out["exits"] == [0, 1, 2, 3, 4]
+    assert _hooks(model) == before == 0
+    assert model.training  # the model's mode is restored
+
+
+def test_one_target_per_image():
+    torch.manual_seed(0)
+    model = get_model("msdnet_cifar", num_classes=10, in_channels=1, channels=4, growth=2, head_channels=8)
+    x = torch.randn(1, 1, 28, 28).repeat(3, 1, 1, 1)  # the same image three times, three different targets
+    maps = exit_cams(model, x, labels=torch.tensor([0, 5, 0]), exits=[2], method="hirescam")["cams"][:, 0]
+    assert np.allclose(maps[0], maps[2], atol=1e-5)
+    assert not np.allclose(maps[0], maps[1], atol=1e-3)
+
+
+class LeftHalf(MultiExit):
+    """Two exits; the first reads only the left half of the image (1×1 conv, no bias: no bleed across)."""
+
+    def __init__(self):
+        super().__init__()
+        self.num_exits = 2
+        self.conv = nn.Conv2d(1, 4, 1, bias=False)
+        self.conv2 = nn.Conv2d(4, 4, 3, padding=1)
+        self.fc1, self.fc2 = nn.Linear(4, 3), nn.Linear(4, 3)
+
+    def stage(self, k, state):
+        if k == 0:
+            mask = torch.zeros_like(state)
+            mask[..., : state.shape[-1] // 2] = 1
+            a = torch.relu(self.conv(state * mask))
+            return a, self.fc1(a.mean((2, 3)))
+        b = torch.relu(self.conv2(state))
+        return b, self.fc2(b.mean((2, 3)))
+
+    def cam_layers(self):
+        return ["conv", "conv2"]
+
+
+def test_exit_reading_left_half_puts_its_mass_left():
+    torch.manual_seed(1)
+    model = LeftHalf()
+    x = torch.rand(6, 1, 16, 16)
+    for method in ("gradcam", "gradcam++", "hirescam", "layercam"):
+        maps = exit_cams(model, x, exits=[0], target="pred", method=method)["cams"][:, 0]
+        left, right = maps[..., :8].sum(), maps[..., 8:].sum()
+        assert right <= 0.01 * left, method
+    # EigenCAM (first principal component, no gradients) has no sign: the right half is flat, the left half is not
+    maps = exit_cams(model, x, exits=[0], method="eigencam", target="pred")["cams"][:, 0]
+    assert np.ptp(maps[..., 8:], axis=(1, 2)).max() < 1e-4 < np.ptp(maps[..., :8], axis=(1, 2)).min()
+
+
+def test_statistics_on_planted_maps():
+    cams = np.zeros((2, 2, 9, 9), np.float32)
+    cams[0, 0, 4, 4] = 1  # one pixel in the centre
+    cams[0, 1] = 1  # uniform
+    cams[1, 0, 0, 0] = 1  # a corner
+    cams[1, 1, 0, 0] = 1
+    s = cam_statistics(cams)
+    assert s["com_distance"][0, 0] == pytest.approx(0) and s["com_distance"][1, 0] == pytest.approx(1)
+    assert s["entropy"][0, 0] == pytest.approx(0) and s["entropy"][0, 1] == pytest.approx(1)
+    assert np.isnan(s["similarity_prev"][:, 0]).all() and s["similarity_prev"][1, 1] == pytest.approx(1)
+    assert overlay(np.zeros((1, 9, 9), np.uint8), cams[0, 0]).shape == (9, 9, 3)
+
+
+def test_bad_input_is_one_clear_error():
+    model = get_model("msdnet_cifar", num_classes=10, in_channels=1, channels=4, growth=2, head_channels=8)
+    x = torch.randn(2, 1, 28, 28)
+    with pytest.raises(ConfigError, match="exit index 5 is out of range: the model has exits 0..4"):
+        exit_cams(model, x, exits=[5], labels=[0, 1])
+    with pytest.raises(ConfigError, match="target layer 'heads.9.tap' does not exist .*heads.0.tap"):
+        exit_cams(model, x, exits=[0], labels=[0, 1], layers=["heads.9.tap"])
+    with pytest.raises(ConfigError, match="unknown CAM method"):
+        exit_cams(model, x, labels=[0, 1], method="scorecam++")
+    with pytest.raises(ConfigError, match="needs the labels"):
+        exit_cams(model, x)
