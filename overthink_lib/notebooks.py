@@ -97,6 +97,13 @@ def _rule_choice(name: str, value: Any, module: str, attr: str) -> None:
         raise ConfigError(f"parameter {name} must be one of {', '.join(choices)}, got {value!r}")
 
 
+def _rule_fraction(name: str) -> Callable[[Any], None]:
+    def check(v: Any) -> None:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v <= 1:
+            raise ConfigError(f"parameter {name} must be a number in (0, 1], got {v!r}")
+    return check
+
+
 def _rule_bool(name: str) -> Callable[[Any], None]:
     def check(v: Any) -> None:
         if not isinstance(v, bool):
@@ -118,6 +125,8 @@ RULES: dict[str, Callable[[Any], None]] = {
     "cam_method": lambda v: _rule_choice("cam_method", v, "cams", "METHODS"),
     "cam_target": lambda v: _rule_choice("cam_target", v, "cams", "TARGETS"),
     "n_stat": _rule_nonneg_int("n_stat"),
+    "energy": _rule_fraction("energy"),
+    "dct_order": lambda v: _rule_choice("dct_order", v, "dct", "ORDERS"),
 }
 
 

@@ -1,0 +1,103 @@
+"""DCT "clutter" of images (thesis Appendix A; SPEC §7) and tests of whether groups of images differ in it.
+
+Clutter score: the orthonormal 2-D DCT (``scipy.fft.dctn``, ``norm='ortho'``) of each image; coefficients ordered from
+low to high frequency; the score is the **fraction of coefficients needed to reach ``threshold`` (default 98 %) of the
+total energy** (sum of squared coefficients), counting in that order. The thesis summed the coefficients themselves;
+we use energy, which is what an orthonormal transform preserves (Parseval) and which cannot cancel out. A constant image
+needs 1 coefficient (the DC term); white noise needs nearly all. Scaling the brightness scales every coefficient alike,
+so the score is invariant to it.
+
+Orders: ``zigzag`` (the default; JPEG's order: by anti-diagonal u + v, alternating direction) or ``radial`` (by
+√(u² + v²), ties by u + v). Colour: ``gray`` (ITU-R 601 luma of RGB; 1-channel images as they are) or ``channel``
+(energy summed over channels at each frequency).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from scipy import fft, stats
+
+from .config import ConfigError
+
+ORDERS = ("zigzag", "radial")
+COLOURS = ("gray", "channel")
+
+
+def frequency_order(h: int, w: int, order: str = "zigzag") -> np.ndarray:
+    """Flat indices of an ``h × w`` coefficient grid from low to high frequency."""
+    u, v = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
+    u, v = u.ravel(), v.ravel()
+    if order == "zigzag":
+        d = u + v
+        along = np.where(d % 2 == 0, v, u)  # even diagonals run one way, odd ones the other (JPEG)
+        return np.lexsort((along, d))
+    if order == "radial":
+        return np.lexsort((u, u + v, np.hypot(u, v)))
+    raise ConfigError(f"unknown DCT order {order!r}: choose one of {', '.join(ORDERS)}")
+
+
+def dct2(images, colour: str = "gray") -> np.ndarray:
+    """Orthonormal 2-D DCT. ``images``: ``[N, C, H, W]`` (uint8 or float). Returns ``[N, C', H, W]`` float64."""
+    x = np.asarray(images, dtype=np.float64)
+    if x.ndim != 4:
+        raise ConfigError(f"images must be [N, C, H, W], got shape {x.shape}")
+    if colour == "gray" and x.shape[1] == 3:
+        x = np.tensordot(x, np.array([0.299, 0.587, 0.114]), axes=([1], [0]))[:, None]
+    elif colour == "gray" and x.shape[1] != 1:
+        x = x.mean(1, keepdims=True)
+    elif colour not in COLOURS:
+        raise ConfigError(f"unknown DCT colour mode {colour!r}: choose one of {', '.join(COLOURS)}")
+    return fft.dctn(x, axes=(-2, -1), norm="ortho")
+
+
+def clutter(images, *, threshold: float = 0.98, order: str = "zigzag", colour: str = "gray") -> np.ndarray:
+    """``[N]`` clutter scores in (0, 1]: the fraction of coefficients (low → high frequency) holding ``threshold`` of the
+    energy."""
+    if not 0 < threshold <= 1:
+        raise ConfigError(f"energy threshold must be in (0, 1], got {threshold}")
+    coef = dct2(images, colour)
+    n, _, h, w = coef.shape
+    energy = (coef ** 2).sum(1).reshape(n, -1)[:, frequency_order(h, w, order)]  # [N, H·W], low → high
+    cum = np.cumsum(energy, 1)
+    total = cum[:, -1:]
+    need = (cum >= threshold * total * (1 - 1e-12)).argmax(1) + 1  # coefficients needed
+    need = np.where(total[:, 0] > 0, need, 1)  # an all-black image needs only its (zero) DC term
+    return need / (h * w)
+
+
+def group_summary(scores, groups) -> pd.DataFrame:
+    """Mean, variance, std and count of ``scores`` per group."""
+    df = pd.DataFrame({"score": np.asarray(scores, dtype=float), "group": np.asarray(groups)})
+    return df.groupby("group")["score"].agg(n="size", mean="mean", var="var", std="std")
+
+
+def kruskal_test(scores, groups) -> dict:
+    """Kruskal–Wallis H test of whether ``scores`` differ between groups, with the effect size ε² = (H − k + 1)/(n − k)
+    (0: no difference; 1: groups fully separated)."""
+    scores, groups = np.asarray(scores, dtype=float), np.asarray(groups)
+    labels = [g for g in np.unique(groups) if (groups == g).sum() > 0]
+    if len(labels) < 2:
+        raise ConfigError("a group test needs at least two non-empty groups")
+    h, p = stats.kruskal(*[scores[groups == g] for g in labels])
+    n, k = len(scores), len(labels)
+    return {"H": float(h), "p": float(p), "epsilon_squared": float(max(0.0, (h - k + 1) / (n - k))), "groups": k,
+            "n": n}
+
+
+def permutation_test(scores, groups, *, n_perm: int = 2000, seed: int = 0) -> dict:
+    """Permutation test of the between-group share of variance (η²): p = P(η² of shuffled groups ≥ observed)."""
+    scores, groups = np.asarray(scores, dtype=float), np.asarray(groups)
+    _, codes = np.unique(groups, return_inverse=True)
+    k = codes.max() + 1
+    if k < 2:
+        raise ConfigError("a group test needs at least two non-empty groups")
+
+    def eta2(c):
+        means = np.bincount(c, scores, k) / np.bincount(c, minlength=k)
+        between = (np.bincount(c, minlength=k) * (means - scores.mean()) ** 2).sum()
+        return between / ((scores - scores.mean()) ** 2).sum()
+
+    obs = eta2(codes)
+    rng = np.random.default_rng(seed)
+    null = np.array([eta2(rng.permutation(codes)) for _ in range(n_perm)])
+    return {"eta_squared": float(obs), "p": float((1 + (null >= obs).sum()) / (1 + n_perm))}
