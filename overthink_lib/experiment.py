@@ -45,9 +45,16 @@ def run_folder(P: Preset, spec: dict[str, Any], cfg: TrainConfig, train_ds: Imag
 
 
 def train_or_load(P: Preset, spec: dict[str, Any], cfg: TrainConfig, splits: dict[str, ImageSet], *,
-                  resume: bool = False, progress: bool = True, tag: str = "") -> tuple[torch.nn.Module, list, Path]:
+                  resume: bool = False, progress: bool = True, tag: str = "", init=None, loss_fn=None,
+                  extra: dict[str, Any] | None = None) -> tuple[torch.nn.Module, list, Path]:
     """Train ``spec`` with ``cfg`` on ``splits['train']`` unless a finished run with the same hash exists.
 
+    Args:
+        tag: part of the run's hash and folder name; put there whatever else determines the run (e.g. the weights
+            hash of the checkpoint a fine-tuning starts from).
+        init: ``init(model)`` called after the model is built and before training (e.g. load a parent's weights).
+        loss_fn: passed to :func:`~overthink_lib.train.fit`; only the parameters that require grad are optimised.
+        extra: provenance stored in the checkpoint.
     Returns:
         (model in eval mode, per-epoch history, run folder).
     """
@@ -63,11 +70,14 @@ def train_or_load(P: Preset, spec: dict[str, Any], cfg: TrainConfig, splits: dic
             return model, ckpt["history"], out
         resume = True  # an unfinished run of this exact config: continue it
     model = build_model(spec, cfg.init_seed).to(device)
+    if init is not None:
+        init(model)
     if progress:
         print(f"training {spec['name']} on {splits['train'].name} ({len(splits['train'])} images, {cfg.epochs} "
               f"epochs, device {device}) → {out}", flush=True)
     history = fit(model, splits["train"], splits.get("val"), cfg, out_dir=out, resume=resume, device=device,
-                  progress=progress)
+                  progress=progress, loss_fn=loss_fn, params=[p for p in model.parameters() if p.requires_grad],
+                  extra={"tag": tag, **(extra or {})})
     return model.eval(), history, out
 
 
@@ -108,3 +118,58 @@ def main_experiment(P: Preset, seed: int | None = None, progress: bool = False) 
     model, history, run = train_or_load(P, spec, train_config(P, seed=seed), splits, progress=progress)
     return {"model": model, "history": history, "run": run, "splits": splits,
             "records": records_for(model, splits, P, run)}
+
+
+def imta_protocol(P: Preset, seed: int | None = None, *, frozen: bool = True, ge: bool = False,
+                  progress: bool = True) -> dict[str, Any]:
+    """The thesis's Table 3.1 protocol on the preset's main dataset (E = ``P.imta_epochs``):
+
+    - ``E``: the plain MSDNet after E epochs (its own run with an E-epoch schedule);
+    - ``2E``: the plain MSDNet after 2E epochs;
+    - ``E + E ISC+OFA``: the E-epoch network with IMTA heads fine-tuned for E more epochs with the OFA loss
+      (``frozen``: only heads and ISC train — the official stage 2; else everything trains).
+    Returns ``{"records": {name: {"val", "test"}}, "runs": {name: folder}, "histories": {name: rows}}``.
+    """
+    from .models.imta import load_backbone, ofa_loss
+    from .train import state_hash
+
+    splits = load_splits(P, P.datasets[0], seed)
+    spec = model_spec(splits["train"])
+    e = P.imta_epochs
+    out: dict[str, Any] = {"records": {}, "runs": {}, "histories": {}}
+    plain = {}
+    for name, epochs in (("E", e), ("2E", 2 * e)):
+        model, hist, run = train_or_load(P, spec, train_config(P, epochs, seed), splits, progress=progress)
+        plain[name] = model
+        out["records"][name] = records_for(model, splits, P, run)
+        out["runs"][name], out["histories"][name] = run, hist
+    parent = plain["E"]
+    ispec = {"name": "imta", "kwargs": {"backbone": spec, "frozen": frozen, "ge": ge}}
+    model, hist, run = train_or_load(
+        P, ispec, train_config(P, e, seed), splits, progress=progress, tag=f"from-{state_hash(parent)}",
+        init=lambda m: load_backbone(m, parent), loss_fn=lambda outs, y, idx: ofa_loss(outs, y),
+        extra={"parent_checkpoint": str(out["runs"]["E"] / CHECKPOINT)})
+    name = "E + E ISC+OFA"
+    out["records"][name] = records_for(model, splits, P, run)
+    out["runs"][name], out["histories"][name] = run, hist
+    return out
+
+
+def train_policy(P: Preset, train_set: ImageSet, seed: int | None, *, source: str, shuffle: bool = False,
+                 progress: bool = True):
+    """Train the preset's policy ResNet on a D_ee set (class-weighted CE, Eq 4.3); ``shuffle``: the permuted-label
+    control. ``source`` (e.g. the record's weights hash) goes into the run's hash, so new labels train anew."""
+    from .policy import class_weights, shuffled, weighted_ce
+
+    seed = P.seed if seed is None else seed
+    data = shuffled(train_set, seed) if shuffle else train_set
+    spec = {"name": "policy_resnet", "kwargs": {"depth": P.policy_depth, "width": P.policy_width,
+                                                "in_channels": train_set.channels,
+                                                "num_classes": train_set.num_classes}}
+    cfg = train_config(P, P.policy_epochs, seed, augment=False,
+                       milestones=(0.5, 0.75) if P.lr_schedule == "step" else ())
+    weights = class_weights(data.labels, data.num_classes)
+    model, hist, run = train_or_load(P, spec, cfg, {"train": data}, progress=progress,
+                                     tag=f"{source}-{'shuffled' if shuffle else 'true'}",
+                                     loss_fn=weighted_ce(weights), extra={"class_weights": weights.tolist()})
+    return model, hist, run

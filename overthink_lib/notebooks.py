@@ -126,6 +126,7 @@ RULES: dict[str, Callable[[Any], None]] = {
     "cam_target": lambda v: _rule_choice("cam_target", v, "cams", "TARGETS"),
     "n_stat": _rule_nonneg_int("n_stat"),
     "energy": _rule_fraction("energy"),
+    "imta_frozen": _rule_bool("imta_frozen"),
     "dct_order": lambda v: _rule_choice("dct_order", v, "dct", "ORDERS"),
 }
 

@@ -80,3 +80,81 @@ def class_weights(labels: torch.Tensor, num_labels: int) -> torch.Tensor:
     counts = torch.bincount(labels, minlength=num_labels).double()
     w = torch.where(counts > 0, counts.max() / counts.clamp_min(1), torch.zeros_like(counts))
     return w.float()
+
+
+def check_training_record(rec: ExitRecord) -> None:
+    """D_ee's training set must come from a validation record (thresholds and policies never see the test set)."""
+    split = rec.provenance.get("dataset", {}).get("split")
+    if split != "val":
+        raise ConfigError(f"D_ee's training set must come from the validation record, got a record of split {split!r}:"
+                          " make the model's validation record (python -m overthink_lib record ...)")
+
+
+def policy_set(split_set, rec: ExitRecord, labels: ExitLabels):
+    """The images of ``split_set`` that D_ee keeps, labelled with their D_ee labels (an :class:`ImageSet`)."""
+    from .data import ImageSet
+
+    if not torch.equal(rec.indices, split_set.indices):
+        raise ConfigError("the record and the dataset split do not hold the same samples in the same order: make the "
+                          "record from this split")
+    if len(labels.rows) == 0:
+        raise ConfigError(f"D_ee is empty: no exit classifies any sample of {split_set.name}/{split_set.split} "
+                          "correctly")
+    sub = split_set.subset(labels.rows)
+    return ImageSet(sub.name, sub.split, sub.images, labels.labels.clone(), sub.indices, labels.num_labels, sub.mean,
+                    sub.std, {}, sub.extras, {**sub.info, "dee": {"method": labels.method, "lam": labels.lam,
+                                                                  "dropped": labels.dropped}},
+                    tuple(f"exit {i + 1}" for i in range(labels.num_labels)) if labels.method != "binary"
+                    else ("first exit", "last exit"))
+
+
+def weighted_ce(weights: torch.Tensor):
+    """Loss of the shared training loop: class-weighted cross-entropy (Eq 4.3) of the single output."""
+    import torch.nn.functional as F
+
+    def loss(outputs, y, idx):
+        ce = F.cross_entropy(outputs[0].float(), y, weight=weights.to(y.device))
+        return ce, [ce]
+    return loss
+
+
+def shuffled(ds, seed: int):
+    """The same images with their labels permuted (the empirical chance level of a policy)."""
+    perm = torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed))
+    out = ds.subset(torch.arange(len(ds)))
+    out.labels = ds.labels[perm].clone()
+    out.info = {**out.info, "shuffled_labels_seed": seed}
+    return out
+
+
+def evaluate_policy(preds: torch.Tensor, truth: torch.Tensor, train_labels: torch.Tensor, num_labels: int, *,
+                    n_boot: int = 2000, seed: int = 0) -> dict:
+    """Accuracy (bootstrap CI), uniform chance, always-the-training-majority rate, balanced accuracy, confusion."""
+    from .stats import bootstrap_mean
+
+    ok = (preds == truth).double()
+    acc = bootstrap_mean(ok, n_boot=n_boot, seed=seed)
+    majority = int(torch.bincount(train_labels, minlength=num_labels).argmax())
+    maj = bootstrap_mean((truth == majority).double(), n_boot=n_boot, seed=seed)
+    conf = torch.zeros(num_labels, num_labels, dtype=torch.long)
+    conf.index_put_((truth, preds), torch.ones_like(truth), accumulate=True)
+    present = conf.sum(1) > 0
+    recall = conf.diag()[present].double() / conf.sum(1)[present].double()
+    return {"accuracy": acc, "chance": 1.0 / num_labels, "majority_label": majority, "majority_rate": maj,
+            "balanced_accuracy": float(recall.mean()), "confusion": conf.numpy(), "n": len(truth)}
+
+
+def as_exit_policy(preds: torch.Tensor, rec: ExitRecord, method: str) -> dict:
+    """Use the policy's predictions as exits for every test sample: accuracy and expected FLOPs on the plane."""
+    exits = preds.clone() if method != "binary" else torch.where(preds == 0, 0, rec.num_exits - 1)
+    correct = rec.correct[torch.arange(rec.num_samples), exits]
+    fractions = torch.bincount(exits, minlength=rec.num_exits).double() / rec.num_samples
+    return {"accuracy": correct.double().mean().item(), "flops": float((fractions * rec.flops).sum()),
+            "fractions": fractions.tolist(), "correct": correct}
+
+
+def balancing_lambda(rec: ExitRecord, grid=None) -> float:
+    """The λ of the grid whose binary D_ee labels are closest to 50 / 50 on ``rec``."""
+    grid = np.geomspace(0.05, 200, 41) if grid is None else grid
+    best = min(grid, key=lambda lam: abs(exit_labels(rec, "binary", float(lam)).distribution()[0] - 0.5))
+    return float(best)

@@ -12,7 +12,12 @@ def test_presets_are_frozen_data():
     with pytest.raises(dataclasses.FrozenInstanceError):
         p.epochs = 3
     assert p.run_dir.parts[-2:] == ("runs", "cpu")
-    assert get_preset("paper").epochs == 200 and get_preset("paper").lr_milestones == (75, 150)
+    from overthink_lib.experiment import train_config
+
+    paper = train_config(get_preset("paper"))
+    assert paper.epochs == 200 and paper.batch_size == 64 and paper.lr == 0.1
+    lrs = [paper.lr_at(e * 10, 10) for e in (74, 75, 149, 150)]  # ×0.1 at epochs 75 and 150 (thesis)
+    assert lrs == [0.1, 0.1 * 0.1, 0.1 * 0.1, 0.1 * 0.1 * 0.1]
     assert get_preset("paper").datasets[0] == "cifar100"
 
 

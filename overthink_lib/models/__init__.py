@@ -1,5 +1,5 @@
 """Models: the registry (:func:`get_model`) and the multi-exit contract (see :mod:`.base`)."""
-from . import msdnet  # noqa: F401  (registers msdnet_cifar, msdnet_imagenet)
+from . import imta, msdnet, resnet  # noqa: F401  (registers msdnet_cifar, msdnet_imagenet, imta, policy_resnet)
 from .base import MultiExit, get_model, index_state, list_models, model_from_spec, register_model
 
 __all__ = ["MultiExit", "get_model", "index_state", "list_models", "model_from_spec", "register_model"]
