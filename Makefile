@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PRESET ?= cpu
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: reproduce test lab venv data-deps smoke benchmark clean-runs
+.PHONY: reproduce test lab venv data-deps smoke stochasticity benchmark clean-runs
 
 venv: $(VENV)/.installed
 
@@ -33,11 +33,16 @@ test: venv data-deps
 	$(PY) -m pytest tests
 	$(PY) -m pytest -p no:cacheprovider --nbval-lax --nbval-sanitize-with tests/nbval_sanitize.cfg runs/smoke/notebooks
 
+# Notebook 09 (is overthinking stochastic?) trains 2 × (3K − 2) networks: its own target on the cpu preset.
+stochasticity: venv data-deps
+	$(PY) -m overthink_lib reproduce --preset $(PRESET) --only 09
+
 smoke: venv data-deps
 	$(PY) -m overthink_lib reproduce --preset smoke
 
-benchmark: venv
+benchmark: venv data-deps
 	$(PY) benchmarks/train_throughput.py
+	$(PY) benchmarks/early_exit.py
 
 lab: venv data-deps
 	$(VENV)/bin/jupyter lab notebooks/

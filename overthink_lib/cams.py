@@ -164,3 +164,38 @@ def cam_grid(images: np.ndarray, out: dict, labels, class_names=None, row_titles
             ax.axis("off")
     fig.tight_layout()
     return fig
+
+
+def cams_for_rows(model: nn.Module, ds, rows, *, target: str = "label", method: str = "gradcam",
+                  batch: int = 64) -> dict:
+    """:func:`exit_cams` over the rows ``rows`` of an :class:`~overthink_lib.data.ImageSet`, in batches."""
+    from .data import normalize
+
+    rows = np.asarray(rows)
+    device = next(model.parameters()).device
+    parts = [exit_cams(model, normalize(ds, ds.images[rows[i:i + batch]].to(device)), labels=ds.labels[rows[i:i + batch]],
+                       target=target, method=method) for i in range(0, len(rows), batch)]
+    if not parts:
+        raise ConfigError("no images to explain: the row list is empty")
+    return {"cams": np.concatenate([p["cams"] for p in parts]), "preds": torch.cat([p["preds"] for p in parts]),
+            "confidence": torch.cat([p["confidence"] for p in parts]), "exits": parts[0]["exits"]}
+
+
+def group_statistics(groups: dict[str, dict], *, n_boot: int = 1000, seed: int = 0):
+    """Per group (name → :func:`cams_for_rows` output), statistic and exit: mean of :func:`cam_statistics` with a
+    bootstrap 95 % CI. Returns a tidy table (group, statistic, exit, mean, low, high)."""
+    import pandas as pd
+
+    from .stats import bootstrap_mean
+
+    rows = []
+    for group, h in groups.items():
+        for name, vals in cam_statistics(h["cams"]).items():
+            for j, e in enumerate(h["exits"]):
+                v = vals[:, j]
+                v = v[np.isfinite(v)]
+                if len(v) == 0:
+                    continue
+                m, lo, hi = bootstrap_mean(v, n_boot=n_boot, seed=seed)
+                rows.append({"group": group, "statistic": name, "exit": e + 1, "mean": m, "low": lo, "high": hi})
+    return pd.DataFrame(rows)

@@ -59,6 +59,10 @@ class Preset:
         figures_dir: where figures go, relative to the repository root.
         imta_epochs: E of the IMTA protocol: E epochs plain, 2E plain, E plain + E ISC+OFA (thesis: 50).
         policy_depth, policy_width, policy_epochs: the policy ResNet (thesis: ResNet-34, width 64, up to 100 epochs).
+        stoch_runs, stoch_train, stoch_epochs: the stochasticity experiment: runs per randomness source, training
+            images per run (a seeded subset), epochs per run.
+        suite_skip: notebook name prefixes that ``reproduce`` leaves out unless named with ``--only`` (work too long
+            for the preset's time budget; each has its own make target).
         device: ``auto`` (CUDA when present), ``cpu`` or ``cuda``.
     """
 
@@ -81,6 +85,10 @@ class Preset:
     policy_depth: int = 18
     policy_width: int = 16
     policy_epochs: int = 8
+    stoch_runs: int = 4
+    stoch_train: int = 8000
+    stoch_epochs: int = 2
+    suite_skip: tuple[str, ...] = ()
     device: str = "auto"
 
     @property
@@ -102,14 +110,15 @@ PRESETS: dict[str, Preset] = {
         name="smoke", datasets=("fashion_mnist",), data_fraction=0.02, val_fraction=0.2, epochs=1,
         lr_milestones=(), lr_schedule="onecycle", batch_size=64, eval_batch_size=256, lr=0.1, seed=0,
         maxmin_base="fashion_mnist", maxmin=MaxMinSizes(train=400, val=120, test=120), maxmin_epochs=1,
-        figures_dir="runs/smoke/figures", policy_width=8, policy_epochs=1,
+        figures_dir="runs/smoke/figures", policy_width=8, policy_epochs=1, stoch_runs=3, stoch_train=300,
+        stoch_epochs=1,
     ),
     # The default main job on a 2-core CPU: the whole suite in <= 30 minutes.
     "cpu": Preset(
         name="cpu", datasets=("fashion_mnist",), data_fraction=1.0, val_fraction=0.2, epochs=2,
         lr_milestones=(), lr_schedule="onecycle", batch_size=64, eval_batch_size=512, lr=0.1, seed=0,
-        maxmin_base="fashion_mnist", maxmin=MaxMinSizes(train=8000, val=2000, test=2000), maxmin_epochs=5,
-        figures_dir="figures",
+        maxmin_base="fashion_mnist", maxmin=MaxMinSizes(train=3200, val=800, test=800), maxmin_epochs=5,
+        figures_dir="figures", policy_width=8, suite_skip=("09",),
     ),
     # The thesis's settings (§3.1, ch. 4): 200 epochs, lr x0.1 at epochs 75 and 150; meant for a GPU.
     "paper": Preset(
@@ -118,6 +127,7 @@ PRESETS: dict[str, Preset] = {
         lr_milestones=(0.375, 0.75), lr_schedule="step", batch_size=64, eval_batch_size=512, lr=0.1, seed=0,
         maxmin_base="mnist", maxmin=MaxMinSizes(train=80000, val=20000, test=20000), maxmin_epochs=5,
         figures_dir="figures/paper", imta_epochs=50, policy_depth=34, policy_width=64, policy_epochs=100,
+        stoch_runs=5, stoch_train=40000, stoch_epochs=50,
     ),
 }
 

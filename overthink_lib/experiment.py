@@ -173,3 +173,42 @@ def train_policy(P: Preset, train_set: ImageSet, seed: int | None, *, source: st
                                      tag=f"{source}-{'shuffled' if shuffle else 'true'}",
                                      loss_fn=weighted_ce(weights), extra={"class_weights": weights.tolist()})
     return model, hist, run
+
+
+FACTORS = ("init", "data", "both")
+
+
+def stochastic_runs(P: Preset, model_name: str = "msdnet_cifar", seed: int | None = None,
+                    progress: bool = True, **model_kwargs: Any) -> dict[str, Any]:
+    """K runs per randomness source on a seeded subset of the training set, everything else fixed.
+
+    Factor ``init``: init seeds 0..K−1 with data seed 0; ``data``: data seeds 0..K−1 with init seed 0; ``both``: both
+    seeds = i. Run (0, 0) is shared by the three factors. Returns the test records per factor (K each) and the seeds.
+    """
+    import numpy as np
+
+    seed = P.seed if seed is None else seed
+    splits = load_splits(P, P.datasets[0], seed)
+    train = splits["train"]
+    n = min(P.stoch_train, len(train))
+    rows = np.sort(np.random.default_rng(seed + 11).permutation(len(train))[:n])
+    sub = {"train": train.subset(rows), "test": splits["test"]}
+    sub["train"].info = {**train.info, "stoch_subset": {"size": n, "seed": seed + 11}}
+    spec = model_spec(train, model_name, **model_kwargs)
+    seeds = {"init": [(i, 0) for i in range(P.stoch_runs)], "data": [(0, d) for d in range(P.stoch_runs)],
+             "both": [(i, i) for i in range(P.stoch_runs)]}
+    cache: dict[tuple[int, int], ExitRecord] = {}
+    out: dict[str, Any] = {"records": {}, "seeds": seeds, "spec": spec, "train_size": n, "test_set": splits["test"]}
+    for factor, pairs in seeds.items():
+        recs = []
+        for init_seed, data_seed in pairs:
+            if (init_seed, data_seed) not in cache:
+                cfg = train_config(P, P.stoch_epochs, seed, init_seed=init_seed + seed, data_seed=data_seed + seed)
+                model, _, run = train_or_load(P, spec, cfg, sub, progress=progress, tag="stoch")
+                cache[(init_seed, data_seed)] = records_for(model, sub, P, run, which=("test",))["test"]
+                if (init_seed, data_seed) == (0, 0):
+                    out["first_model"] = model
+            recs.append(cache[(init_seed, data_seed)])
+        out["records"][factor] = recs
+    out["models_trained"] = len(cache)
+    return out

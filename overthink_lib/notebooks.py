@@ -168,6 +168,12 @@ def run_suite(preset: str, *, only: list[str] | None = None, params: dict[str, A
 
     P = get_preset(preset)
     books = list_notebooks()
+    if not only and P.suite_skip:
+        skipped = [b.name for b in books if b.name.startswith(P.suite_skip)]
+        books = [b for b in books if not b.name.startswith(P.suite_skip)]
+        if skipped:
+            print(f"preset {preset!r} leaves out {', '.join(skipped)} (too long for its budget): run it with "
+                  f"--only {' --only '.join(p for p in P.suite_skip)}", flush=True)
     if only:
         books = [b for b in books if any(b.name.startswith(o) for o in only)]
         if not books:

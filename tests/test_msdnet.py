@@ -51,6 +51,8 @@ SMALL = {
              dict(backbone={"name": "msdnet_cifar", "kwargs": dict(num_classes=7, in_channels=3, channels=4,
                                                                      growth=2, head_channels=8)},
                   frozen=False, ge=True, num_classes=7, in_channels=3, size=32)],
+    "sdn_resnet20": [dict(num_classes=10, in_channels=1, width=4, size=28),
+                     dict(num_classes=5, in_channels=3, width=4, size=32, exits_after=(3, 6))],
     "policy_resnet": [dict(depth=18, width=4, num_classes=5, in_channels=1, size=28),
                       dict(depth=34, width=4, num_classes=2, in_channels=3, size=32)],
 }

@@ -1,0 +1,49 @@
+"""Agreement metrics on hand-made indicator sets and planted independent / sample-bound data."""
+import numpy as np
+import pytest
+
+from overthink_lib import agreement
+from overthink_lib.config import ConfigError
+
+
+def test_jaccard_and_kappa_by_hand():
+    a = [1, 1, 0, 0, 1, 0]
+    b = [1, 0, 0, 0, 1, 1]
+    assert agreement.jaccard(a, b) == pytest.approx(2 / 4)
+    # po = 4/6; pa = pb = 1/2 → pe = 1/2; κ = (2/3 − 1/2) / (1/2) = 1/3
+    assert agreement.cohen_kappa(a, b) == pytest.approx(1 / 3)
+    assert agreement.cohen_kappa(a, a) == pytest.approx(1.0)
+    assert agreement.cohen_kappa([0, 1, 2, 2], [0, 1, 2, 2]) == pytest.approx(1.0)  # multi-class labels too
+
+
+def test_poisson_binomial():
+    assert agreement.poisson_binomial([0.5, 0.5]) == pytest.approx([0.25, 0.5, 0.25])
+    assert agreement.poisson_binomial([0.1, 0.3, 0.6]).sum() == pytest.approx(1)
+
+
+def test_independent_planted_data_matches_the_binomial_baseline():
+    rng = np.random.default_rng(0)
+    flags = rng.random((5, 20000)) < np.array([0.05, 0.06, 0.04, 0.05, 0.07])[:, None]
+    hist = agreement.count_histogram(flags)
+    assert np.allclose(hist["observed"], hist["independent"], atol=0.006)
+    s = agreement.summarize(flags, n_boot=100, n_perm=50)
+    assert abs(s["kappa"]) < 0.02 and s["kappa low"] < 0 < s["kappa high"]
+    assert abs(s["rho (sample-bound share)"]) < 0.02
+
+
+def test_sample_bound_planted_data():
+    rng = np.random.default_rng(1)
+    hard = rng.random(5000) < 0.1
+    same = np.stack([hard] * 4)
+    assert agreement.sample_bound_share(same) == pytest.approx(1.0)
+    assert agreement.mean_offdiag(agreement.pairwise(same)) == pytest.approx(1.0)
+    # half of the flags sample-bound, half random: ρ in between and far above the permutation null
+    mixed = np.stack([(hard & (rng.random(5000) < 0.8)) | (rng.random(5000) < 0.03) for _ in range(4)])
+    s = agreement.summarize(mixed, n_boot=100, n_perm=50)
+    assert 0.3 < s["rho (sample-bound share)"] < 0.95 and s["rho low"] > s["null rho 97.5%"]
+    assert s["kappa low"] > s["null kappa 97.5%"]
+
+
+def test_bad_shape():
+    with pytest.raises(ConfigError, match="runs >= 2"):
+        agreement.summarize(np.zeros((1, 10), bool))
