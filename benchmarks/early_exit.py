@@ -56,7 +56,7 @@ def main() -> None:
         with torch.no_grad():
             lat.append(timed(lambda: model(x1, upto=k), 50, 5))
     print("batch 1, latency up to exit k (ms): " + ", ".join(f"{k + 1}: {v * 1e3:.2f}" for k, v in enumerate(lat)) +
-          f"; FLOPs share: " + ", ".join(f"{f / full_flops * 100:.0f}%" for f in test.flops.tolist()))
+          "; FLOPs share: " + ", ".join(f"{f / full_flops * 100:.0f}%" for f in test.flops.tolist()))
 
 
 if __name__ == "__main__":

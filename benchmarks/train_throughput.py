@@ -9,26 +9,13 @@ and ≈460 img/s eval (SPEC §1). Prints img/s and the ratio to those figures.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
-
 import torch
 
+from overthink_lib.dynamic import timed
 from overthink_lib.models import get_model
 from overthink_lib.train import multi_exit_loss
 
 OFFICIAL_TRAIN, OFFICIAL_EVAL = 150.0, 460.0
-
-
-def median_time(fn, repeats: int, warmup: int = 3) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def main() -> None:
@@ -50,7 +37,7 @@ def main() -> None:
         opt.step()
 
     model.train()
-    t_train = median_time(train_step, args.repeats)
+    t_train = timed(train_step, args.repeats, warmup=3)
     model.eval()
     xe = torch.randn(256, 3, 32, 32)
 
@@ -58,7 +45,7 @@ def main() -> None:
         with torch.no_grad():
             model(xe)
 
-    t_eval = median_time(eval_step, max(5, args.repeats // 2))
+    t_eval = timed(eval_step, max(5, args.repeats // 2), warmup=3)
     train_ips, eval_ips = 64 / t_train, 256 / t_eval
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, fp32 eager")
     print(f"train step (batch 64, 5 exits): {train_ips:7.1f} img/s  ({train_ips / OFFICIAL_TRAIN:.2f}× official ≈150)")

@@ -117,7 +117,7 @@ PRESETS: dict[str, Preset] = {
     "cpu": Preset(
         name="cpu", datasets=("fashion_mnist",), data_fraction=1.0, val_fraction=0.2, epochs=2,
         lr_milestones=(), lr_schedule="onecycle", batch_size=64, eval_batch_size=512, lr=0.1, seed=0,
-        maxmin_base="fashion_mnist", maxmin=MaxMinSizes(train=3200, val=800, test=800), maxmin_epochs=5,
+        maxmin_base="fashion_mnist", maxmin=MaxMinSizes(train=2400, val=800, test=800), maxmin_epochs=5,
         figures_dir="figures", policy_width=8, suite_skip=("09",),
     ),
     # The thesis's settings (§3.1, ch. 4): 200 epochs, lr x0.1 at epochs 75 and 150; meant for a GPU.

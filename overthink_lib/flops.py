@@ -7,38 +7,41 @@ count 0; the official MSDNet counter also adds ReLU and pooling elements, which 
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 
+@contextmanager
+def _probe(model: nn.Module, input_shape: tuple[int, ...]):
+    """Eval mode and one zero input on the model's device for the duration; the mode is restored after."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield torch.zeros(1, *input_shape, device=next(model.parameters()).device)
+    finally:
+        model.train(was_training)
+
+
 @torch.no_grad()
 def exit_flops(model: nn.Module, input_shape: tuple[int, ...]) -> list[float]:
     """Cumulative MACs per exit for one input of shape ``input_shape`` = (C, H, W)."""
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    x = torch.zeros(1, *input_shape, device=device)
     out = []
-    try:
+    with _probe(model, input_shape) as x:
         for k in range(1, model.num_exits + 1):
             with FlopCounterMode(display=False) as counter:
                 model(x, upto=k)
             out.append(counter.get_total_flops() / 2)
-    finally:
-        model.train(was_training)
     return out
 
 
 @torch.no_grad()
 def exit_params(model: nn.Module, input_shape: tuple[int, ...]) -> list[int]:
     """Cumulative parameter counts per exit: the parameters of every module that runs up to exit k."""
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    x = torch.zeros(1, *input_shape, device=device)
     out = []
-    try:
+    with _probe(model, input_shape) as x:
         for k in range(1, model.num_exits + 1):
             used: set[int] = set()
             hooks = [m.register_forward_hook(lambda mod, i, o: used.add(id(mod)))
@@ -49,6 +52,4 @@ def exit_params(model: nn.Module, input_shape: tuple[int, ...]) -> list[int]:
                 for h in hooks:
                     h.remove()
             out.append(sum(p.numel() for m in model.modules() if id(m) in used for p in m.parameters(recurse=False)))
-    finally:
-        model.train(was_training)
     return out

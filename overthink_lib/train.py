@@ -18,7 +18,7 @@ import math
 import os
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -27,7 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import ConfigError, atomic_torch_save, autocast, code_version, config_hash, seed_everything
+from .config import (ConfigError, atomic_torch_save, atomic_write_bytes, autocast, code_version, config_hash,
+                     seed_everything)
 from .data import ImageSet, iterate
 from .models import MultiExit, model_from_spec
 
@@ -130,8 +131,7 @@ def _all_reduce(t: torch.Tensor, world: int) -> torch.Tensor:
 def build_model(spec: dict[str, Any], init_seed: int) -> MultiExit:
     """Build a registered model with its weights drawn from ``init_seed`` alone."""
     seed_everything(init_seed)
-    model = model_from_spec(spec)
-    return model
+    return model_from_spec(spec)
 
 
 @torch.no_grad()
@@ -227,8 +227,6 @@ def _write_metrics(path: Path, history: list[dict[str, Any]]) -> None:
     w = csv.DictWriter(buf, fieldnames=list(history[0]))
     w.writeheader()
     w.writerows(history)
-    from .config import atomic_write_bytes
-
     atomic_write_bytes(path, buf.getvalue().encode())
 
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from overthink_lib.cams import METHODS, cam_statistics, exit_cams, overlay
+from overthink_lib.cams import cam_statistics, exit_cams, overlay
 from overthink_lib.config import ConfigError
 from overthink_lib.models import get_model
 from overthink_lib.models.base import MultiExit

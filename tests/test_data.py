@@ -46,7 +46,7 @@ def test_idx_round_trip_and_corruption(tmp_path):
     arr = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
     sources.write_idx(tmp_path / "a-idx3-ubyte.gz", arr)
     assert np.array_equal(sources.read_idx(tmp_path / "a-idx3-ubyte.gz"), arr)
-    raw = (tmp_path / "b").write_bytes(b"\x00\x00\x08\x03" + (2).to_bytes(4, "big") * 3 + b"\x00" * 5)
+    (tmp_path / "b").write_bytes(b"\x00\x00\x08\x03" + (2).to_bytes(4, "big") * 3 + b"\x00" * 5)
     with pytest.raises(DatasetUnavailable, match="truncated or corrupt"):
         sources.read_idx(tmp_path / "b")
 

@@ -5,7 +5,7 @@ import torch.nn.functional as F
 
 from helpers import random_set, tiny_spec
 from overthink_lib.config import ConfigError
-from overthink_lib.models import get_model, index_state
+from overthink_lib.models import get_model
 from overthink_lib.models.imta import IMTANet, grad_scale, ofa_loss
 from overthink_lib.train import TrainConfig, build_model, fit
 
@@ -82,20 +82,6 @@ def test_gradient_equilibrium_scales_gradients_only():
     xb = torch.randn(2, 1, 16, 16)
     a.eval(), b.eval()
     assert all(torch.allclose(p, q) for p, q in zip(a(xb), b(xb)))  # same forward
-
-
-def test_contract_upto_and_continue():
-    m = imta().eval()
-    x = torch.randn(3, 1, 16, 16)
-    with torch.no_grad():
-        full = m(x)
-        assert len(m(x, upto=2)) == 2
-        state, _ = m.stage(0, x)
-        keep = torch.tensor([True, False, True])
-        state = index_state(state, keep)
-        for k in range(1, m.num_exits):
-            state, logits = m.stage(k, state)
-            assert torch.allclose(logits, full[k][keep], atol=1e-5)
 
 
 def test_bad_backbone():
