@@ -141,8 +141,12 @@ class ExitRecord:
 
 
 def make_record(model, ds: ImageSet, *, device: torch.device | None = None, batch_size: int = 512,
-                provenance: dict[str, Any] | None = None, progress: bool = False) -> ExitRecord:
-    """Run ``model`` (eval mode, no augmentation) over ``ds`` and keep every exit's logits."""
+                provenance: dict[str, Any] | None = None, progress: bool = False,
+                weights_hash: str | None = None) -> ExitRecord:
+    """Run ``model`` (eval mode, no augmentation) over ``ds`` and keep every exit's logits.
+
+    ``weights_hash``: the model's :func:`~overthink_lib.train.state_hash` when the caller already has it.
+    """
     from .flops import exit_flops
     from .train import predict, state_hash
 
@@ -152,7 +156,7 @@ def make_record(model, ds: ImageSet, *, device: torch.device | None = None, batc
                           "train a model for this dataset")
     logits, labels, indices = predict(model, ds, batch_size=batch_size, device=device, progress=progress)
     flops = torch.tensor(exit_flops(model, tuple(ds.images.shape[1:])), dtype=torch.float64)
-    prov = {"model_spec": getattr(model, "spec", None), "dataset": ds.describe(), "weights_hash": state_hash(model),
+    prov = {"model_spec": getattr(model, "spec", None), "dataset": ds.describe(), "weights_hash": weights_hash or state_hash(model),
             "code_version": code_version(), **(provenance or {})}
     return ExitRecord(logits, labels, indices, flops, {k: v.clone() for k, v in ds.extras.items()}, prov)
 
@@ -161,11 +165,12 @@ def cached_record(model, ds: ImageSet, cache_dir: Path, **kwargs) -> ExitRecord:
     """:func:`make_record`, cached in ``cache_dir`` under a key of (weights hash, dataset description)."""
     from .train import state_hash
 
-    key = config_hash({"weights": state_hash(model), "data": ds.describe(), "spec": getattr(model, "spec", None)})
+    weights = state_hash(model)  # hashed once: the cache key and the record's provenance
+    key = config_hash({"weights": weights, "data": ds.describe(), "spec": getattr(model, "spec", None)})
     path = Path(cache_dir) / f"{ds.name}-{ds.split}-{key}.pt"
     if path.exists():
         return ExitRecord.load(path)
-    rec = make_record(model, ds, **kwargs)
+    rec = make_record(model, ds, weights_hash=weights, **kwargs)
     rec.save(path)
     return rec
 

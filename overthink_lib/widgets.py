@@ -44,8 +44,11 @@ def threshold_explorer(test: ExitRecord, anytime=None, curves=None, bounds=None,
                for k, v in enumerate(init)]
     crit = W.Dropdown(options=list(exits.CRITERIA), value=criterion, description="criterion")
     out = W.Output()
+    updating = [False]  # while the criterion changes the slider ranges, draw once at the end, not per slider
 
     def redraw(*_):
+        if updating[0]:
+            return
         with out:
             out.clear_output(wait=True)
             _, fig = threshold_point(test, [s.value for s in sliders], crit.value, anytime,
@@ -55,9 +58,14 @@ def threshold_explorer(test: ExitRecord, anytime=None, curves=None, bounds=None,
 
     def on_criterion(change):
         lo2, hi2 = _slider_range(test, change["new"])
-        for s in sliders:
-            s.min, s.max = min(lo2, s.min), max(hi2, s.max)
-            s.min, s.max, s.value, s.step = lo2, hi2, hi2, (hi2 - lo2) / 200 or 0.01
+        updating[0] = True
+        try:
+            for s in sliders:
+                s.max = max(hi2, s.max)  # widen first so that no intermediate min > max is ever set
+                s.min = lo2
+                s.max, s.value, s.step = hi2, hi2, (hi2 - lo2) / 200 or 0.01
+        finally:
+            updating[0] = False
         redraw()
 
     for s in sliders:
