@@ -41,7 +41,7 @@ smoke: venv data-deps
 	$(PY) -m overthink_lib reproduce --preset smoke
 
 benchmark: venv data-deps
-	$(PY) benchmarks/train_throughput.py
+	$(PY) benchmarks/speed.py --accuracy
 	$(PY) benchmarks/early_exit.py
 
 lab: venv data-deps

@@ -35,7 +35,7 @@ def _cmd_datasets(args: argparse.Namespace) -> None:
 def _cmd_train(args: argparse.Namespace) -> None:
     from .experiment import train_main_model
 
-    train_main_model(args.preset, dataset=args.dataset, epochs=args.epochs, resume=args.resume)
+    train_main_model(args.preset, dataset=args.dataset, epochs=args.epochs, resume=args.resume, speed=args.speed)
 
 
 def _cmd_record(args: argparse.Namespace) -> None:
@@ -67,6 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
         t.add_argument("--epochs", type=int, default=None, help="default: the preset's")
         if name == "train":
             t.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+            t.add_argument("--speed", default=None, help="fp32 (exact), fast (bf16 + channels_last + compile + "
+                           "fused SGD) or a comma-separated subset; default: the preset's")
         t.set_defaults(func=func)
     return p
 

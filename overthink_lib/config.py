@@ -64,6 +64,8 @@ class Preset:
         suite_skip: notebook name prefixes that ``reproduce`` leaves out unless named with ``--only`` (work too long
             for the preset's time budget; each has its own make target).
         device: ``auto`` (CUDA when present), ``cpu`` or ``cuda``.
+        speed: training speed settings, as :meth:`overthink_lib.speed.Speed.parse` reads them: ``fp32`` (default:
+            fp32 eager, bit-reproducible on CPU), ``fast`` or a comma-separated subset (``bf16,channels_last``).
     """
 
     name: str
@@ -90,6 +92,7 @@ class Preset:
     stoch_epochs: int = 2
     suite_skip: tuple[str, ...] = ()
     device: str = "auto"
+    speed: str = "fp32"
 
     @property
     def run_dir(self) -> Path:

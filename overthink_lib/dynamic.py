@@ -58,3 +58,80 @@ def timed(fn, repeats: int = 5, warmup: int = 1) -> float:
         fn()
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
+
+
+def time_vs_flops(model, images, val, test, *, ps=(1, 3, 5, 8, 10, 13, 17, 20, 25, 30), batch_size: int = 256,
+                  repeats: int = 3, criterion: str = "max_softmax", speed=None, progress: bool = False):
+    """Wall-clock time saved by real early exit against the FLOPs it saves, along the budgeted-batch curve.
+
+    Thresholds for each p come from the validation record ``val`` (thesis Algorithm 1); every p then runs real
+    early exit over ``images`` (an :class:`~overthink_lib.data.ImageSet`, usually the test split or a subset of it)
+    and is timed against the full network (every exit computed: what the simulated evaluation pays). The FLOPs are
+    those of the exits really taken; ``same_as_simulated`` checks them against the simulated evaluation of ``test``
+    restricted to the same images.
+
+    Returns:
+        One row per p: p, test_acc, mflops, flops_saved, time_full_s, time_s, time_saved, ratio (time saved /
+        FLOPs saved), img_s, same_as_simulated.
+    """
+    import pandas as pd
+
+    from . import exits as ex
+    from .data import iterate
+    from .speed import Speed, for_inference
+
+    speed = speed or Speed()
+    device = next(model.parameters()).device
+    net = for_inference(model, speed)
+    batches = [(speed.batch(x), idx) for x, _, idx in iterate(images, batch_size, device=device)]
+    n = len(images)
+    flops = test.flops.double()
+    rows_of = {int(i): r for r, i in enumerate(test.indices.tolist())}
+    rows = torch.tensor([rows_of[int(i)] for i in images.indices.tolist()])
+
+    def full():
+        with torch.no_grad(), speed.autocast(device):
+            for x, _ in batches:
+                net(x)
+
+    def dynamic(t):
+        with speed.autocast(device):
+            return [early_exit(net, x, t, criterion) for x, _ in batches]
+
+    t_full = timed(full, repeats)
+    curve = ex.budgeted_curve(val, test, ps=ps, criterion=criterion)
+    out = []
+    for row in curve.itertuples():
+        t = row.thresholds[:-1]
+        res = dynamic(t)
+        taken = torch.cat([r["exits"] for r in res]).cpu()
+        preds = torch.cat([r["preds"] for r in res]).cpu()
+        sim = ex.apply_thresholds(test, t, criterion)
+        sim_exits = torch.as_tensor(sim["exits"])[rows]
+        t_dyn = timed(lambda: dynamic(t), repeats)
+        mflops = float(flops[taken].mean()) / 1e6
+        f_saved = 1 - mflops * 1e6 / float(flops[-1])
+        time_saved = 1 - t_dyn / t_full
+        out.append({"p": row.p, "test_acc": float((preds == images.labels).double().mean()), "mflops": mflops,
+                    "flops_saved": f_saved, "time_full_s": t_full, "time_s": t_dyn, "time_saved": time_saved,
+                    "ratio": time_saved / f_saved if f_saved > 0 else float("nan"), "img_s": n / t_dyn,
+                    "same_as_simulated": float((sim_exits == taken).double().mean())})
+        if progress:
+            print(f"p={row.p}: {f_saved * 100:.1f} % FLOPs saved, {time_saved * 100:.1f} % time saved", flush=True)
+    return pd.DataFrame(out)
+
+
+def latency_per_exit(model, x1: torch.Tensor, repeats: int = 50, speed=None) -> list[float]:
+    """Median seconds to run one sample (batch 1) up to each exit: the anytime latency."""
+    from .speed import Speed, for_inference
+
+    speed = speed or Speed()
+    net = for_inference(model, speed)
+    x1 = speed.batch(x1)
+    out = []
+    for k in range(1, model.num_exits + 1):
+        def run(k=k):
+            with torch.no_grad(), speed.autocast(x1.device):
+                net(x1, upto=k)
+        out.append(timed(run, repeats, 5))
+    return out

@@ -6,7 +6,7 @@ trains anew (a cache can never be stale). Records live in ``runs/<preset>/record
 """
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +15,7 @@ import torch
 from .config import Preset, config_hash, get_device, get_preset
 from .data import ImageSet, get_dataset
 from .records import ExitRecord, cached_record
+from .speed import Speed
 from .train import CHECKPOINT, TrainConfig, build_model, fit, load_checkpoint, model_from_checkpoint
 
 
@@ -35,12 +36,12 @@ def train_config(P: Preset, epochs: int | None = None, seed: int | None = None, 
     seed = P.seed if seed is None else seed
     base = dict(epochs=P.epochs if epochs is None else epochs, batch_size=P.batch_size, lr=P.lr,
                 schedule=P.lr_schedule, milestones=P.lr_milestones, init_seed=seed, data_seed=seed,
-                eval_batch_size=P.eval_batch_size)
+                eval_batch_size=P.eval_batch_size, speed=Speed.parse(P.speed))
     return TrainConfig(**{**base, **overrides})
 
 
 def run_folder(P: Preset, spec: dict[str, Any], cfg: TrainConfig, train_ds: ImageSet, tag: str = "") -> Path:
-    key = config_hash({"spec": spec, "train": asdict(cfg), "data": train_ds.describe(), "tag": tag})
+    key = config_hash({"spec": spec, "train": cfg.identity(), "data": train_ds.describe(), "tag": tag})
     return P.run_dir / "models" / f"{spec['name']}-{train_ds.name}{('-' + tag) if tag else ''}-{key}"
 
 
@@ -82,13 +83,17 @@ def train_or_load(P: Preset, spec: dict[str, Any], cfg: TrainConfig, splits: dic
 
 
 def train_main_model(preset: str, *, dataset: str | None = None, epochs: int | None = None, resume: bool = False,
-                     progress: bool = True):
-    """The preset's MSDNet on its main dataset. Returns (model, history, run folder, splits)."""
+                     progress: bool = True, speed: str | None = None):
+    """The preset's MSDNet on its main dataset. Returns (model, history, run folder, splits).
+
+    ``speed`` overrides the preset's speed settings (``fast``, ``bf16,compile``, ...): another run folder.
+    """
     P = get_preset(preset)
     dataset = dataset or P.datasets[0]
     splits = load_splits(P, dataset)
     spec = model_spec(splits["train"])
-    model, history, out = train_or_load(P, spec, train_config(P, epochs), splits, resume=resume, progress=progress)
+    cfg = train_config(P, epochs, **({"speed": Speed.parse(speed)} if speed is not None else {}))
+    model, history, out = train_or_load(P, spec, cfg, splits, resume=resume, progress=progress)
     return model, history, out, splits
 
 
@@ -178,6 +183,20 @@ def train_policy(P: Preset, train_set: ImageSet, seed: int | None, *, source: st
 FACTORS = ("init", "data", "both")
 
 
+def short_schedule_splits(P: Preset, seed: int) -> dict[str, ImageSet]:
+    """The stochasticity experiment's data: a seeded ``P.stoch_train``-image subset of the training split, and the
+    whole test split."""
+    import numpy as np
+
+    splits = load_splits(P, P.datasets[0], seed)
+    train = splits["train"]
+    n = min(P.stoch_train, len(train))
+    rows = np.sort(np.random.default_rng(seed + 11).permutation(len(train))[:n])
+    sub = {"train": train.subset(rows), "test": splits["test"]}
+    sub["train"].info = {**train.info, "stoch_subset": {"size": n, "seed": seed + 11}}
+    return sub
+
+
 def stochastic_runs(P: Preset, model_name: str = "msdnet_cifar", seed: int | None = None,
                     progress: bool = True, **model_kwargs: Any) -> dict[str, Any]:
     """K runs per randomness source on a seeded subset of the training set, everything else fixed.
@@ -185,20 +204,14 @@ def stochastic_runs(P: Preset, model_name: str = "msdnet_cifar", seed: int | Non
     Factor ``init``: init seeds 0..K−1 with data seed 0; ``data``: data seeds 0..K−1 with init seed 0; ``both``: both
     seeds = i. Run (0, 0) is shared by the three factors. Returns the test records per factor (K each) and the seeds.
     """
-    import numpy as np
-
     seed = P.seed if seed is None else seed
-    splits = load_splits(P, P.datasets[0], seed)
-    train = splits["train"]
-    n = min(P.stoch_train, len(train))
-    rows = np.sort(np.random.default_rng(seed + 11).permutation(len(train))[:n])
-    sub = {"train": train.subset(rows), "test": splits["test"]}
-    sub["train"].info = {**train.info, "stoch_subset": {"size": n, "seed": seed + 11}}
-    spec = model_spec(train, model_name, **model_kwargs)
+    sub = short_schedule_splits(P, seed)
+    n = len(sub["train"])
+    spec = model_spec(sub["train"], model_name, **model_kwargs)
     seeds = {"init": [(i, 0) for i in range(P.stoch_runs)], "data": [(0, d) for d in range(P.stoch_runs)],
              "both": [(i, i) for i in range(P.stoch_runs)]}
     cache: dict[tuple[int, int], ExitRecord] = {}
-    out: dict[str, Any] = {"records": {}, "seeds": seeds, "spec": spec, "train_size": n, "test_set": splits["test"]}
+    out: dict[str, Any] = {"records": {}, "seeds": seeds, "spec": spec, "train_size": n, "test_set": sub["test"]}
     for factor, pairs in seeds.items():
         recs = []
         for init_seed, data_seed in pairs:
@@ -212,3 +225,39 @@ def stochastic_runs(P: Preset, model_name: str = "msdnet_cifar", seed: int | Non
         out["records"][factor] = recs
     out["models_trained"] = len(cache)
     return out
+
+
+def speed_equivalence(P: Preset, speed: Speed, seeds: int = 4, *, seed: int | None = None,
+                      progress: bool = True) -> "pd.DataFrame":
+    """Does training with ``speed`` reach the accuracy of fp32 within seed-to-seed noise?
+
+    For each seed i < ``seeds``: one fp32 eager run and one ``speed`` run with init and data seed i, the stochasticity
+    experiment's schedule (``P.stoch_train`` images, ``P.stoch_epochs`` epochs), evaluated on the whole test set —
+    the ``speed`` run both in fp32 and with its own inference settings. Returns one row per (seed, arm) with the test
+    accuracy per exit, the overthinking rate and the training seconds; runs and records are cached like any other.
+    """
+    import pandas as pd
+
+    from .overthinking import overthought
+
+    seed = P.seed if seed is None else seed
+    sub = short_schedule_splits(P, seed)
+    spec = model_spec(sub["train"])
+    out = []
+    for i in range(seeds):
+        for arm_speed in (Speed(), speed):
+            cfg = train_config(P, P.stoch_epochs, seed, init_seed=i + seed, data_seed=i + seed, speed=arm_speed)
+            model, hist, run = train_or_load(P, spec, cfg, sub, progress=progress, tag="speedcheck")
+            evals = [("fp32", Speed())] + ([] if arm_speed.is_default else
+                                          [(replace(arm_speed, compile=False).describe(),
+                                            replace(arm_speed, compile=False))])
+            for eval_name, eval_speed in evals:
+                rec = cached_record(model, sub["test"], P.run_dir / "records", batch_size=P.eval_batch_size,
+                                    speed=eval_speed, provenance={"checkpoint": str(run / CHECKPOINT)})
+                acc = rec.correct.float().mean(0).tolist()
+                out.append({"seed": i, "train": arm_speed.describe(), "eval": eval_name,
+                            **{f"acc_{k + 1}": a for k, a in enumerate(acc)},
+                            "acc_mean": sum(acc) / len(acc),
+                            "overthought": float(overthought(rec).float().mean()),
+                            "train_seconds": float(sum(h["seconds"] for h in hist))})
+    return pd.DataFrame(out)

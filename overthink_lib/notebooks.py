@@ -23,8 +23,8 @@ class NotebookFailed(RuntimeError):
 
 
 def list_notebooks(folder: Path = NOTEBOOK_DIR) -> list[Path]:
-    """The suite, in order: ``notebooks/0*.ipynb``."""
-    return sorted(Path(folder).glob("0*.ipynb"))
+    """The suite, in order: ``notebooks/NN_*.ipynb``."""
+    return sorted(Path(folder).glob("[0-9][0-9]_*.ipynb"))
 
 
 def declared_parameters(path: Path) -> dict[str, dict[str, Any]]:
@@ -97,6 +97,21 @@ def _rule_choice(name: str, value: Any, module: str, attr: str) -> None:
         raise ConfigError(f"parameter {name} must be one of {', '.join(choices)}, got {value!r}")
 
 
+def _rule_positive_int(name: str) -> Callable[[Any], None]:
+    def check(v: Any) -> None:
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ConfigError(f"parameter {name} must be an integer >= 1, got {v!r}")
+    return check
+
+
+def _rule_speed(v: Any) -> None:
+    from .speed import Speed
+
+    if not isinstance(v, str):
+        raise ConfigError(f"parameter speed must be a string like 'fp32', 'fast' or 'bf16,fold_bn', got {v!r}")
+    Speed.parse(v)
+
+
 def _rule_fraction(name: str) -> Callable[[Any], None]:
     def check(v: Any) -> None:
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v <= 1:
@@ -128,6 +143,10 @@ RULES: dict[str, Callable[[Any], None]] = {
     "energy": _rule_fraction("energy"),
     "imta_frozen": _rule_bool("imta_frozen"),
     "dct_order": lambda v: _rule_choice("dct_order", v, "dct", "ORDERS"),
+    "n_images": _rule_positive_int("n_images"),
+    "batch_size": _rule_positive_int("batch_size"),
+    "repeats": _rule_positive_int("repeats"),
+    "speed": _rule_speed,
 }
 
 

@@ -142,11 +142,15 @@ class ExitRecord:
 
 def make_record(model, ds: ImageSet, *, device: torch.device | None = None, batch_size: int = 512,
                 provenance: dict[str, Any] | None = None, progress: bool = False,
-                weights_hash: str | None = None) -> ExitRecord:
+                weights_hash: str | None = None, speed=None) -> ExitRecord:
     """Run ``model`` (eval mode, no augmentation) over ``ds`` and keep every exit's logits.
 
     ``weights_hash``: the model's :func:`~overthink_lib.train.state_hash` when the caller already has it.
+    ``speed``: inference :class:`~overthink_lib.speed.Speed` (default fp32 eager, what the lab's records use);
+    anything else is written into the provenance.
     """
+    from .speed import Speed
+
     from .flops import exit_flops
     from .train import predict, state_hash
 
@@ -154,10 +158,12 @@ def make_record(model, ds: ImageSet, *, device: torch.device | None = None, batc
             model.config.num_classes != ds.num_classes:
         raise ConfigError(f"model has {model.config.num_classes} classes but dataset {ds.name} has {ds.num_classes}: "
                           "train a model for this dataset")
-    logits, labels, indices = predict(model, ds, batch_size=batch_size, device=device, progress=progress)
+    speed = speed or Speed()
+    logits, labels, indices = predict(model, ds, batch_size=batch_size, device=device, progress=progress, speed=speed)
     flops = torch.tensor(exit_flops(model, tuple(ds.images.shape[1:])), dtype=torch.float64)
     prov = {"model_spec": getattr(model, "spec", None), "dataset": ds.describe(), "weights_hash": weights_hash or state_hash(model),
-            "code_version": code_version(), **(provenance or {})}
+            "code_version": code_version(), **({} if speed.is_default else {"inference_speed": speed.describe()}),
+            **(provenance or {})}
     return ExitRecord(logits, labels, indices, flops, {k: v.clone() for k, v in ds.extras.items()}, prov)
 
 
@@ -166,7 +172,9 @@ def cached_record(model, ds: ImageSet, cache_dir: Path, **kwargs) -> ExitRecord:
     from .train import state_hash
 
     weights = state_hash(model)  # hashed once: the cache key and the record's provenance
-    key = config_hash({"weights": weights, "data": ds.describe(), "spec": getattr(model, "spec", None)})
+    speed = kwargs.get("speed")
+    key = config_hash({"weights": weights, "data": ds.describe(), "spec": getattr(model, "spec", None),
+                       **({"speed": speed.describe()} if speed is not None and not speed.is_default else {})})
     path = Path(cache_dir) / f"{ds.name}-{ds.split}-{key}.pt"
     if path.exists():
         return ExitRecord.load(path)

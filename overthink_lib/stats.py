@@ -64,6 +64,22 @@ def bootstrap_statistic(fn: Callable[[np.ndarray], float], n: int, *, n_boot: in
     return est, float(lo), float(hi)
 
 
+def t_interval(values, level: float = 0.95) -> tuple[float, float, float]:
+    """Mean and Student-t confidence interval over a few independent runs (e.g. seeds): (mean, lo, hi).
+
+    For statistics *over runs*, where the runs are the unit of replication (the bootstrap over samples answers
+    another question: how sure one run's number is). Needs at least two values.
+    """
+    from scipy import stats as st
+
+    v = _as_numpy(values).astype(float).ravel()
+    if len(v) < 2 or not np.isfinite(v).all():
+        raise ConfigError(f"a t-interval needs at least two finite values, got {v.tolist()}")
+    m, se = float(v.mean()), float(v.std(ddof=1) / np.sqrt(len(v)))
+    h = float(st.t.ppf((1 + level) / 2, len(v) - 1)) * se
+    return m, m - h, m + h
+
+
 def fmt_ci(est: float, lo: float, hi: float, scale: float = 100.0, digits: int = 2) -> str:
     """``12.34 [11.90, 12.80]`` (percent by default)."""
     return f"{est * scale:.{digits}f} [{lo * scale:.{digits}f}, {hi * scale:.{digits}f}]"

@@ -8,7 +8,8 @@
 - a checkpoint after every epoch, written atomically, with model and optimizer state, config, seeds, epoch, RNG
   states and the metrics so far; ``fit(..., resume=True)`` continues a killed run and reaches the same weights as an
   uninterrupted run on CPU;
-- AMP (bf16, or fp16 with a grad scaler) on CUDA only; fp32 on CPU.
+- AMP (bf16, or fp16 with a grad scaler) on CUDA; fp32 on CPU unless :class:`~overthink_lib.speed.Speed` asks for
+  bf16 autocast, channels_last, ``torch.compile`` or a fused SGD step (all off by default: see :mod:`.speed`).
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import math
 import os
 import random
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -31,6 +33,7 @@ from .config import (ConfigError, atomic_torch_save, atomic_write_bytes, autocas
                      seed_everything)
 from .data import ImageSet, iterate
 from .models import MultiExit, model_from_spec
+from .speed import Speed, cpu_has_bf16, for_inference
 
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.csv"
@@ -55,6 +58,7 @@ class TrainConfig:
         augment: use the dataset's training augmentation.
         amp: mixed precision on CUDA (ignored on CPU).
         eval_batch_size: batch size of evaluation.
+        speed: how fast (and how exactly) to compute: :class:`~overthink_lib.speed.Speed` (default fp32 eager).
     """
 
     epochs: int
@@ -72,13 +76,26 @@ class TrainConfig:
     augment: bool = True
     amp: bool = True
     eval_batch_size: int = 512
+    speed: Speed = Speed()
 
     def __post_init__(self):
+        if isinstance(self.speed, dict):  # a config read back from a checkpoint
+            object.__setattr__(self, "speed", Speed(**self.speed))
+        if not isinstance(self.speed, Speed):
+            raise ConfigError(f"TrainConfig.speed must be a Speed, got {self.speed!r} (Speed.parse('fast') makes one)")
         if self.epochs < 0 or self.batch_size < 1 or self.lr <= 0:
             raise ConfigError(f"TrainConfig needs epochs >= 0, batch_size >= 1, lr > 0 (got {self.epochs}, "
                               f"{self.batch_size}, {self.lr})")
         if self.schedule not in ("step", "onecycle", "constant"):
             raise ConfigError(f"schedule must be 'step', 'onecycle' or 'constant', got {self.schedule!r}")
+
+    def identity(self) -> dict[str, Any]:
+        """What the run's hash covers: every field, except ``speed`` when it is the default (fp32 eager), so runs
+        from before the speed settings existed keep their hash and their checkpoints."""
+        d = asdict(self)
+        if self.speed.is_default:
+            d.pop("speed")
+        return d
 
     def lr_at(self, step: int, steps_per_epoch: int) -> float:
         """The learning rate of optimisation step ``step`` (0-based, counted over the whole run)."""
@@ -136,8 +153,12 @@ def build_model(spec: dict[str, Any], init_seed: int) -> MultiExit:
 
 @torch.no_grad()
 def predict(model: nn.Module, ds: ImageSet, *, batch_size: int = 512, device: torch.device | None = None,
-            amp: bool = False, progress: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+            amp: bool = False, progress: bool = False,
+            speed: Speed = Speed()) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Logits of every exit for every sample, in eval mode, without augmentation.
+
+    ``speed`` other than the default runs a prepared copy (:func:`~overthink_lib.speed.for_inference`); the
+    logits then differ from fp32 eager by rounding (bf16: ~1e-2 relative), so records keep the default.
 
     Returns:
         (logits ``[N, E, C]`` float32 on CPU, labels ``[N]``, dataset indices ``[N]``).
@@ -147,13 +168,14 @@ def predict(model: nn.Module, ds: ImageSet, *, batch_size: int = 512, device: to
     device = device or next(model.parameters()).device
     was_training = model.training
     model.eval()
+    net = for_inference(model, speed)
     outs = []
     try:
         it = iterate(ds, batch_size, device=device)
         for x, _, _ in tqdm(it, total=math.ceil(len(ds) / batch_size), disable=not progress, desc="predict",
                             leave=False):
-            with autocast(device, amp):
-                logits = model(x)
+            with autocast(device, amp), speed.autocast(device):
+                logits = net(speed.batch(x))
             outs.append(torch.stack([o.float() for o in logits], 1).cpu())
     finally:
         model.train(was_training)
@@ -161,9 +183,9 @@ def predict(model: nn.Module, ds: ImageSet, *, batch_size: int = 512, device: to
 
 
 def evaluate(model: nn.Module, ds: ImageSet, *, batch_size: int = 512, device: torch.device | None = None,
-             amp: bool = False) -> dict[str, list[float]]:
+             amp: bool = False, speed: Speed = Speed()) -> dict[str, list[float]]:
     """Per-exit cross-entropy and accuracy on ``ds`` (eval mode, no augmentation)."""
-    logits, labels, _ = predict(model, ds, batch_size=batch_size, device=device, amp=amp)
+    logits, labels, _ = predict(model, ds, batch_size=batch_size, device=device, amp=amp, speed=speed)
     loss = [F.cross_entropy(logits[:, k], labels).item() for k in range(logits.shape[1])]
     acc = (logits.argmax(-1) == labels[:, None]).float().mean(0).tolist()
     return {"loss": loss, "acc": acc}
@@ -255,11 +277,17 @@ def fit(model: MultiExit, train_ds: ImageSet, val_ds: ImageSet | None, cfg: Trai
     model.to(device)
     out_dir = Path(out_dir)
     ckpt_path = out_dir / CHECKPOINT
-    identity = {"model_spec": model.spec, "train_config": asdict(cfg), "train_data": train_ds.describe(),
+    identity = {"model_spec": model.spec, "train_config": cfg.identity(), "train_data": train_ds.describe(),
                 "extra": extra or {}}
+    sp = cfg.speed
+    if sp.bf16 and device.type == "cpu" and not cpu_has_bf16() and rank == 0:
+        warnings.warn("speed.bf16 on a CPU without AMX/AVX-512-bf16: bf16 is emulated there and runs slower than fp32",
+                      stacklevel=2)
+    if sp.channels_last:
+        model.to(memory_format=torch.channels_last)
     params = list(model.parameters()) if params is None else params
     opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
-                          nesterov=cfg.nesterov)
+                          nesterov=cfg.nesterov, **({"fused": True} if sp.fused_sgd else {}))
     history: list[dict[str, Any]] = []
     start_epoch = 0
     if resume and ckpt_path.exists():
@@ -277,6 +305,10 @@ def fit(model: MultiExit, train_ds: ImageSet, val_ds: ImageSet | None, cfg: Trai
     net: nn.Module = model
     if world > 1:
         net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if sp.compile:
+        net = torch.compile(net)
+    # validation after each epoch: the same precision and memory format, BN folded if asked, never compiled anew
+    eval_speed = Speed(bf16=sp.bf16, channels_last=sp.channels_last, fold_bn=sp.fold_bn)
     loss_fn = loss_fn or (lambda outs, y, idx: multi_exit_loss(outs, y, cfg.exit_weights))
     steps_per_epoch = math.ceil((len(train_ds) // world) / cfg.batch_size)
     use_scaler = cfg.amp and device.type == "cuda" and not torch.cuda.is_bf16_supported()
@@ -295,8 +327,10 @@ def fit(model: MultiExit, train_ds: ImageSet, val_ds: ImageSet | None, cfg: Trai
             lr = cfg.lr_at(epoch * steps_per_epoch + i, steps_per_epoch)
             for g in opt.param_groups:
                 g["lr"] = lr
-            with autocast(device, cfg.amp):
-                outs = net(x)
+            with autocast(device, cfg.amp), sp.autocast(device):
+                outs = net(sp.batch(x))
+            if sp.bf16:  # the loss in fp32, as CUDA autocast does for cross-entropy
+                outs = [o.float() for o in outs]
             loss, per_exit = loss_fn(outs, y, idx)
             opt.zero_grad(set_to_none=True)
             if scaler is not None:
@@ -319,7 +353,8 @@ def fit(model: MultiExit, train_ds: ImageSet, val_ds: ImageSet | None, cfg: Trai
             row[f"train_loss_{k + 1}"] = sums[k].item() / sums[-1].item()
             row[f"train_acc_{k + 1}"] = sums[n_exits + k].item() / sums[-1].item()
         if val_ds is not None and rank == 0:
-            ev = evaluate(model, val_ds, batch_size=cfg.eval_batch_size, device=device, amp=cfg.amp)
+            ev = evaluate(model, val_ds, batch_size=cfg.eval_batch_size, device=device, amp=cfg.amp,
+                          speed=eval_speed)
             for k in range(n_exits):
                 row[f"val_loss_{k + 1}"], row[f"val_acc_{k + 1}"] = ev["loss"][k], ev["acc"][k]
         row["seconds"] = round(time.perf_counter() - t0, 2)

@@ -6,16 +6,21 @@ import torch
 from helpers import random_set, tiny_spec
 from overthink_lib import exits
 from overthink_lib.data import iterate
-from overthink_lib.dynamic import early_exit
+from overthink_lib.dynamic import early_exit, latency_per_exit, time_vs_flops
 from overthink_lib.records import make_record
+from overthink_lib.speed import Speed
 from overthink_lib.train import TrainConfig, build_model, fit
 
 
-def test_dynamic_equals_simulated(tmp_path):
+def trained(tmp_path):
     model = build_model(tiny_spec(), 0)
     fit(model, random_set(128), None, TrainConfig(epochs=2, batch_size=16, lr=0.05, augment=False,
                                                    schedule="constant"), out_dir=tmp_path, progress=False)
-    model.eval()
+    return model.eval()
+
+
+def test_dynamic_equals_simulated(tmp_path):
+    model = trained(tmp_path)
     test = random_set(200, seed=4, split="test")
     rec = make_record(model, test)
     conf = exits.confidence(rec)
@@ -36,3 +41,26 @@ def test_dynamic_equals_simulated(tmp_path):
     x = next(iterate(test, 50))[0]
     assert early_exit(model, x, [-math.inf] * (rec.num_exits - 1))["exits"].eq(0).all()
     assert early_exit(model, x, [math.inf] * (rec.num_exits - 1))["exits"].eq(rec.num_exits - 1).all()
+
+
+def test_time_vs_flops_reports_the_exits_really_taken(tmp_path):
+    model = trained(tmp_path)
+    val = make_record(model, random_set(120, seed=5, split="val"))
+    test_set = random_set(160, seed=4, split="test")
+    test = make_record(model, test_set)
+    sub = test_set.subset(torch.arange(10, 110))  # a subset: FLOPs are those of its own exits
+    for sp in (Speed(), Speed(bf16=True, fold_bn=True)):
+        table = time_vs_flops(model, sub, val, test, ps=[1, 5, 30], batch_size=32, repeats=1, speed=sp)
+        assert list(table["p"]) == [1, 5, 30]
+        assert (table["time_s"] > 0).all() and (table["time_full_s"] > 0).all()
+        lo, hi = float(test.flops[0]) / 1e6, float(test.flops[-1]) / 1e6
+        assert table["mflops"].between(lo - 1e-9, hi + 1e-9).all()
+        assert ((1 - table["mflops"] / hi) - table["flops_saved"]).abs().max() < 1e-9
+        if sp.is_default:  # fp32: the same exits as the simulated evaluation
+            assert (table["same_as_simulated"] > 0.98).all()
+            rows = torch.arange(10, 110)
+            for r in table.itertuples():
+                sim = exits.apply_thresholds(test, exits.budgeted_curve(val, test, ps=[r.p])["thresholds"][0][:-1])
+                assert abs(float(test.flops[sim["exits"][rows]].double().mean()) / 1e6 - r.mflops) < 0.02 * hi
+    lat = latency_per_exit(model, next(iterate(test_set, 1))[0], repeats=3)
+    assert len(lat) == model.num_exits and all(v > 0 for v in lat)

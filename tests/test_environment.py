@@ -3,6 +3,8 @@ import re
 import tomllib
 from pathlib import Path
 
+from overthink_lib.notebooks import list_notebooks
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -48,7 +50,7 @@ def test_papermill_sees_every_parameter():
     import nbformat
     import papermill
 
-    for book in sorted((ROOT / "notebooks").glob("0*.ipynb")):
+    for book in list_notebooks():
         nb = nbformat.read(book, as_version=4)
         cell = next(c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", []))
         names = {t.id for node in ast.parse(cell.source).body for t in node.targets}

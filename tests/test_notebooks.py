@@ -40,6 +40,11 @@ def test_start_validates_values():
         start(preset="smoke", colour="red")
     with pytest.raises(ConfigError, match="unknown dataset"):
         start(preset="smoke", dataset="imagenet")
+    with pytest.raises(ConfigError, match=r"unknown speed setting\(s\) \['turbo'\]"):
+        start(preset="smoke", speed="turbo")
+    with pytest.raises(ConfigError, match="n_images must be an integer >= 1"):
+        start(preset="smoke", n_images=0)
+    assert start(preset="smoke", speed="bf16,fold_bn", repeats=2, batch_size=8).speed == "bf16,fold_bn"
 
 
 def test_parse_param():
@@ -54,6 +59,7 @@ def test_parse_param():
     (["reproduce", "--preset", "smoke", "--param", "sead=1"], "error: notebook 01_data.ipynb has no parameter 'sead'"),
     (["reproduce", "--preset", "smoke", "--param", "seed=x"], "error: notebook 01_data.ipynb: parameter 'seed' must be int"),
     (["reproduce", "--preset", "smoke", "--only", "99"], "error: no notebook matches ['99']"),
+    (["train", "--preset", "smoke", "--speed", "bf16,turbo"], "error: unknown speed setting(s) ['turbo']"),
 ])
 def test_cli_bad_input_is_one_error_line(args, message):
     res = _cli(*args)
