@@ -75,10 +75,10 @@ def _rule_positive(name: str) -> Callable[[Any], None]:
     return check
 
 
-def _rule_nonneg_int(name: str) -> Callable[[Any], None]:
+def _rule_int(name: str, minimum: int = 0) -> Callable[[Any], None]:
     def check(v: Any) -> None:
-        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-            raise ConfigError(f"parameter {name} must be an integer >= 0, got {v!r}")
+        if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
+            raise ConfigError(f"parameter {name} must be an integer >= {minimum}, got {v!r}")
     return check
 
 
@@ -95,13 +95,6 @@ def _rule_choice(name: str, value: Any, module: str, attr: str) -> None:
     choices = getattr(importlib.import_module(f"overthink_lib.{module}"), attr)
     if value not in choices:
         raise ConfigError(f"parameter {name} must be one of {', '.join(choices)}, got {value!r}")
-
-
-def _rule_positive_int(name: str) -> Callable[[Any], None]:
-    def check(v: Any) -> None:
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ConfigError(f"parameter {name} must be an integer >= 1, got {v!r}")
-    return check
 
 
 def _rule_speed(v: Any) -> None:
@@ -129,23 +122,23 @@ def _rule_bool(name: str) -> Callable[[Any], None]:
 #: The value rules of every notebook parameter of the suite; a name not here is refused by :func:`start`.
 RULES: dict[str, Callable[[Any], None]] = {
     "preset": lambda v: get_preset(v),
-    "seed": _rule_nonneg_int("seed"),
+    "seed": _rule_int("seed"),
     "dataset": _rule_dataset,
-    "epochs": _rule_nonneg_int("epochs"),
+    "epochs": _rule_int("epochs"),
     "lam": _rule_positive("lam"),
-    "n_examples": _rule_nonneg_int("n_examples"),
+    "n_examples": _rule_int("n_examples"),
     "show_widgets": _rule_bool("show_widgets"),
     "criterion": lambda v: _rule_choice("criterion", v, "exits", "CRITERIA"),
-    "n_boot": _rule_nonneg_int("n_boot"),
+    "n_boot": _rule_int("n_boot"),
     "cam_method": lambda v: _rule_choice("cam_method", v, "cams", "METHODS"),
     "cam_target": lambda v: _rule_choice("cam_target", v, "cams", "TARGETS"),
-    "n_stat": _rule_nonneg_int("n_stat"),
+    "n_stat": _rule_int("n_stat"),
     "energy": _rule_fraction("energy"),
     "imta_frozen": _rule_bool("imta_frozen"),
     "dct_order": lambda v: _rule_choice("dct_order", v, "dct", "ORDERS"),
-    "n_images": _rule_positive_int("n_images"),
-    "batch_size": _rule_positive_int("batch_size"),
-    "repeats": _rule_positive_int("repeats"),
+    "n_images": _rule_int("n_images", 1),
+    "batch_size": _rule_int("batch_size", 1),
+    "repeats": _rule_int("repeats", 1),
     "speed": _rule_speed,
 }
 
