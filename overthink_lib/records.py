@@ -149,9 +149,8 @@ def make_record(model, ds: ImageSet, *, device: torch.device | None = None, batc
     ``speed``: inference :class:`~overthink_lib.speed.Speed` (default fp32 eager, what the lab's records use);
     anything else is written into the provenance.
     """
-    from .speed import Speed
-
     from .flops import exit_flops
+    from .speed import Speed
     from .train import predict, state_hash
 
     if getattr(model, "config", None) is not None and hasattr(model.config, "num_classes") and \
