@@ -14,7 +14,7 @@ import argparse
 
 import torch
 
-from overthink_lib.config import get_preset
+from overthink_lib.config import ConfigError, get_preset
 from overthink_lib.data import iterate
 from overthink_lib.dynamic import latency_per_exit, time_vs_flops
 from overthink_lib.experiment import main_experiment
@@ -28,7 +28,10 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--speed", default="fp32", help="inference settings: fp32, fast or a subset (bf16,fold_bn,...)")
     args = ap.parse_args()
-    sp = Speed.parse(args.speed)
+    try:
+        sp = Speed.parse(args.speed)
+    except ConfigError as err:
+        ap.error(str(err))
     P = get_preset(args.preset)
     exp = main_experiment(P, progress=True)
     model, test_set = exp["model"].eval(), exp["splits"]["test"]

@@ -26,7 +26,7 @@ import time
 
 import torch
 
-from overthink_lib.config import ROOT, atomic_write_bytes, code_version, get_preset
+from overthink_lib.config import ROOT, ConfigError, atomic_write_bytes, code_version, get_preset
 from overthink_lib.dynamic import timed
 from overthink_lib.models import get_model
 from overthink_lib.speed import Speed, cpu_has_bf16, for_inference
@@ -205,6 +205,13 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=4)
     ap.add_argument("--fast", default="fast", help="the settings the accuracy check compares with fp32")
     args = ap.parse_args()
+    if args.seeds < 2 or args.rounds < 1 or args.repeats < 1:
+        ap.error("--seeds needs at least 2 (an interval over seeds), --rounds and --repeats at least 1")
+    try:  # a bad setting name fails here, in one line, before any timing
+        for text in [args.fast, *args.train, *args.eval]:
+            Speed.parse(text)
+    except ConfigError as err:
+        ap.error(str(err))
     result = {"torch": torch.__version__, "threads": torch.get_num_threads(), "bf16_units": cpu_has_bf16(),
               "code_version": code_version(), "args": vars(args), "official": [OFFICIAL_TRAIN, OFFICIAL_EVAL]}
     if not args.only_accuracy:
