@@ -29,7 +29,7 @@ def main() -> None:
     ap.add_argument("--speed", default="fp32", help="inference settings: fp32, fast or a subset (bf16,fold_bn,...)")
     args = ap.parse_args()
     try:
-        sp = Speed.parse(args.speed)
+        sp = Speed.parse(args.speed).resolve()  # fast: what pays on this CPU
     except ConfigError as err:
         ap.error(str(err))
     P = get_preset(args.preset)

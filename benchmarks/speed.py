@@ -2,11 +2,21 @@
 accuracy after a fixed short schedule over seeds.
 
     .venv/bin/python benchmarks/speed.py                  # throughput, msdnet_cifar 32×32×3 (≈8 min, compiles included)
+    .venv/bin/python benchmarks/speed.py --official ~/MSDNet-PyTorch   # + the official model side by side
     .venv/bin/python benchmarks/speed.py --accuracy       # + fp32 vs fast over 4 seeds on Fashion-MNIST (≈15 min)
+
+``--official`` takes a local clone of https://github.com/kalviny/MSDNet-PyTorch (nothing of it is part of this
+repository): its CIFAR-100 model is built from that folder and timed in the same interleaved rounds as ours, so the
+ratio ours/official is measured on this machine rather than taken from a table. Without it, the table's figures for
+this CPU kind are used (SPEC: AVX-512 + AMX ≈150 / ≈460 img/s; AVX2 ≈110 / ≈314; measured here for Zen 4).
+
+Setting names: anything :meth:`Speed.parse` reads, plus ``fast`` (what :meth:`Speed.fast` picks on this CPU for a
+short run: no compile) and ``fast-long`` (the same for a run longer than the compile break-even: with compile).
 
 Throughput: a training step (batch 64, all 5 exits, SGD) and eval (batch 256) of the CIFAR-100 configuration, each
 setting timed in interleaved rounds (every round times every setting once, the median of ``--repeats`` steps), so
-the machine's drift hits all settings alike; we report the median img/s and the median per-round ratio to fp32 eager,
+the machine's drift hits all settings alike (the order rotates from round to round, so no setting always follows the
+same one); we report the median img/s and the median per-round ratio to fp32 eager,
 and the official MSDNet-PyTorch code's ≈150 / ≈460 img/s on the same machine (SPEC §1) for reference. ``compile``
 settings report their first step (the compile, minus what the inductor cache already holds) separately.
 
@@ -20,23 +30,57 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import platform
+import math
+import os
 import statistics
+import tempfile
 import time
 
-import torch
+# an empty inductor cache, so the first call of a compile setting is what a fresh training run on this machine pays
+os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", tempfile.mkdtemp(prefix="overthink-inductor-"))
+
+import torch  # noqa: E402
 
 from overthink_lib.config import ROOT, ConfigError, atomic_write_bytes, code_version, get_preset
 from overthink_lib.dynamic import timed
 from overthink_lib.models import get_model
-from overthink_lib.speed import Speed, cpu_has_bf16, for_inference
+from overthink_lib.speed import Speed, compile_break_even, cpu_info, for_inference
 from overthink_lib.train import multi_exit_loss
 
-OFFICIAL_TRAIN, OFFICIAL_EVAL = 150.0, 460.0
-TRAIN_SETTINGS = ["fp32", "fused_sgd", "channels_last", "bf16", "bf16,fused_sgd", "compile",
-                  "bf16,channels_last,compile,fused_sgd"]
-EVAL_SETTINGS = ["fp32", "fold_bn", "channels_last", "bf16", "bf16,channels_last,fold_bn",
-                 "bf16,channels_last,fold_bn,compile"]
+#: The official code's fp32 throughput (train step batch 64 / eval batch 256, 2 threads) per CPU kind, img/s.
+OFFICIAL = {"avx512-amx": (150.0, 460.0), "avx2": (110.0, 314.0), "avx512-bf16": (128.4, 407.5)}
+TRAIN_SETTINGS = ["fp32", "fused_sgd", "channels_last", "bf16", "bf16,channels_last,fused_sgd", "compile",
+                  "fused_sgd,compile", "fast", "fast-long"]
+EVAL_SETTINGS = ["fp32", "fold_bn", "channels_last", "bf16", "bf16,channels_last,fold_bn", "fast", "fast-long"]
+
+
+def setting(text: str) -> Speed:
+    """A benchmark setting name → :class:`Speed` (``fast``/``fast-long``: resolved for this CPU, short/long run)."""
+    if text == "fast":
+        return Speed.fast()
+    if text == "fast-long":
+        return Speed.fast(run_seconds=math.inf)
+    return Speed.parse(text)
+
+
+def official_model(path: str) -> torch.nn.Module:
+    """The official CIFAR-100 MSDNet built from a local clone of MSDNet-PyTorch (its own argument names)."""
+    import contextlib
+    import io
+    import sys
+    import types
+
+    sys.path.insert(0, path)
+    try:
+        from models.msdnet import MSDNet as Official
+    except ImportError as err:
+        raise SystemExit(f"--official {path}: no models/msdnet.py there ({err}); pass a clone of "
+                         "https://github.com/kalviny/MSDNet-PyTorch") from None
+    args = types.SimpleNamespace(nBlocks=5, nChannels=16, base=1, stepmode="lin_grow", step=1, growthRate=6,
+                                 grFactor=[1, 2, 4], bnFactor=[1, 2, 4], bottleneck=True, prune="max",
+                                 reduction=0.5, nScales=3, data="cifar100")
+    with contextlib.redirect_stdout(io.StringIO()):  # it prints its architecture
+        return Official(args)
 
 
 def train_step_fn(base: torch.nn.Module, sp: Speed, x: torch.Tensor, y: torch.Tensor):
@@ -79,9 +123,10 @@ def interleaved(steps: dict[str, callable], rounds: int, repeats: int, batch: in
         first[name] = time.perf_counter() - t0
         fn()  # a second warm-up: autotuning and allocator caches settle
     times = {name: [] for name in steps}
-    for _ in range(rounds):
-        for name, fn in steps.items():
-            times[name].append(timed(fn, repeats, warmup=1))
+    names = list(steps)
+    for r in range(rounds):  # the order rotates each round, so no setting always runs after the same other one
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            times[name].append(timed(steps[name], repeats, warmup=1))
     base = next(iter(steps))
     out = {}
     for name in steps:
@@ -128,27 +173,46 @@ def throughput(args) -> dict:
             base(torch.randn(64, 3, 32, 32))
     x, y = torch.randn(64, 3, 32, 32), torch.randint(0, 100, (64,))
     xe = torch.randn(256, 3, 32, 32)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}"
-          f", bf16 units: {cpu_has_bf16()}; {args.rounds} interleaved rounds × median of {args.repeats} steps",
-          flush=True)
+    cpu = cpu_info()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {cpu.describe()}, native bf16: "
+          f"{cpu.native_bf16}; fast here = {Speed.fast().describe()}, for long runs {setting('fast-long').describe()}"
+          f"; {args.rounds} interleaved rounds × median of {args.repeats} steps", flush=True)
     print("compiling and warming up (the first call of a compile setting is its compile time) ...", flush=True)
-    train = interleaved({s: train_step_fn(base, Speed.parse(s), x, y) for s in args.train}, args.rounds,
-                        args.repeats, 64)
-    ev = interleaved({s: eval_step_fn(base, Speed.parse(s), xe) for s in args.eval}, args.rounds, args.repeats, 256)
-    print(f"\n{'training step, batch 64':40s} {'img/s':>8} {'× fp32':>7} {'(min–max)':>12} {'× official':>10} "
-          f"{'1st step s':>10}")
-    for name, r in train.items():
-        print(f"{name:40s} {r['img_s']:8.1f} {r['ratio']:6.2f}× {r['ratio_min']:5.2f}–{r['ratio_max']:<5.2f} "
-              f"{r['img_s'] / OFFICIAL_TRAIN:9.2f}× {r['first_call_s']:10.1f}")
-    print(f"\n{'eval, batch 256':40s} {'img/s':>8} {'× fp32':>7} {'(min–max)':>12} {'× official':>10} "
-          f"{'1st call s':>10}")
-    for name, r in ev.items():
-        print(f"{name:40s} {r['img_s']:8.1f} {r['ratio']:6.2f}× {r['ratio_min']:5.2f}–{r['ratio_max']:<5.2f} "
-              f"{r['img_s'] / OFFICIAL_EVAL:9.2f}× {r['first_call_s']:10.1f}")
+    train_steps = {s: train_step_fn(base, setting(s), x, y) for s in args.train}
+    eval_steps = {s: eval_step_fn(base, setting(s), xe) for s in args.eval}
+    if args.official:  # the official model in the same rounds, fp32 eager, same loss and optimiser
+        off = official_model(args.official)
+        train_steps["official fp32 eager"] = train_step_fn(off, Speed(), x, y)
+        eval_steps["official fp32 eager"] = eval_step_fn(off, Speed(), xe)
+    train = interleaved(train_steps, args.rounds, args.repeats, 64)
+    ev = interleaved(eval_steps, args.rounds, args.repeats, 256)
+    ref = OFFICIAL.get(cpu.kind)
+    for title, res, k in (("training step, batch 64", train, 0), ("eval, batch 256", ev, 1)):
+        measured = res.get("official fp32 eager")
+        official = measured["img_s"] if measured else (ref[k] if ref else float("nan"))
+        print(f"\n{title:40s} {'img/s':>8} {'× fp32':>7} {'(min–max)':>12} {'× official':>10} {'1st call s':>10}")
+        for name, r in res.items():
+            # measured side by side: the median of per-round ratios; else against the table for this CPU kind
+            ratio_off = r["ratio"] / measured["ratio"] if measured else r["img_s"] / official
+            r["x_official"] = ratio_off
+            print(f"{name:40s} {r['img_s']:8.1f} {r['ratio']:6.2f}× {r['ratio_min']:5.2f}–{r['ratio_max']:<5.2f} "
+                  f"{ratio_off:9.2f}× {r['first_call_s']:10.1f}")
+        print(f"(× official: {'measured in the same rounds' if measured else f'against {official:.0f} img/s, the table for {cpu.kind}'})")
+    # what compile costs and gains on this CPU: the break-even that Speed.fast uses (overthink_lib.speed.COMPILE)
+    compile_cost = {}
+    if "fused_sgd" in train and "fused_sgd,compile" in train:
+        gain = train["fused_sgd,compile"]["ratio"] / train["fused_sgd"]["ratio"]
+        # the first compile in the process pays it all (later settings share its in-memory graph cache)
+        cost = max(r["first_call_s"] for name, r in train.items() if "compile" in name or name == "fast-long")
+        even = cost / (1 - 1 / gain) if gain > 1 else math.inf
+        print(f"\ncompile on {cpu.kind}: first step {cost:.0f} s, gain ×{gain:.2f} over eager (fused SGD both): "
+              f"repays after {even:.0f} s of eager training (the library's table says "
+              f"{compile_break_even(cpu):.0f} s)")
+        compile_cost = {"cpu_kind": cpu.kind, "cost_s": cost, "gain": gain, "break_even_s": even}
     pipe = pipeline_throughput()
     print(f"\ninput pipeline (CIFAR-sized, crop+flip, batch 64): ours {pipe['ours_img_s']:,.0f} img/s, PIL transforms "
           f"+ DataLoader {pipe['pil_dataloader_img_s']:,.0f} img/s ({pipe['ratio']:.0f}× faster)")
-    return {"train": train, "eval": ev, "pipeline": pipe}
+    return {"train": train, "eval": ev, "pipeline": pipe, "compile": compile_cost}
 
 
 def accuracy(args) -> dict:
@@ -158,7 +222,7 @@ def accuracy(args) -> dict:
     from overthink_lib.stats import t_interval
 
     P = get_preset(args.preset)
-    fast = Speed.parse(args.fast)
+    fast = setting(args.fast)
     print(f"\naccuracy: {args.seeds} seeds × (fp32, {fast.describe()}), {P.datasets[0]}, {P.stoch_train} training "
           f"images, {P.stoch_epochs} epochs, whole test set (runs cached in {P.run_dir}/models)", flush=True)
     df = speed_equivalence(P, fast, args.seeds)
@@ -204,16 +268,19 @@ def main() -> None:
     ap.add_argument("--preset", default="cpu", help="preset of the accuracy check (default cpu)")
     ap.add_argument("--seeds", type=int, default=4)
     ap.add_argument("--fast", default="fast", help="the settings the accuracy check compares with fp32")
+    ap.add_argument("--official", metavar="PATH", help="a local clone of kalviny/MSDNet-PyTorch to time side by side")
     args = ap.parse_args()
     if args.seeds < 2 or args.rounds < 1 or args.repeats < 1:
         ap.error("--seeds needs at least 2 (an interval over seeds), --rounds and --repeats at least 1")
     try:  # a bad setting name fails here, in one line, before any timing
         for text in [args.fast, *args.train, *args.eval]:
-            Speed.parse(text)
+            setting(text)
     except ConfigError as err:
         ap.error(str(err))
-    result = {"torch": torch.__version__, "threads": torch.get_num_threads(), "bf16_units": cpu_has_bf16(),
-              "code_version": code_version(), "args": vars(args), "official": [OFFICIAL_TRAIN, OFFICIAL_EVAL]}
+    cpu = cpu_info()
+    result = {"torch": torch.__version__, "threads": torch.get_num_threads(), "cpu": cpu.model, "cpu_kind": cpu.kind,
+              "bf16_units": cpu.native_bf16, "code_version": code_version(), "args": vars(args),
+              "official_table": OFFICIAL.get(cpu.kind)}
     if not args.only_accuracy:
         result["throughput"] = throughput(args)
     if args.accuracy or args.only_accuracy:

@@ -1,4 +1,4 @@
-"""The command line: ``python -m overthink_lib {reproduce,fetch,datasets,train,record} ...``.
+"""The command line: ``python -m overthink_lib {reproduce,fetch,datasets,train,record,import-record} ...``.
 
 Bad input (unknown preset, dataset, parameter; missing offline data) ends with one ``error:`` line and exit code 2.
 """
@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from .config import PRESETS, ConfigError
 
@@ -45,6 +46,53 @@ def _cmd_record(args: argparse.Namespace) -> None:
         print(f"{split}: {rec.summary()}")
 
 
+def _cmd_import_record(args: argparse.Namespace) -> None:
+    """Logits computed elsewhere (any framework) → an ExitRecord file the notebooks read."""
+    import numpy as np
+
+    from .records import ExitRecord
+
+    import zipfile
+
+    if Path(args.source).is_file() and not zipfile.is_zipfile(args.source):
+        raise ConfigError(f"{args.source} is not an .npz archive: write one with numpy.savez(path, logits=..., "
+                          "labels=...)")
+    try:
+        with np.load(args.source, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except FileNotFoundError:
+        raise ConfigError(f"no file {args.source}") from None
+    except ValueError as err:
+        raise ConfigError(f"{args.source} holds pickled objects; write plain arrays with numpy.savez ({err})") from None
+    except Exception as err:  # noqa: BLE001 - not an npz archive
+        raise ConfigError(f"{args.source} is not a readable .npz archive ({type(err).__name__}): write one with "
+                          "numpy.savez(path, logits=..., labels=...)") from None
+    for role in ("logits", "labels"):
+        key = getattr(args, role)
+        if key not in arrays:
+            raise ConfigError(f"{args.source} has no array {key!r} (it has {', '.join(sorted(arrays)) or 'none'}); "
+                              f"name it with --{role}")
+    flops = None
+    if args.flops:
+        if args.flops in arrays:
+            flops = arrays[args.flops]
+        else:
+            try:
+                flops = [float(v) for v in args.flops.split(",")]
+            except ValueError:
+                raise ConfigError(f"--flops {args.flops!r} is neither an array of {args.source} nor comma-separated "
+                                  "numbers") from None
+    elif "flops" in arrays:
+        flops = arrays["flops"]
+    prov = {"imported_from": str(args.source)}
+    if args.dataset:
+        prov["dataset"] = {"name": args.dataset, "split": args.split}
+    rec = ExitRecord.from_arrays(arrays[args.logits], arrays[args.labels], flops=flops,
+                                 indices=arrays.get(args.indices), model=args.model, provenance=prov)
+    path = rec.save(args.out)
+    print(f"wrote {path}: {rec.summary()}; FLOPs {'given' if rec.flops is not None else 'none'}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m overthink_lib", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -70,6 +118,18 @@ def build_parser() -> argparse.ArgumentParser:
             t.add_argument("--speed", default=None, help="fp32 (exact), fast (bf16 + channels_last + compile + "
                            "fused SGD) or a comma-separated subset; default: the preset's")
         t.set_defaults(func=func)
+    i = sub.add_parser("import-record", help="turn logits computed elsewhere (an .npz of arrays) into an ExitRecord")
+    i.add_argument("source", help="an .npz with logits [N, E, C] and labels [N] (optional flops [E], indices [N])")
+    i.add_argument("out", help="the record file to write (.npz), e.g. myrecords/test.npz")
+    i.add_argument("--logits", default="logits", help="name of the logits array (default logits)")
+    i.add_argument("--labels", default="labels", help="name of the labels array (default labels)")
+    i.add_argument("--indices", default="indices", help="name of the sample-id array, if any (default indices)")
+    i.add_argument("--flops", default=None, help="name of a per-exit FLOPs array, or comma-separated numbers "
+                   "(default: the array 'flops' when present, else none)")
+    i.add_argument("--model", default=None, help="the model's name: validation and test records must share it")
+    i.add_argument("--dataset", default=None, help="the registry dataset the samples come from (for images)")
+    i.add_argument("--split", default="test", help="its split (val or test; default test)")
+    i.set_defaults(func=_cmd_import_record)
     return p
 
 

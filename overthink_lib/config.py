@@ -12,7 +12,6 @@ import json
 import os
 import random
 import subprocess
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,6 +57,9 @@ class Preset:
         maxmin_epochs: MSDNet epochs on Max-Min (the thesis: 5, so that early exits are weak on hard samples).
         figures_dir: where figures go, relative to the repository root.
         imta_epochs: E of the IMTA protocol: E epochs plain, 2E plain, E plain + E ISC+OFA (thesis: 50).
+        imta_parent: where the E-epoch network comes from: ``branch`` (the 2E run's weights at epoch E: the thesis
+            fine-tunes "for the final 50 epochs of the training process"; trains nothing extra) or ``separate``
+            (its own E-epoch schedule, annealed at E; E more epochs of training).
         policy_depth, policy_width, policy_epochs: the policy ResNet (thesis: ResNet-34, width 64, up to 100 epochs).
         stoch_runs, stoch_train, stoch_epochs: the stochasticity experiment: runs per randomness source, training
             images per run (a seeded subset), epochs per run.
@@ -93,6 +95,7 @@ class Preset:
     suite_skip: tuple[str, ...] = ()
     device: str = "auto"
     speed: str = "fp32"
+    imta_parent: str = "branch"
 
     @property
     def run_dir(self) -> Path:
@@ -160,13 +163,6 @@ def get_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
-def autocast(device: torch.device, enabled: bool = True):
-    """Mixed precision where it applies (CUDA: fp16/bf16 autocast); ``nullcontext`` elsewhere."""
-    if enabled and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
-    return nullcontext()
-
-
 def code_version() -> str:
     """The git commit of the code (``+dirty`` when the tree has changes), or the package version outside git."""
     from . import __version__
@@ -203,16 +199,41 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
+def safe_torch_load(path: Path, what: str, allow: list | None = None) -> Any:
+    """``torch.load(weights_only=True)``: tensors and plain containers only, never code the file carries.
+
+    ``allow``: more globals to accept when the file needs them (data types, no code of the file's choosing).
+    A truncated, corrupt or code-carrying file → one ConfigError naming ``what`` it should have been.
+    """
+    import pickle
+    import re
+
+    try:
+        with torch.serialization.safe_globals(allow or []):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(err))
+        if found:  # the file asks for a class or function to be called while loading
+            raise ConfigError(f"{what} {path} carries objects that need code to load: refused (it asks for "
+                              f"{found.group(1)}); open "
+                              "only files from sources you trust, or make it again") from None
+        raise ConfigError(f"{what} {path} is truncated, corrupt or unreadable (UnpicklingError); make it "
+                          "again") from None
+    except Exception as err:  # noqa: BLE001 - every unreadable file is the same message
+        raise ConfigError(f"{what} {path} is truncated, corrupt or unreadable ({type(err).__name__}); make it "
+                          "again") from None
+
+
 def atomic_torch_save(obj: Any, path: Path) -> None:
     """``torch.save`` to ``path`` atomically: a killed process never leaves a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    import io
+
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    atomic_write_bytes(path, buf.getvalue())
 
 
 __all__ = [
     "ROOT", "ConfigError", "MaxMinSizes", "Preset", "PRESETS", "get_preset", "seed_everything", "get_device",
-    "autocast", "code_version", "config_hash", "atomic_write_bytes", "atomic_torch_save",
+    "code_version", "config_hash", "atomic_write_bytes", "atomic_torch_save", "safe_torch_load",
 ]

@@ -13,7 +13,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from .exits import CRITERIA, _check_thresholds
+from .exits import CRITERIA, check_thresholds
 from .models import index_state
 
 
@@ -24,7 +24,7 @@ def early_exit(model, x: torch.Tensor, thresholds, criterion: str = "max_softmax
     Returns:
         ``preds`` [B], ``exits`` [B] (0-based), ``confidence`` [B] at the exit taken.
     """
-    t = _check_thresholds(thresholds, model.num_exits)
+    t = check_thresholds(thresholds, model.num_exits)
     conf_fn = CRITERIA[criterion]
     b = x.shape[0]
     preds = torch.empty(b, dtype=torch.long, device=x.device)
@@ -85,7 +85,7 @@ def time_vs_flops(model, images, val, test, *, ps=(1, 3, 5, 8, 10, 13, 17, 20, 2
     net = for_inference(model, speed)
     batches = [speed.batch(x) for x, _, _ in iterate(images, batch_size, device=device)]
     n = len(images)
-    flops = test.flops.double()
+    flops = test.require_flops("real early exit (FLOPs saved)").double()
     rows_of = {int(i): r for r, i in enumerate(test.indices.tolist())}
     rows = torch.tensor([rows_of[int(i)] for i in images.indices.tolist()])
 

@@ -64,11 +64,13 @@ def confidence(rec: ExitRecord, criterion: str = "max_softmax") -> torch.Tensor:
 
 def anytime_curve(rec: ExitRecord) -> pd.DataFrame:
     """Per-exit accuracy vs cumulative FLOPs (anytime prediction)."""
-    return pd.DataFrame({"exit": range(1, rec.num_exits + 1), "flops": rec.flops.numpy(),
+    return pd.DataFrame({"exit": range(1, rec.num_exits + 1), "flops": rec.require_flops("the anytime curve").numpy(),
                          "accuracy": rec.accuracy().numpy()})
 
 
-def _check_thresholds(thresholds, n_exits: int) -> torch.Tensor:
+def check_thresholds(thresholds, n_exits: int) -> torch.Tensor:
+    """Thresholds for exits 1..n−1 (or 1..n) as a float64 tensor of n, the last −∞; a wrong count or NaN → one
+    ConfigError."""
     t = torch.as_tensor(np.asarray(thresholds, dtype=np.float64))
     if t.ndim != 1 or len(t) not in (n_exits - 1, n_exits):
         raise ConfigError(f"thresholds need {n_exits - 1} values (exits 1..{n_exits - 1}; the last exit takes the "
@@ -82,7 +84,7 @@ def _check_thresholds(thresholds, n_exits: int) -> torch.Tensor:
 
 def exit_of(conf: torch.Tensor, thresholds) -> torch.Tensor:
     """Exit (0-based) where each sample leaves: the first k with conf ≥ T_k; the last exit takes the rest."""
-    t = _check_thresholds(thresholds, conf.shape[1]).clone()
+    t = check_thresholds(thresholds, conf.shape[1]).clone()
     t[-1] = -math.inf
     passes = conf.double() >= t[None, :]  # [N, E]
     return passes.int().argmax(1)  # the first True (the last column is always True)
@@ -90,12 +92,18 @@ def exit_of(conf: torch.Tensor, thresholds) -> torch.Tensor:
 
 def apply_thresholds(rec: ExitRecord, thresholds, criterion: str = "max_softmax") -> dict:
     """Budgeted-batch result of hand-set thresholds: accuracy, expected FLOPs, exit fractions, per-sample exits."""
-    conf = confidence(rec, criterion)
-    ex = exit_of(conf, thresholds)
-    correct = rec.correct[torch.arange(rec.num_samples), ex]
-    fractions = torch.bincount(ex, minlength=rec.num_exits).double() / rec.num_samples
-    return {"accuracy": correct.double().mean().item(), "flops": float((fractions * rec.flops).sum()),
-            "fractions": fractions.tolist(), "exits": ex, "correct": correct}
+    return evaluate_exits(rec, exit_of(confidence(rec, criterion), thresholds))
+
+
+def evaluate_exits(rec: ExitRecord, exits: torch.Tensor) -> dict:
+    """Every sample answered by its own exit ``exits[n]`` (0-based): accuracy, expected FLOPs (NaN when the record
+    has none), exit fractions, and per sample the exit and whether it was right."""
+    exits = torch.as_tensor(exits, dtype=torch.long)
+    correct = rec.correct[torch.arange(rec.num_samples), exits]
+    fractions = torch.bincount(exits, minlength=rec.num_exits).double() / rec.num_samples
+    cost = float((fractions * rec.flops).sum()) if rec.flops is not None else float("nan")
+    return {"accuracy": correct.double().mean().item(), "flops": cost, "fractions": fractions.tolist(),
+            "exits": exits, "correct": correct}
 
 
 def _shares(p: int, b: float, n: int) -> np.ndarray:
@@ -159,7 +167,7 @@ def budgeted_curve(val: ExitRecord, test: ExitRecord, *, method: str = "thesis",
         rows.append({"p": p, "thresholds": t.tolist(), "planned_fractions": shares.tolist(),
                      "val_fractions": v["fractions"], "test_fractions": te["fractions"], "val_acc": v["accuracy"],
                      "test_acc": te["accuracy"], "val_flops": v["flops"], "test_flops": te["flops"],
-                     "planned_flops": float((shares * val.flops.numpy()).sum())})
+                     "planned_flops": float((shares * val.require_flops("the budgeted curve").numpy()).sum())})
     return pd.DataFrame(rows)
 
 

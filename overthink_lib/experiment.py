@@ -6,17 +6,19 @@ trains anew (a cache can never be stale). Records live in ``runs/<preset>/record
 """
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from .config import Preset, config_hash, get_device, get_preset
+from .config import ConfigError, Preset, config_hash, get_device, get_preset
 from .data import ImageSet, get_dataset
-from .records import ExitRecord, cached_record
-from .speed import Speed
-from .train import CHECKPOINT, TrainConfig, build_model, fit, load_checkpoint, model_from_checkpoint
+from .recording import cached_record
+from .records import ExitRecord
+from .speed import Speed, cpu_info
+from .train import (CHECKPOINT, TrainConfig, build_model, fit, load_checkpoint, model_from_checkpoint,
+                    resolve_speed)
 
 
 def load_splits(P: Preset, dataset: str, seed: int | None = None) -> dict[str, ImageSet]:
@@ -41,7 +43,7 @@ def train_config(P: Preset, epochs: int | None = None, seed: int | None = None, 
 
 
 def run_folder(P: Preset, spec: dict[str, Any], cfg: TrainConfig, train_ds: ImageSet, tag: str = "") -> Path:
-    key = config_hash({"spec": spec, "train": cfg.identity(), "data": train_ds.describe(), "tag": tag})
+    key = config_hash({"spec": spec, "train": cfg.hashed_fields(), "data": train_ds.provenance(), "tag": tag})
     return P.run_dir / "models" / f"{spec['name']}-{train_ds.name}{('-' + tag) if tag else ''}-{key}"
 
 
@@ -60,6 +62,13 @@ def train_or_load(P: Preset, spec: dict[str, Any], cfg: TrainConfig, splits: dic
         (model in eval mode, per-epoch history, run folder).
     """
     device = get_device(P.device)
+    if cfg.speed.auto:  # the settings that pay on this machine are part of the run's hash
+        probe = build_model(spec, cfg.init_seed).to(device)
+        if init is not None:
+            init(probe)
+        cfg = resolve_speed(cfg, probe, splits["train"], device)
+        if progress:
+            print(f"speed settings for {cpu_info().describe()}: {cfg.speed.describe()}", flush=True)
     out = run_folder(P, spec, cfg, splits["train"], tag)
     ckpt_path = out / CHECKPOINT
     if ckpt_path.exists():
@@ -98,10 +107,13 @@ def train_main_model(preset: str, *, dataset: str | None = None, epochs: int | N
 
 
 def records_for(model: torch.nn.Module, splits: dict[str, ImageSet], P: Preset, run: Path,
-                which: tuple[str, ...] = ("val", "test"), progress: bool = False) -> dict[str, ExitRecord]:
-    """Validation and test ExitRecords of ``model``, cached in ``runs/<preset>/records/``."""
-    ckpt = load_checkpoint(run / CHECKPOINT)
-    prov = {"checkpoint": str(run / CHECKPOINT), "train_config": ckpt["train_config"],
+                which: tuple[str, ...] = ("val", "test"), progress: bool = False,
+                checkpoint: Path | None = None) -> dict[str, ExitRecord]:
+    """Validation and test ExitRecords of ``model``, cached in ``runs/<preset>/records/``; ``checkpoint`` (default
+    the run's last) is the file the weights came from, for the records' provenance."""
+    checkpoint = checkpoint or run / CHECKPOINT
+    ckpt = load_checkpoint(checkpoint)
+    prov = {"checkpoint": str(checkpoint), "train_config": ckpt["train_config"], "epoch": ckpt["epoch"],
             "init_seed": ckpt.get("init_seed"), "data_seed": ckpt.get("data_seed"), "preset": P.name}
     return {s: cached_record(model, splits[s], P.run_dir / "records", batch_size=P.eval_batch_size,
                              provenance=prov, progress=progress) for s in which}
@@ -125,38 +137,182 @@ def main_experiment(P: Preset, seed: int | None = None, progress: bool = False) 
             "records": records_for(model, splits, P, run)}
 
 
+def record_images(rec: ExitRecord, P: Preset) -> ImageSet | None:
+    """The images of a record's samples, when its provenance names a registered dataset and split whose samples
+    (by index) it holds; else None (records from elsewhere may come without images)."""
+    from .data import list_datasets
+
+    d = rec.provenance.get("dataset") or {}
+    name, split = d.get("name"), d.get("split")
+    if name not in list_datasets() or name == "maxmin" or split not in ("train", "val", "test"):
+        return None
+    try:
+        ds = get_dataset(name, split, val_fraction=d.get("val_fraction", P.val_fraction),
+                         split_seed=d.get("split_seed", P.seed), download=False)
+    except ConfigError:
+        return None
+    pos = {int(i): r for r, i in enumerate(ds.indices.tolist())}
+    rows = [pos.get(int(i)) for i in rec.indices.tolist()]
+    if any(r is None for r in rows):
+        return None
+    return ds.subset(rows)
+
+
+def analysis_experiment(P: Preset, seed: int | None = None, record: str = "",
+                        progress: bool = False) -> dict[str, Any]:
+    """What an analysis notebook analyses: the preset's main MSDNet (``record`` empty, :func:`main_experiment`) or
+    the validation and test records named by ``record`` (a folder or ``VAL,TEST``; see
+    :func:`~overthink_lib.records.load_records`) — then ``model`` and ``history`` are None and ``splits`` holds the
+    records' images where their provenance names a dataset of the registry (else None)."""
+    if not record:
+        return {**main_experiment(P, seed, progress), "foreign": False}
+    from .records import load_records
+
+    recs = load_records(record)
+    splits = {s: record_images(r, P) for s, r in recs.items()}
+    return {"model": None, "history": None, "run": None, "records": recs, "foreign": True,
+            "splits": splits if all(v is not None for v in splits.values()) else None}
+
+
+def require_images(exp: dict[str, Any], what: str) -> dict[str, ImageSet]:
+    """The splits of an :func:`analysis_experiment`, or one ConfigError saying that ``what`` needs the images."""
+    if exp["splits"] is None:
+        raise ConfigError(f"{what} needs the images of the record's samples, and the record's provenance names no "
+                          "dataset of the registry holding them (provenance['dataset'] = {'name', 'split'}, as "
+                          "record_from_model writes for an ImageSet)")
+    return exp["splits"]
+
+
+@dataclass
+class PolicyRun:
+    """One policy experiment (thesis ch. 4): D_ee labels, the policy and its shuffled-label control, on the test set.
+
+    Attributes:
+        labels_train, labels_test: the D_ee labels (:class:`~overthink_lib.policy.ExitLabels`) of the validation
+            record (training set of the policy) and of the test record.
+        train_set, test_set: the D_ee image sets.
+        policy, shuffled: :func:`~overthink_lib.policy.evaluate_policy` of the policy and of the control.
+        preds: the policy's label for every D_ee test sample.
+        exit_policy: the policy used as an exit rule on every test sample (accuracy, expected FLOPs).
+    """
+
+    labels_train: Any
+    labels_test: Any
+    train_set: ImageSet
+    test_set: ImageSet
+    policy: dict[str, Any]
+    shuffled: dict[str, Any]
+    preds: torch.Tensor
+    exit_policy: dict[str, Any]
+
+
+def policy_experiment(P: Preset, rec_val: ExitRecord, rec_test: ExitRecord, sets: dict[str, ImageSet], method: str,
+                      lam: float, seed: int | None = None, *, n_boot: int = 1000,
+                      progress: bool = True) -> PolicyRun:
+    """Steps 3–4 of the thesis's method on a trained M: D_ee from the validation record (``method`` labels with
+    λ = ``lam``), the policy ResNet and its shuffled-label control trained on it (cached runs), both evaluated on
+    the test record's D_ee with bootstrap CIs; the policy also as an exit rule for every test sample."""
+    from .policy import as_exit_policy, check_training_record, evaluate_policy, exit_labels, policy_set
+    from .train import predict
+
+    seed = P.seed if seed is None else seed
+    check_training_record(rec_val)
+    lab_tr, lab_te = exit_labels(rec_val, method, lam), exit_labels(rec_test, method, lam)
+    d_tr, d_te = policy_set(sets["val"], rec_val, lab_tr), policy_set(sets["test"], rec_test, lab_te)
+    results, preds, exit_policy = {}, None, None
+    for shuffle in (False, True):
+        m, _, _ = train_policy(P, d_tr, seed, source=f"{rec_val.model_key()}-{method}-{lam}", shuffle=shuffle,
+                               progress=progress)
+        p = predict(m, d_te, batch_size=P.eval_batch_size)[0][:, 0].argmax(-1)
+        results[shuffle] = evaluate_policy(p, d_te.labels, d_tr.labels, lab_tr.num_labels, n_boot=n_boot, seed=seed)
+        if not shuffle:
+            preds = p
+            all_logits = predict(m, sets["test"], batch_size=P.eval_batch_size)[0]
+            exit_policy = as_exit_policy(all_logits[:, 0].argmax(-1), rec_test, method)
+    return PolicyRun(lab_tr, lab_te, d_tr, d_te, results[False], results[True], preds, exit_policy)
+
+
+def load_maxmin_splits(P: Preset, seed: int | None = None) -> dict[str, ImageSet]:
+    """train / val / test Max-Min composites of the preset (sizes ``P.maxmin``, base ``P.maxmin_base``), each built
+    from the base dataset's same split, so no base image appears in two splits."""
+    from .data.maxmin import get_maxmin
+
+    seed = P.seed if seed is None else seed
+    return {s: get_maxmin(s, base=P.maxmin_base, size=getattr(P.maxmin, s), seed=seed, val_fraction=P.val_fraction,
+                          split_seed=seed) for s in ("train", "val", "test")}
+
+
+def maxmin_experiment(P: Preset, seed: int | None = None, progress: bool = True) -> dict[str, Any]:
+    """The Max-Min MSDNet M (``P.maxmin_epochs`` epochs, the thesis's "trained briefly") and its val/test records.
+
+    Notebooks 06 (clutter per exit on Max-Min, Fig A.5) and 08 (the policy network) share it: whichever runs first
+    trains it, the other reuses the run and the cached records.
+    Returns ``{"splits", "model", "history", "run", "records"}``.
+    """
+    seed = P.seed if seed is None else seed
+    splits = load_maxmin_splits(P, seed)
+    spec = model_spec(splits["train"])
+    model, history, run = train_or_load(P, spec, train_config(P, P.maxmin_epochs, seed), splits, progress=progress)
+    return {"splits": splits, "model": model, "history": history, "run": run,
+            "records": records_for(model, splits, P, run)}
+
+
+IMTA_PARENTS = ("branch", "separate")
+
+
 def imta_protocol(P: Preset, seed: int | None = None, *, frozen: bool = True, ge: bool = False,
-                  progress: bool = True) -> dict[str, Any]:
+                  parent: str | None = None, progress: bool = True) -> dict[str, Any]:
     """The thesis's Table 3.1 protocol on the preset's main dataset (E = ``P.imta_epochs``):
 
-    - ``E``: the plain MSDNet after E epochs (its own run with an E-epoch schedule);
-    - ``2E``: the plain MSDNet after 2E epochs;
+    - ``2E``: the plain MSDNet after 2E epochs (the same run as notebook 02's when the preset's epochs are 2E);
+    - ``E``: the plain MSDNet after E epochs. ``parent="branch"`` (default, ``P.imta_parent``): the 2E run's own
+      weights at epoch E — the thesis fine-tunes "for the final 50 epochs of the training process", i.e. the E + E
+      arm leaves the 2E run half-way; this trains nothing extra. ``"separate"``: its own run with an E-epoch
+      schedule (fully annealed at E; costs E more epochs of training);
     - ``E + E ISC+OFA``: the E-epoch network with IMTA heads fine-tuned for E more epochs with the OFA loss
       (``frozen``: only heads and ISC train — the official stage 2; else everything trains).
-    Returns ``{"records": {name: {"val", "test"}}, "runs": {name: folder}, "histories": {name: rows}}``.
+    Returns ``{"records": {name: {"val", "test"}}, "runs": {name: folder}, "histories": {name: rows},
+    "parent": parent}``.
     """
     from .models.imta import load_backbone, ofa_loss
-    from .train import state_hash
+    from .train import HALFWAY, state_hash
 
+    parent = P.imta_parent if parent is None else parent
+    if parent not in IMTA_PARENTS:
+        raise ConfigError(f"IMTA parent must be one of {', '.join(IMTA_PARENTS)}, got {parent!r}")
     splits = load_splits(P, P.datasets[0], seed)
     spec = model_spec(splits["train"])
     e = P.imta_epochs
-    out: dict[str, Any] = {"records": {}, "runs": {}, "histories": {}}
-    plain = {}
-    for name, epochs in (("E", e), ("2E", 2 * e)):
-        model, hist, run = train_or_load(P, spec, train_config(P, epochs, seed), splits, progress=progress)
-        plain[name] = model
-        out["records"][name] = records_for(model, splits, P, run)
-        out["runs"][name], out["histories"][name] = run, hist
-    parent = plain["E"]
+    out: dict[str, Any] = {"records": {}, "runs": {}, "histories": {}, "parent": parent}
+    long_cfg = train_config(P, 2 * e, seed)
+    model, hist, run = train_or_load(P, spec, long_cfg, splits, progress=progress)
+    if parent == "branch":
+        if not (run / HALFWAY).exists():  # a run from before half-way snapshots were kept: the same run again
+            if progress:
+                print(f"{run} has no half-way snapshot ({HALFWAY}); training it again to keep one", flush=True)
+            model = build_model(spec, long_cfg.init_seed).to(get_device(P.device))
+            hist = fit(model, splits["train"], splits.get("val"), long_cfg, out_dir=run, progress=progress,
+                       extra={"tag": ""})
+        half, _ = model_from_checkpoint(run / HALFWAY, get_device(P.device))
+        out["records"]["E"] = records_for(half, splits, P, run, checkpoint=run / HALFWAY)
+        out["runs"]["E"], out["histories"]["E"] = run, hist[:e]
+        parent_model, parent_ckpt = half, run / HALFWAY
+    else:
+        parent_model, hist_e, run_e = train_or_load(P, spec, train_config(P, e, seed), splits, progress=progress)
+        out["records"]["E"] = records_for(parent_model, splits, P, run_e)
+        out["runs"]["E"], out["histories"]["E"] = run_e, hist_e
+        parent_ckpt = run_e / CHECKPOINT
+    out["records"]["2E"] = records_for(model, splits, P, run)
+    out["runs"]["2E"], out["histories"]["2E"] = run, hist
     ispec = {"name": "imta", "kwargs": {"backbone": spec, "frozen": frozen, "ge": ge}}
     model, hist, run = train_or_load(
-        P, ispec, train_config(P, e, seed), splits, progress=progress, tag=f"from-{state_hash(parent)}",
-        init=lambda m: load_backbone(m, parent), loss_fn=lambda outs, y, idx: ofa_loss(outs, y),
-        extra={"parent_checkpoint": str(out["runs"]["E"] / CHECKPOINT)})
+        P, ispec, train_config(P, e, seed), splits, progress=progress, tag=f"from-{state_hash(parent_model)}",
+        init=lambda m: load_backbone(m, parent_model), loss_fn=lambda outs, y, idx: ofa_loss(outs, y),
+        extra={"parent_checkpoint": str(parent_ckpt)})
     name = "E + E ISC+OFA"
     out["records"][name] = records_for(model, splits, P, run)
     out["runs"][name], out["histories"][name] = run, hist
+    out["records"] = {k: out["records"][k] for k in ("E", "2E", name)}  # table order
     return out
 
 
@@ -180,10 +336,7 @@ def train_policy(P: Preset, train_set: ImageSet, seed: int | None, *, source: st
     return model, hist, run
 
 
-FACTORS = ("init", "data", "both")
-
-
-def short_schedule_splits(P: Preset, seed: int) -> dict[str, ImageSet]:
+def stochastic_subset_splits(P: Preset, seed: int) -> dict[str, ImageSet]:
     """The stochasticity experiment's data: a seeded ``P.stoch_train``-image subset of the training split, and the
     whole test split."""
     import numpy as np
@@ -205,7 +358,7 @@ def stochastic_runs(P: Preset, model_name: str = "msdnet_cifar", seed: int | Non
     seeds = i. Run (0, 0) is shared by the three factors. Returns the test records per factor (K each) and the seeds.
     """
     seed = P.seed if seed is None else seed
-    sub = short_schedule_splits(P, seed)
+    sub = stochastic_subset_splits(P, seed)
     n = len(sub["train"])
     spec = model_spec(sub["train"], model_name, **model_kwargs)
     seeds = {"init": [(i, 0) for i in range(P.stoch_runs)], "data": [(0, d) for d in range(P.stoch_runs)],
@@ -241,7 +394,7 @@ def speed_equivalence(P: Preset, speed: Speed, seeds: int = 4, *, seed: int | No
     from .overthinking import overthought
 
     seed = P.seed if seed is None else seed
-    sub = short_schedule_splits(P, seed)
+    sub = stochastic_subset_splits(P, seed)
     spec = model_spec(sub["train"])
     out = []
     for i in range(seeds):

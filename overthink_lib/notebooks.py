@@ -105,6 +105,26 @@ def _rule_speed(v: Any) -> None:
     Speed.parse(v)
 
 
+def _rule_record(v: Any) -> None:
+    if not isinstance(v, str):
+        raise ConfigError(f"parameter record must be a string (a folder with val.npz and test.npz, or VAL,TEST), "
+                          f"got {v!r}")
+    if v.strip():
+        from .records import load_records
+
+        load_records(v)
+
+
+def record_figure_dir(preset_fig_dir: Path, record: str) -> Path:
+    """Figures of a given record go to ``<figures>/records/<name>/`` (never over the preset's own figures); the name
+    is the record folder's (or the validation file's) name."""
+    import re
+
+    first = Path(record.split(",")[0].strip()).expanduser()
+    name = first.name if first.is_dir() else first.stem
+    return Path(preset_fig_dir) / "records" / (re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "record")
+
+
 def _rule_fraction(name: str) -> Callable[[Any], None]:
     def check(v: Any) -> None:
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v <= 1:
@@ -135,12 +155,21 @@ RULES: dict[str, Callable[[Any], None]] = {
     "n_stat": _rule_int("n_stat"),
     "energy": _rule_fraction("energy"),
     "imta_frozen": _rule_bool("imta_frozen"),
+    "imta_parent": lambda v: _rule_choice("imta_parent", v, "experiment", "IMTA_PARENTS"),
     "dct_order": lambda v: _rule_choice("dct_order", v, "dct", "ORDERS"),
     "n_images": _rule_int("n_images", 1),
     "batch_size": _rule_int("batch_size", 1),
     "repeats": _rule_int("repeats", 1),
     "speed": _rule_speed,
+    "record": _rule_record,
+    "gradcam_record": lambda v: _refuse_record(v, "GradCAM (notebook 05)"),
 }
+
+
+def _refuse_record(v: Any, what: str) -> None:
+    if v:
+        raise ConfigError(f"{what} needs the model itself, not only its records: run it on the preset's model "
+                          "(record = \"\"), or call overthink_lib.cams on your own model")
 
 
 def start(**params: Any) -> SimpleNamespace:
@@ -148,7 +177,9 @@ def start(**params: Any) -> SimpleNamespace:
 
     Returns:
         A namespace with the parameters plus ``P`` (the :class:`~overthink_lib.config.Preset`), ``run_dir`` and
-        ``fig_dir``. ``seed`` defaults to the preset's seed when the notebook passes ``seed=None``.
+        ``fig_dir``. ``seed`` defaults to the preset's seed when the notebook passes ``seed=None``. With a non-empty
+        ``record`` parameter (a given record instead of the preset's model), ``fig_dir`` is that record's own
+        folder under the preset's figures (:func:`record_figure_dir`).
     """
     for name, value in params.items():
         if name not in RULES:
@@ -160,8 +191,12 @@ def start(**params: Any) -> SimpleNamespace:
     seed = preset.seed if seed is None else seed
     seed_everything(seed)
     preset.run_dir.mkdir(parents=True, exist_ok=True)
-    preset.figure_dir.mkdir(parents=True, exist_ok=True)
-    return SimpleNamespace(**{**params, "seed": seed}, P=preset, run_dir=preset.run_dir, fig_dir=preset.figure_dir)
+    fig_dir = preset.figure_dir
+    if (params.get("record") or "").strip():
+        fig_dir = record_figure_dir(fig_dir, params["record"])
+        print(f"analysing the given record {params['record']}; figures → {fig_dir}")
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    return SimpleNamespace(**{**params, "seed": seed}, P=preset, run_dir=preset.run_dir, fig_dir=fig_dir)
 
 
 def run_suite(preset: str, *, only: list[str] | None = None, params: dict[str, Any] | None = None,
@@ -195,6 +230,8 @@ def run_suite(preset: str, *, only: list[str] | None = None, params: dict[str, A
     for book in books:  # validate everything before running anything
         check_declared(book, all_params)
     out_dir = P.run_dir / "notebooks"
+    if str(all_params.get("record") or "").strip():  # a given record: its executed copies apart from the preset's
+        out_dir = P.run_dir / "record-notebooks" / record_figure_dir(Path("."), all_params["record"]).name
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = []
     print(f"running {len(books)} notebook(s) with preset {preset!r}; executed copies → {out_dir}, "

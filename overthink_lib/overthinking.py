@@ -56,6 +56,19 @@ def first_correct_exit(rec: ExitRecord) -> torch.Tensor:
     return torch.where(c.any(1), first, torch.full_like(first, -1))
 
 
+def overthought_and_others(rec: ExitRecord, n: int, seed: int) -> dict[str, np.ndarray]:
+    """Seeded samples (sorted row positions) of at most ``n`` overthought test samples and ``n`` others, drawn in
+    that order from one generator: the groups that GradCAM statistics compare (notebooks 05 and 09). An empty group
+    is an empty array."""
+    rng = np.random.default_rng(seed)
+    ot = overthought(rec).numpy()
+    out = {}
+    for name, mask in (("overthought", ot), ("other", ~ot)):
+        rows = np.flatnonzero(mask)
+        out[name] = np.sort(rng.choice(rows, min(n, len(rows)), replace=False)) if len(rows) else rows
+    return out
+
+
 def pairwise(rec: ExitRecord) -> np.ndarray:
     """``[E, E]`` matrix with entry (i, j) = P(exit i right ∧ exit j wrong)."""
     c = rec.correct.double()
@@ -66,7 +79,7 @@ def bounds(rec: ExitRecord) -> dict[str, dict[str, float]]:
     """Oracle and realistic upper bounds as points (accuracy, expected FLOPs) of the accuracy–FLOPs plane."""
     first = first_correct_exit(rec)
     none = first < 0
-    flops = rec.flops.double()
+    flops = rec.require_flops("the oracle and realistic bounds").double()
     cost_first = flops[first.clamp_min(0)]
     acc = (~none).double().mean().item()
     oracle = torch.where(none, torch.zeros_like(cost_first), cost_first).mean().item()

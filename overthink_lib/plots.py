@@ -10,24 +10,25 @@ if not os.environ.get("DISPLAY") and "inline" not in matplotlib.get_backend():
     matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-
-def _atomic(path: Path, write) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
-    write(tmp)
-    os.replace(tmp, path)
-    return path
+from .config import atomic_write_bytes  # noqa: E402
 
 
 def save_png(fig, fig_dir: Path, name: str, dpi: int = 120) -> Path:
     """Save a matplotlib figure as ``fig_dir/name.png`` (atomically) and return the path."""
-    return _atomic(Path(fig_dir) / f"{name}.png", lambda p: fig.savefig(p, dpi=dpi, bbox_inches="tight"))
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    path = Path(fig_dir) / f"{name}.png"
+    atomic_write_bytes(path, buf.getvalue())
+    return path
 
 
 def save_html(fig, fig_dir: Path, name: str) -> Path:
     """Save a plotly figure as a self-contained ``fig_dir/name.html`` (plotly.js inlined: works offline)."""
-    return _atomic(Path(fig_dir) / f"{name}.html", lambda p: fig.write_html(str(p), include_plotlyjs=True))
+    path = Path(fig_dir) / f"{name}.html"
+    atomic_write_bytes(path, fig.to_html(include_plotlyjs=True).encode())
+    return path
 
 
 def image_grid(images, titles=None, ncols: int = 8, cmap: str = "gray", size: float = 1.4, colors=None):

@@ -49,7 +49,7 @@ def scores(rec: ExitRecord, lam: float) -> torch.Tensor:
     """``[N, E]`` Eq 4.1 scores (0 where the exit is wrong)."""
     lam = _check_lam(lam)
     conf = rec.probs.max(-1).values.double()
-    s = 1.0 / (lam * rec.flops.double() * 1e-6) + conf
+    s = 1.0 / (lam * rec.require_flops("the score labels (Eq 4.1)").double() * 1e-6) + conf
     return torch.where(rec.correct, s, torch.zeros_like(s))
 
 
@@ -146,11 +146,9 @@ def evaluate_policy(preds: torch.Tensor, truth: torch.Tensor, train_labels: torc
 
 def as_exit_policy(preds: torch.Tensor, rec: ExitRecord, method: str) -> dict:
     """Use the policy's predictions as exits for every test sample: accuracy and expected FLOPs on the plane."""
-    exits = preds.clone() if method != "binary" else torch.where(preds == 0, 0, rec.num_exits - 1)
-    correct = rec.correct[torch.arange(rec.num_samples), exits]
-    fractions = torch.bincount(exits, minlength=rec.num_exits).double() / rec.num_samples
-    return {"accuracy": correct.double().mean().item(), "flops": float((fractions * rec.flops).sum()),
-            "fractions": fractions.tolist(), "correct": correct}
+    from .exits import evaluate_exits
+
+    return evaluate_exits(rec, preds.clone() if method != "binary" else torch.where(preds == 0, 0, rec.num_exits - 1))
 
 
 def balancing_lambda(rec: ExitRecord, grid=None) -> float:

@@ -1,22 +1,43 @@
 """ExitRecord: what every analysis reads — per-sample × per-exit logits of one model on one split, with provenance.
 
-Records are made in eval mode without augmentation, saved as one file (atomically) and cached under
-``runs/<preset>/records/`` keyed by the content hash of the model's weights and the dataset split's description, so a
-changed model can never reuse an old record.
+A record comes from the lab's own models (:mod:`overthink_lib.recording`, cached under ``runs/<preset>/records/`` by
+the weights' content hash) or from anyone's: :meth:`ExitRecord.from_arrays` takes logits computed anywhere.
+
+Files are ``.npz`` archives of plain numeric arrays plus the provenance as a JSON string, read with
+``numpy.load(allow_pickle=False)``: opening a record someone sent you cannot run code (a pickle, which ``torch.save``
+writes, can). Chosen over safetensors because numpy reads it with no extra dependency and any other framework can
+write one (``numpy.savez``). Records of the older ``.pt`` format still load, with ``torch.load(weights_only=True)``.
 """
 from __future__ import annotations
 
+import json
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .config import ConfigError, atomic_torch_save, code_version, config_hash
-from .data import ImageSet
+from .config import ConfigError, atomic_write_bytes, safe_torch_load
 
 FORMAT = "overthink.ExitRecord/1"
+#: The file suffix of records; ``.pt`` files of the older format still load (weights-only).
+SUFFIX = ".npz"
+
+
+def _tensor(x: Any, dtype: torch.dtype, name: str) -> torch.Tensor:
+    """A CPU tensor of ``dtype`` from a tensor, numpy array or nested list; anything else → one ConfigError."""
+    try:
+        t = x.detach().cpu() if torch.is_tensor(x) else torch.as_tensor(np.asarray(x))
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"ExitRecord {name} must be numeric (a numpy array or tensor), got {type(x).__name__}: "
+                          f"{err}") from None
+    if not (t.is_floating_point() or t.dtype in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8,
+                                                  torch.bool)):
+        raise ConfigError(f"ExitRecord {name} must be numeric, got dtype {t.dtype}")
+    return t.to(dtype)
 
 
 @dataclass
@@ -27,7 +48,8 @@ class ExitRecord:
         logits: ``[N, E, C]`` float32.
         labels: ``[N]`` int64.
         indices: ``[N]`` int64 dataset indices (the same sample has the same index in every record).
-        flops: ``[E]`` cumulative multiply-adds per exit (see :mod:`overthink_lib.flops`).
+        flops: ``[E]`` cumulative multiply-adds per exit (see :mod:`overthink_lib.flops`), or None when unknown
+            (a record from arrays without FLOPs): analyses that need costs then say so (:meth:`require_flops`).
         extras: per-sample extras, ``[N, ...]`` tensors (e.g. the Max-Min ``level``).
         provenance: model spec, dataset description, split, seeds, checkpoint/weights hash, code version.
     """
@@ -35,7 +57,7 @@ class ExitRecord:
     logits: torch.Tensor
     labels: torch.Tensor
     indices: torch.Tensor
-    flops: torch.Tensor
+    flops: torch.Tensor | None
     extras: dict[str, torch.Tensor] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
 
@@ -43,12 +65,45 @@ class ExitRecord:
         if self.logits.ndim != 3:
             raise ConfigError(f"ExitRecord logits must be [N, E, C], got shape {tuple(self.logits.shape)}")
         n, e, _ = self.logits.shape
-        if len(self.labels) != n or len(self.indices) != n or len(self.flops) != e:
+        n_flops = e if self.flops is None else len(self.flops)
+        if len(self.labels) != n or len(self.indices) != n or n_flops != e:
             raise ConfigError(f"ExitRecord parts disagree: logits {tuple(self.logits.shape)}, labels {len(self.labels)},"
-                              f" indices {len(self.indices)}, flops {len(self.flops)}")
+                              f" indices {len(self.indices)}, flops {n_flops}")
         for k, v in self.extras.items():
             if len(v) != n:
                 raise ConfigError(f"ExitRecord extra {k!r} has {len(v)} rows for {n} samples")
+
+    @classmethod
+    def from_arrays(cls, logits: Any, labels: Any, *, flops: Any = None, indices: Any = None,
+                    extras: dict[str, Any] | None = None, model: str | None = None,
+                    provenance: dict[str, Any] | None = None) -> "ExitRecord":
+        """A record of logits computed anywhere (numpy arrays or tensors).
+
+        Args:
+            logits: ``[N, E, C]``, exits shallow to deep.
+            labels: ``[N]`` true classes.
+            flops: ``[E]`` cumulative cost of reaching each exit (any unit, e.g. MACs), or None.
+            indices: ``[N]`` sample ids shared by every record of the same split (default 0..N−1).
+            extras: per-sample arrays ``[N, ...]`` (e.g. a difficulty level).
+            model: a name of the model; the validation and test records of one model must share it (thresholds
+                from one model are refused on another's test set). Default ``"unknown"``.
+            provenance: anything else worth keeping (JSON-serialisable), e.g. ``{"dataset": {"name": "cifar100",
+                "split": "test"}}``.
+        """
+        logits = _tensor(logits, torch.float32, "logits")
+        if logits.ndim != 3:
+            raise ConfigError(f"ExitRecord logits must be [N, E, C] (samples, exits, classes), got shape "
+                              f"{tuple(logits.shape)}")
+        labels = _tensor(labels, torch.int64, "labels")
+        if len(labels) and (labels.min() < 0 or labels.max() >= logits.shape[2]):
+            raise ConfigError(f"ExitRecord labels must lie in 0..{logits.shape[2] - 1} (the classes of the logits), "
+                              f"got {int(labels.min())}..{int(labels.max())}")
+        idx = torch.arange(len(logits)) if indices is None else _tensor(indices, torch.int64, "indices")
+        fl = None if flops is None else _tensor(flops, torch.float64, "flops").reshape(-1)
+        ex = {k: _tensor(v, torch.as_tensor(np.asarray(v)).dtype if not torch.is_tensor(v) else v.dtype, f"extra {k}")
+              for k, v in (extras or {}).items()}
+        prov = {"source": "arrays", "weights_hash": model or "unknown", **(provenance or {})}
+        return cls(logits, labels, idx, fl, ex, prov)
 
     # ------------------------------------------------------------------ views
     @property
@@ -86,6 +141,13 @@ class ExitRecord:
         """Identifies the model that made the record (analyses refuse to mix records of different models)."""
         return self.provenance.get("weights_hash", "unknown")
 
+    def require_flops(self, what: str = "this analysis") -> torch.Tensor:
+        """The per-exit FLOPs, or one ConfigError saying that ``what`` needs them and how to give them."""
+        if self.flops is None:
+            raise ConfigError(f"{what} needs the cost of each exit, and this record has none: pass flops=[...] "
+                              "(cumulative per exit) to ExitRecord.from_arrays or record_from_model")
+        return self.flops
+
     def summary(self) -> str:
         acc = " ".join(f"{a * 100:.2f}" for a in self.accuracy().tolist())
         p = self.provenance
@@ -110,7 +172,7 @@ class ExitRecord:
             "entropy": entropy.reshape(-1).numpy(),
             "margin": margin.reshape(-1).numpy(),
             "correct": self.correct.reshape(-1).numpy(),
-            "flops": self.flops.repeat(n).numpy(),
+            "flops": self.flops.repeat(n).numpy() if self.flops is not None else np.nan,
         })
         for k, v in self.extras.items():
             if v.ndim == 1:
@@ -119,67 +181,97 @@ class ExitRecord:
 
     # ------------------------------------------------------------------ files
     def save(self, path: Path) -> Path:
-        """One file, written atomically."""
-        atomic_torch_save({"format": FORMAT, "logits": self.logits, "labels": self.labels, "indices": self.indices,
-                           "flops": self.flops, "extras": self.extras, "provenance": self.provenance}, path)
-        return Path(path)
+        """One ``.npz`` file (plain arrays + JSON provenance), written atomically; the suffix is added if missing."""
+        path = Path(path)
+        if path.suffix != SUFFIX:
+            path = path.with_name(path.name + SUFFIX)
+        arrays = {"format": np.array(FORMAT), "logits": self.logits.numpy(), "labels": self.labels.numpy(),
+                  "indices": self.indices.numpy(),
+                  "provenance": np.array(json.dumps(self.provenance, sort_keys=True, default=str))}
+        if self.flops is not None:
+            arrays["flops"] = self.flops.numpy()
+        for k, v in self.extras.items():
+            arrays[f"extra/{k}"] = v.numpy()
+        import io
+
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)
+        atomic_write_bytes(path, buf.getvalue())
+        return path
 
     @classmethod
     def load(cls, path: Path) -> "ExitRecord":
-        """Load a record; a missing, corrupt or foreign file → one clear ConfigError."""
+        """Load a record without running any code it may carry; a missing, truncated, corrupt or foreign file →
+        one clear ConfigError."""
         path = Path(path)
-        if not path.exists():
-            raise ConfigError(f"no ExitRecord at {path}: make it with python -m overthink_lib record ...")
+        if not path.is_file():
+            raise ConfigError(f"no ExitRecord file at {path}: make one with python -m overthink_lib record ... "
+                              "(or ExitRecord.from_arrays(...).save(path))")
+        if path.suffix == ".pt":
+            return cls._load_legacy(path)
+        if not zipfile.is_zipfile(path):  # np.load would take any other bytes for a pickle
+            raise ConfigError(f"ExitRecord {path} is truncated, corrupt or not an .npz archive; make it again")
         try:
-            blob = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as err:  # noqa: BLE001
-            raise ConfigError(f"ExitRecord {path} is corrupt or unreadable ({type(err).__name__}); delete it and "
-                              "record again") from None
+            with np.load(path, allow_pickle=False) as z:
+                blob = {k: z[k] for k in z.files}
+        except ValueError as err:  # an object array: something that needs unpickling
+            raise ConfigError(f"{path} holds pickled objects, which a record never does: refused ({err})") from None
+        except (OSError, EOFError, zipfile.BadZipFile, KeyError) as err:
+            raise ConfigError(f"ExitRecord {path} is truncated, corrupt or not an .npz archive "
+                              f"({type(err).__name__}); make it again") from None
+        if blob.get("format") is None or str(blob["format"]) != FORMAT or not {"logits", "labels", "indices",
+                                                                              "provenance"} <= set(blob):
+            raise ConfigError(f"{path} is not an ExitRecord file (format {FORMAT} with logits, labels, indices and "
+                              "provenance expected)")
+        try:
+            prov = json.loads(str(blob["provenance"]))
+        except json.JSONDecodeError:
+            raise ConfigError(f"{path}: its provenance is not valid JSON; make the record again") from None
+        extras = {k.split("/", 1)[1]: torch.from_numpy(v) for k, v in blob.items() if k.startswith("extra/")}
+        flops = torch.from_numpy(blob["flops"]) if "flops" in blob else None
+        return cls(torch.from_numpy(blob["logits"]), torch.from_numpy(blob["labels"]),
+                   torch.from_numpy(blob["indices"]), flops, extras, prov)
+
+    @classmethod
+    def _load_legacy(cls, path: Path) -> "ExitRecord":
+        """A record of the older ``.pt`` format, loaded weights-only (tensors and plain containers, no code)."""
+        blob = safe_torch_load(path, "ExitRecord")
         if not isinstance(blob, dict) or blob.get("format") != FORMAT:
             raise ConfigError(f"{path} is not an ExitRecord file (format {FORMAT} expected)")
         return cls(blob["logits"], blob["labels"], blob["indices"], blob["flops"], blob["extras"], blob["provenance"])
 
 
-def make_record(model, ds: ImageSet, *, device: torch.device | None = None, batch_size: int = 512,
-                provenance: dict[str, Any] | None = None, progress: bool = False,
-                weights_hash: str | None = None, speed=None) -> ExitRecord:
-    """Run ``model`` (eval mode, no augmentation) over ``ds`` and keep every exit's logits.
+def load_records(where: str | Path) -> dict[str, ExitRecord]:
+    """The validation and test records of one model, for the analysis notebooks' ``record`` parameter.
 
-    ``weights_hash``: the model's :func:`~overthink_lib.train.state_hash` when the caller already has it.
-    ``speed``: inference :class:`~overthink_lib.speed.Speed` (default fp32 eager, what the lab's records use);
-    anything else is written into the provenance.
+    ``where``: a folder holding ``val.npz`` and ``test.npz`` (any names containing ``val`` and ``test`` also do, one
+    each), or two paths ``VAL,TEST``. The two must come from the same model (:func:`check_same_model`).
     """
-    from .flops import exit_flops
-    from .speed import Speed
-    from .train import predict, state_hash
-
-    if getattr(model, "config", None) is not None and hasattr(model.config, "num_classes") and \
-            model.config.num_classes != ds.num_classes:
-        raise ConfigError(f"model has {model.config.num_classes} classes but dataset {ds.name} has {ds.num_classes}: "
-                          "train a model for this dataset")
-    speed = speed or Speed()
-    logits, labels, indices = predict(model, ds, batch_size=batch_size, device=device, progress=progress, speed=speed)
-    flops = torch.tensor(exit_flops(model, tuple(ds.images.shape[1:])), dtype=torch.float64)
-    prov = {"model_spec": getattr(model, "spec", None), "dataset": ds.describe(), "weights_hash": weights_hash or state_hash(model),
-            "code_version": code_version(), **({} if speed.is_default else {"inference_speed": speed.describe()}),
-            **(provenance or {})}
-    return ExitRecord(logits, labels, indices, flops, {k: v.clone() for k, v in ds.extras.items()}, prov)
-
-
-def cached_record(model, ds: ImageSet, cache_dir: Path, **kwargs) -> ExitRecord:
-    """:func:`make_record`, cached in ``cache_dir`` under a key of (weights hash, dataset description)."""
-    from .train import state_hash
-
-    weights = state_hash(model)  # hashed once: the cache key and the record's provenance
-    speed = kwargs.get("speed")
-    key = config_hash({"weights": weights, "data": ds.describe(), "spec": getattr(model, "spec", None),
-                       **({"speed": speed.describe()} if speed is not None and not speed.is_default else {})})
-    path = Path(cache_dir) / f"{ds.name}-{ds.split}-{key}.pt"
-    if path.exists():
-        return ExitRecord.load(path)
-    rec = make_record(model, ds, weights_hash=weights, **kwargs)
-    rec.save(path)
-    return rec
+    text = str(where).strip()
+    if "," in text:
+        parts = [Path(p.strip()).expanduser() for p in text.split(",")]
+        if len(parts) != 2:
+            raise ConfigError(f"record {text!r}: give a folder or two files VAL,TEST")
+        val_path, test_path = parts
+    else:
+        folder = Path(text).expanduser()
+        if not folder.is_dir():
+            raise ConfigError(f"record {text!r} is neither a folder nor VAL,TEST: give a folder holding val.npz and "
+                              "test.npz, or the two files separated by a comma")
+        files = sorted(p for p in folder.iterdir() if p.suffix in (SUFFIX, ".pt") and p.is_file())
+        found = {}
+        for split in ("val", "test"):
+            hits = [p for p in files if p.stem == split] or [p for p in files if split in p.stem]
+            if len(hits) != 1:
+                raise ConfigError(f"record folder {folder}: expected one {split} record ({split}{SUFFIX}), found "
+                                  f"{len(hits)} ({', '.join(p.name for p in hits) or 'none'})")
+            found[split] = hits[0]
+        val_path, test_path = found["val"], found["test"]
+    recs = {"val": ExitRecord.load(val_path), "test": ExitRecord.load(test_path)}
+    check_same_model(recs["val"], recs["test"])
+    if recs["val"].num_exits != recs["test"].num_exits or recs["val"].num_classes != recs["test"].num_classes:
+        raise ConfigError(f"records {val_path} and {test_path} disagree in exits or classes")
+    return recs
 
 
 def check_same_model(*records: ExitRecord) -> None:

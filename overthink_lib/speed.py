@@ -3,13 +3,19 @@
 The defaults are plain fp32 eager PyTorch, because everything the lab publishes must be bit-reproducible on CPU and
 the faster settings change the arithmetic (bf16 rounds every activation to 8 bits of mantissa: first-step gradients of
 MSDNet differ by 15–30 % in norm; ``torch.compile`` and channels_last pick other kernels that sum in another order;
-BatchNorm folding rounds the folded weights once). Measured on the 2-core development CPU, msdnet_cifar 32×32×3:
-training ×1.05 fused SGD, ×0.90 channels_last, ×1.44 bf16, ×1.41 compile, ×2.25 all four; eval ×1.06 BN folding,
-×1.49 channels_last, ×2.03 bf16, ×4.02 bf16 + channels_last + folding, ×4.47 with compile. Accuracy after a short
-schedule with all of them: within the seed-to-seed noise of fp32 (README "Performance").
-:meth:`Speed.fast` is the combination measured fastest on our 2-core AVX-512/AMX CPU; ``benchmarks/speed.py`` measures
-every setting against the fp32 eager baseline and checks that accuracy after a fixed short schedule stays within the
-seed-to-seed noise of fp32.
+BatchNorm folding rounds the folded weights once).
+
+What pays depends on the CPU, so :meth:`Speed.fast` asks the CPU (:func:`cpu_info`, the flags of ``/proc/cpuinfo``):
+
+- bf16 autocast (with channels_last, which pays only together with bf16) only where bf16 is native: AMX-bf16 or
+  AVX-512-bf16. Elsewhere (AVX2) it is emulated and ran at 0.09× fp32 in training;
+- ``torch.compile`` only when the run is long enough to repay its compile (:func:`compile_break_even`, from the
+  compile time and gain measured per CPU kind in :data:`COMPILE`);
+- the fused SGD step and BatchNorm folding everywhere (≥ 1.0× on every kind measured).
+
+``benchmarks/speed.py`` measures every setting against the fp32 eager baseline on the machine it runs on (and,
+given a clone of the official code, the official model side by side); the README lists the numbers per CPU kind.
+The chosen set is part of a run's hash and of every record's provenance, so results stay reproducible per machine.
 
 What is *not* a switch because it is always on: images live in memory as one uint8 tensor, batches are sliced and
 augmented on the device as whole tensors (:mod:`overthink_lib.data.batches`), there is no per-sample Python work.
@@ -17,6 +23,8 @@ augmented on the device as whole tensors (:mod:`overthink_lib.data.batches`), th
 from __future__ import annotations
 
 import copy
+import functools
+import math
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, fields
 
@@ -24,6 +32,79 @@ import torch
 from torch import nn
 
 from .config import ConfigError
+
+
+@dataclass(frozen=True)
+class CpuInfo:
+    """What the CPU offers that decides which speed settings pay.
+
+    Attributes:
+        model: the CPU's model name (``/proc/cpuinfo``).
+        flags: its feature flags (``avx2``, ``avx512f``, ``avx512_bf16``, ``amx_bf16``, ...).
+    """
+
+    model: str
+    flags: frozenset[str]
+
+    @property
+    def native_bf16(self) -> bool:
+        """Whether bf16 matrix arithmetic is native (AMX-bf16 or AVX-512-bf16), where bf16 autocast pays."""
+        return bool({"amx_bf16", "avx512_bf16"} & self.flags)
+
+    @property
+    def kind(self) -> str:
+        """``avx512-amx``, ``avx512-bf16``, ``avx512``, ``avx2`` or ``other``: the rows of the README's tables."""
+        if "amx_bf16" in self.flags:
+            return "avx512-amx"
+        if "avx512_bf16" in self.flags:
+            return "avx512-bf16"
+        if "avx512f" in self.flags:
+            return "avx512"
+        return "avx2" if "avx2" in self.flags else "other"
+
+    def describe(self) -> str:
+        return f"{self.model} ({self.kind})"
+
+
+def parse_cpuinfo(text: str) -> CpuInfo:
+    """A :class:`CpuInfo` from the text of ``/proc/cpuinfo`` (the first processor's model name and flags)."""
+    model, flags = "unknown CPU", frozenset()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        key = key.strip()
+        if key == "model name" and model == "unknown CPU":
+            model = value.strip()
+        elif key == "flags" and not flags:
+            flags = frozenset(value.split())
+    return CpuInfo(model, flags)
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_info() -> CpuInfo:
+    """This machine's CPU (no ``/proc/cpuinfo``, e.g. macOS → no flags: nothing CPU-specific is switched on)."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            return parse_cpuinfo(fh.read())
+    except OSError:
+        import platform
+
+        return CpuInfo(platform.processor() or platform.machine(), frozenset())
+
+
+#: ``torch.compile`` of MSDNet's training step per CPU kind: (seconds its first step takes with an empty inductor
+#: cache, throughput gain of the compiled step over the same settings in eager mode). Measured with
+#: ``benchmarks/speed.py`` (README "Performance"); a kind not listed takes the most pessimistic row.
+COMPILE: dict[str, tuple[float, float]] = {
+    "avx512-amx": (114.0, 1.41),   # x86 with AVX-512 + AMX-bf16 (68–114 s), earlier measurement
+    "avx512-bf16": (145.0, 1.41),  # AMD EPYC (Zen 4: AVX-512-bf16, no AMX), 2026-11-26
+    "avx2": (220.0, 1.23),         # AMD EPYC, AVX2 only (issue 16: 116 vs 94 img/s, 220 s to compile)
+}
+
+
+def compile_break_even(cpu: CpuInfo | None = None) -> float:
+    """Seconds of eager training above which compiling repays its compile time on ``cpu``: cost / (1 − 1/gain)."""
+    cost, gain = COMPILE.get((cpu or cpu_info()).kind, max(COMPILE.values(), key=lambda cg: cg[0] / (1 - 1 / cg[1])))
+    return math.inf if gain <= 1 else cost / (1 - 1 / gain)
 
 
 @dataclass(frozen=True)
@@ -38,6 +119,9 @@ class Speed:
             MSDNet's training step, 21–37 s for eval, with an empty inductor cache).
         fused_sgd: one fused kernel for the whole SGD step (``torch.optim.SGD(fused=True)``).
         fold_bn: inference only — fold every eval-mode BatchNorm2d into the Conv2d before it.
+        auto: "the fastest that pays here": a request, not a setting. :meth:`resolve` (called by
+            :func:`~overthink_lib.experiment.train_or_load` and :func:`~overthink_lib.train.fit` before anything is
+            hashed or run) turns it into :meth:`fast` for this CPU and the run's expected length.
     """
 
     bf16: bool = False
@@ -45,25 +129,48 @@ class Speed:
     compile: bool = False
     fused_sgd: bool = False
     fold_bn: bool = False
+    auto: bool = False
 
     def __post_init__(self):
         for f in fields(self):
             if not isinstance(getattr(self, f.name), bool):
                 raise ConfigError(f"Speed.{f.name} must be True or False, got {getattr(self, f.name)!r}")
 
+        if self.auto and any(getattr(self, f.name) for f in fields(self) if f.name != "auto"):
+            raise ConfigError("Speed(auto=True) is a request that resolve() turns into settings: give it alone")
+
     @classmethod
-    def fast(cls) -> "Speed":
-        """The fastest combination measured on the development CPU (benchmarks/speed.py)."""
-        return cls(bf16=True, channels_last=True, compile=True, fused_sgd=True, fold_bn=True)
+    def fast(cls, *, cpu: CpuInfo | None = None, run_seconds: float | None = None) -> "Speed":
+        """The settings that pay on ``cpu`` (default: this machine's) for a run of ``run_seconds`` eager seconds.
+
+        bf16 and channels_last only with native bf16; compile only when ``run_seconds`` is known and at least
+        :func:`compile_break_even`; fused SGD and BatchNorm folding always. Never a setting measured slower than fp32
+        eager on that kind of CPU.
+        """
+        cpu = cpu or cpu_info()
+        native = cpu.native_bf16
+        long_run = run_seconds is not None and run_seconds >= compile_break_even(cpu)
+        return cls(bf16=native, channels_last=native, compile=long_run, fused_sgd=True, fold_bn=True)
+
+    def resolve(self, *, cpu: CpuInfo | None = None, run_seconds: float | None = None,
+                device: torch.device | str = "cpu") -> "Speed":
+        """Concrete settings: ``auto`` becomes :meth:`fast` for ``cpu`` and the run (on CUDA: the fused SGD step and
+        compile for long runs; precision there is :attr:`TrainConfig.amp`'s business); anything else stays."""
+        if not self.auto:
+            return self
+        if torch.device(device).type != "cpu":
+            return Speed(fused_sgd=True, compile=run_seconds is not None and run_seconds >= 600)
+        return Speed.fast(cpu=cpu, run_seconds=run_seconds)
 
     @classmethod
     def parse(cls, text: str) -> "Speed":
-        """``"fp32"``/``""`` → default, ``"fast"`` → :meth:`fast`, or comma-separated field names (``"bf16,compile"``)."""
+        """``"fp32"``/``""`` → default; ``"fast"``/``"auto"`` → ``Speed(auto=True)`` (resolved for the machine and
+        the run by :meth:`resolve`); or comma-separated field names (``"bf16,compile"``), taken as given."""
         text = text.strip()
         if text in ("", "fp32", "default"):
             return cls()
-        if text == "fast":
-            return cls.fast()
+        if text in ("fast", "auto"):
+            return cls(auto=True)
         names = [t.strip() for t in text.split(",") if t.strip()]
         known = {f.name for f in fields(cls)}
         bad = [n for n in names if n not in known]
@@ -77,11 +184,17 @@ class Speed:
         return self == Speed()
 
     def describe(self) -> str:
+        if self.auto:
+            return "fast (resolved for this machine at the start of a run)"
         on = [k for k, v in asdict(self).items() if v]
         return "fp32 eager" if not on else "+".join(on)
 
-    def autocast(self, device: torch.device):
-        """The bf16 autocast context on CPU when asked for; ``nullcontext`` otherwise."""
+    def autocast(self, device: torch.device, amp: bool = False):
+        """The one precision switch of training and inference: on CUDA, mixed precision when ``amp`` (bf16 where the
+        GPU supports it, else fp16); on CPU, bf16 autocast when :attr:`bf16`; ``nullcontext`` otherwise."""
+        device = torch.device(device)
+        if device.type == "cuda" and amp:
+            return torch.autocast("cuda", dtype=torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
         if self.bf16 and device.type == "cpu":
             return torch.autocast("cpu", dtype=torch.bfloat16)
         return nullcontext()
@@ -93,11 +206,33 @@ class Speed:
 
 def cpu_has_bf16() -> bool:
     """Whether this CPU has native bf16 matrix units (AMX-bf16 or AVX-512-bf16), where bf16 pays."""
+    return cpu_info().native_bf16
+
+
+def estimate_train_seconds(model: nn.Module, x: torch.Tensor, steps: int, probe_steps: int = 2) -> float:
+    """Eager fp32 seconds of ``steps`` training steps of ``model`` on batches like ``x``, from timing
+    ``probe_steps`` steps (after one warm-up) on a copy: the model, its optimiser-free weights and every random
+    generator are left as they were."""
+    import time
+
+    import torch.nn.functional as F
+
+    probe = copy.deepcopy(model).train()
+    rng = torch.get_rng_state()
     try:
-        flags = open("/proc/cpuinfo").read()
-    except OSError:
-        return False
-    return " amx_bf16" in flags or " avx512_bf16" in flags
+        times = []
+        for i in range(probe_steps + 1):
+            t0 = time.perf_counter()
+            outs = probe(x)
+            outs = outs if isinstance(outs, (list, tuple)) else [outs]
+            loss = sum(F.cross_entropy(o.float(), torch.zeros(len(x), dtype=torch.long, device=x.device))
+                       for o in outs)
+            loss.backward()
+            if i:
+                times.append(time.perf_counter() - t0)
+    finally:
+        torch.set_rng_state(rng)
+    return steps * sorted(times)[len(times) // 2]
 
 
 @torch.no_grad()
@@ -136,6 +271,7 @@ def for_inference(model: nn.Module, speed: Speed) -> nn.Module:
     Returns the model itself (in eval mode) for settings that need no change; otherwise works on a copy, so the
     caller's model keeps its weights, memory format and mode.
     """
+    speed = speed.resolve()
     if not (speed.fold_bn or speed.channels_last or speed.compile):
         return model.eval()
     model = fold_batchnorm(model) if speed.fold_bn else copy.deepcopy(model).eval()
@@ -146,4 +282,5 @@ def for_inference(model: nn.Module, speed: Speed) -> nn.Module:
     return model
 
 
-__all__ = ["Speed", "cpu_has_bf16", "fold_batchnorm", "for_inference"]
+__all__ = ["COMPILE", "CpuInfo", "Speed", "compile_break_even", "cpu_has_bf16", "cpu_info", "estimate_train_seconds",
+           "fold_batchnorm", "for_inference", "parse_cpuinfo"]

@@ -20,7 +20,7 @@ import os
 import random
 import time
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -29,13 +29,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import (ConfigError, atomic_torch_save, atomic_write_bytes, autocast, code_version, config_hash,
-                     seed_everything)
+from .config import (ConfigError, atomic_torch_save, atomic_write_bytes, code_version, config_hash,
+                     safe_torch_load, seed_everything)
 from .data import ImageSet, iterate
 from .models import MultiExit, model_from_spec
-from .speed import Speed, cpu_has_bf16, for_inference
+from .speed import Speed, cpu_has_bf16, estimate_train_seconds, for_inference
 
 CHECKPOINT = "checkpoint.pt"
+#: The weights half-way through a run of an even number of epochs (a checkpoint without optimizer state): what the
+#: IMTA protocol branches from (the thesis fine-tunes "for the final 50 epochs of the training process").
+HALFWAY = "checkpoint-halfway.pt"
 METRICS = "metrics.csv"
 
 
@@ -89,7 +92,7 @@ class TrainConfig:
         if self.schedule not in ("step", "onecycle", "constant"):
             raise ConfigError(f"schedule must be 'step', 'onecycle' or 'constant', got {self.schedule!r}")
 
-    def identity(self) -> dict[str, Any]:
+    def hashed_fields(self) -> dict[str, Any]:
         """What the run's hash covers: every field, except ``speed`` when it is the default (fp32 eager), so runs
         from before the speed settings existed keep their hash and their checkpoints."""
         d = asdict(self)
@@ -166,6 +169,7 @@ def predict(model: nn.Module, ds: ImageSet, *, batch_size: int = 512, device: to
     from tqdm.auto import tqdm
 
     device = device or next(model.parameters()).device
+    speed = speed.resolve(device=device)
     was_training = model.training
     model.eval()
     net = for_inference(model, speed)
@@ -174,7 +178,7 @@ def predict(model: nn.Module, ds: ImageSet, *, batch_size: int = 512, device: to
         it = iterate(ds, batch_size, device=device)
         for x, _, _ in tqdm(it, total=math.ceil(len(ds) / batch_size), disable=not progress, desc="predict",
                             leave=False):
-            with autocast(device, amp), speed.autocast(device):
+            with speed.autocast(device, amp):
                 logits = net(speed.batch(x))
             outs.append(torch.stack([o.float() for o in logits], 1).cpu())
     finally:
@@ -192,7 +196,9 @@ def evaluate(model: nn.Module, ds: ImageSet, *, batch_size: int = 512, device: t
 
 
 def _rng_state() -> dict[str, Any]:
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    name, keys, pos, has_gauss, gauss = np.random.get_state()  # its key array as a tensor: loadable weights-only
+    state = {"torch": torch.get_rng_state(), "numpy": (name, torch.from_numpy(keys.astype(np.int64)), pos,
+                                                       has_gauss, gauss), "python": random.getstate()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -200,22 +206,28 @@ def _rng_state() -> dict[str, Any]:
 
 def _set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
+    name, keys, *rest = state["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), *rest))
     random.setstate(state["python"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def _numpy_array_globals() -> list:
+    """What unpickling the numpy RNG state of checkpoints written before it was stored as a tensor needs: numpy's
+    array reconstruction and dtypes — data, no code of the file's choosing."""
+    core = getattr(np, "_core", None) or np.core
+    return [core.multiarray._reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
+
+
 def load_checkpoint(path: Path) -> dict[str, Any]:
-    """Load a checkpoint written by :func:`fit`; a corrupt or foreign file → one clear ConfigError."""
+    """Load a checkpoint written by :func:`fit` weights-only: tensors and plain containers, never code the file
+    carries. A missing, truncated, corrupt, foreign or code-carrying file → one clear ConfigError."""
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"no checkpoint at {path}: train first (python -m overthink_lib train ...)")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:  # noqa: BLE001 - every unreadable file is the same message
-        raise ConfigError(f"checkpoint {path} is corrupt or unreadable ({type(err).__name__}); delete it and "
-                          "train again") from None
+    # older checkpoints hold numpy's RNG state as an array: allow numpy's array types, nothing else
+    ckpt = safe_torch_load(path, "checkpoint", allow=_numpy_array_globals())
     if not isinstance(ckpt, dict) or not {"model_spec", "model", "train_config", "epoch"} <= set(ckpt):
         raise ConfigError(f"{path} is not an overthink checkpoint (missing model_spec/model/train_config/epoch)")
     return ckpt
@@ -252,6 +264,72 @@ def _write_metrics(path: Path, history: list[dict[str, Any]]) -> None:
     atomic_write_bytes(path, buf.getvalue().encode())
 
 
+def resolve_speed(cfg: TrainConfig, model: nn.Module, train_ds: ImageSet,
+                  device: torch.device | None = None) -> TrainConfig:
+    """``cfg`` with a ``Speed(auto=True)`` request turned into the settings that pay on this machine for this run
+    (:meth:`~overthink_lib.speed.Speed.resolve`): the run's eager length is estimated by timing two training steps
+    of a copy of ``model`` on a batch shaped like ``train_ds``'s. Other configs are returned unchanged."""
+    if not cfg.speed.auto:
+        return cfg
+    device = device or next(model.parameters()).device
+    steps = cfg.epochs * math.ceil(len(train_ds) / cfg.batch_size)
+    x = torch.zeros(min(cfg.batch_size, len(train_ds)), *train_ds.images.shape[1:], device=device)
+    seconds = estimate_train_seconds(model, x, steps) if steps else 0.0
+    return replace(cfg, speed=cfg.speed.resolve(run_seconds=seconds, device=device))
+
+
+def train_one_epoch(net: nn.Module, opt: torch.optim.Optimizer, train_ds: ImageSet, cfg: TrainConfig, epoch: int, *,
+                    n_exits: int, loss_fn: LossFn, device: torch.device, scaler=None, rank: int = 0, world: int = 1,
+                    progress: bool = True) -> dict[str, Any]:
+    """One epoch of SGD over ``train_ds`` (order and augmentation drawn from ``(cfg.data_seed, epoch)``).
+
+    Returns the epoch's row of the history: ``epoch``, the last ``lr``, and per exit the mean training loss and
+    accuracy (summed over every rank under DDP).
+    """
+    from tqdm.auto import tqdm
+
+    net.train()
+    sp = cfg.speed
+    steps_per_epoch = math.ceil((len(train_ds) // world) / cfg.batch_size)
+    sums = torch.zeros(2 * n_exits + 1, dtype=torch.float64)  # per-exit loss sums, correct counts, samples
+    batches = iterate(train_ds, cfg.batch_size, device=device, shuffle=True, augment=cfg.augment,
+                      seed=int(np.random.SeedSequence([cfg.data_seed, epoch]).generate_state(1)[0]), rank=rank,
+                      world_size=world)
+    bar = tqdm(batches, total=steps_per_epoch, disable=not progress or rank != 0,
+               desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False)
+    lr = cfg.lr
+    for i, (x, y, idx) in enumerate(bar):
+        lr = cfg.lr_at(epoch * steps_per_epoch + i, steps_per_epoch)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        with sp.autocast(device, cfg.amp):
+            outs = net(sp.batch(x))
+        if sp.bf16:  # the loss in fp32, as CUDA autocast does for cross-entropy
+            outs = [o.float() for o in outs]
+        loss, per_exit = loss_fn(outs, y, idx)
+        opt.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+        else:
+            loss.backward()
+            opt.step()
+        with torch.no_grad():
+            b = len(y)
+            sums[:n_exits] += torch.tensor([float(l) * b for l in per_exit], dtype=torch.float64)
+            sums[n_exits:2 * n_exits] += torch.stack([(o.argmax(-1) == y).sum() for o in outs]).double().cpu()
+            sums[-1] += b
+        if i % 20 == 0:
+            bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.4f}")
+    sums = _all_reduce(sums.to(device), world).cpu()
+    row: dict[str, Any] = {"epoch": epoch + 1, "lr": lr}
+    for k in range(n_exits):
+        row[f"train_loss_{k + 1}"] = sums[k].item() / sums[-1].item()
+        row[f"train_acc_{k + 1}"] = sums[n_exits + k].item() / sums[-1].item()
+    return row
+
+
 def fit(model: MultiExit, train_ds: ImageSet, val_ds: ImageSet | None, cfg: TrainConfig, *, out_dir: Path,
         resume: bool = False, device: torch.device | None = None, loss_fn: LossFn | None = None,
         params: list[nn.Parameter] | None = None, progress: bool = True, extra: dict[str, Any] | None = None,
@@ -270,14 +348,14 @@ def fit(model: MultiExit, train_ds: ImageSet, val_ds: ImageSet | None, cfg: Trai
     Returns:
         One row per epoch: lr, train loss/accuracy per exit, validation loss/accuracy per exit, seconds.
     """
-    from tqdm.auto import tqdm
-
     rank, world = _dist()
     device = device or next(model.parameters()).device
     model.to(device)
     out_dir = Path(out_dir)
     ckpt_path = out_dir / CHECKPOINT
-    identity = {"model_spec": model.spec, "train_config": cfg.identity(), "train_data": train_ds.describe(),
+    if cfg.speed.auto:  # "fast": pick what pays on this machine for a run of this length, before anything is hashed
+        cfg = resolve_speed(cfg, model, train_ds, device)
+    identity = {"model_spec": model.spec, "train_config": cfg.hashed_fields(), "train_data": train_ds.provenance(),
                 "extra": extra or {}}
     sp = cfg.speed
     if sp.bf16 and device.type == "cpu" and not cpu_has_bf16() and rank == 0:
@@ -310,48 +388,13 @@ def fit(model: MultiExit, train_ds: ImageSet, val_ds: ImageSet | None, cfg: Trai
     # validation after each epoch: the same precision and memory format, BN folded if asked, never compiled anew
     eval_speed = Speed(bf16=sp.bf16, channels_last=sp.channels_last, fold_bn=sp.fold_bn)
     loss_fn = loss_fn or (lambda outs, y, idx: multi_exit_loss(outs, y, cfg.exit_weights))
-    steps_per_epoch = math.ceil((len(train_ds) // world) / cfg.batch_size)
+    n_exits = model.num_exits
     use_scaler = cfg.amp and device.type == "cuda" and not torch.cuda.is_bf16_supported()
     scaler = torch.amp.GradScaler("cuda") if use_scaler else None
     for epoch in range(start_epoch, cfg.epochs):
         t0 = time.perf_counter()
-        net.train()
-        n_exits = model.num_exits
-        sums = torch.zeros(2 * n_exits + 1, dtype=torch.float64)  # per-exit loss sums, correct counts, samples
-        batches = iterate(train_ds, cfg.batch_size, device=device, shuffle=True, augment=cfg.augment,
-                          seed=int(np.random.SeedSequence([cfg.data_seed, epoch]).generate_state(1)[0]), rank=rank,
-                          world_size=world)
-        bar = tqdm(batches, total=steps_per_epoch, disable=not progress or rank != 0,
-                   desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False)
-        for i, (x, y, idx) in enumerate(bar):
-            lr = cfg.lr_at(epoch * steps_per_epoch + i, steps_per_epoch)
-            for g in opt.param_groups:
-                g["lr"] = lr
-            with autocast(device, cfg.amp), sp.autocast(device):
-                outs = net(sp.batch(x))
-            if sp.bf16:  # the loss in fp32, as CUDA autocast does for cross-entropy
-                outs = [o.float() for o in outs]
-            loss, per_exit = loss_fn(outs, y, idx)
-            opt.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                scaler.step(opt)
-                scaler.update()
-            else:
-                loss.backward()
-                opt.step()
-            with torch.no_grad():
-                b = len(y)
-                sums[:n_exits] += torch.tensor([float(l) * b for l in per_exit], dtype=torch.float64)
-                sums[n_exits:2 * n_exits] += torch.stack([(o.argmax(-1) == y).sum() for o in outs]).double().cpu()
-                sums[-1] += b
-            if i % 20 == 0:
-                bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.4f}")
-        sums = _all_reduce(sums.to(device), world).cpu()
-        row: dict[str, Any] = {"epoch": epoch + 1, "lr": lr}
-        for k in range(n_exits):
-            row[f"train_loss_{k + 1}"] = sums[k].item() / sums[-1].item()
-            row[f"train_acc_{k + 1}"] = sums[n_exits + k].item() / sums[-1].item()
+        row = train_one_epoch(net, opt, train_ds, cfg, epoch, n_exits=n_exits, loss_fn=loss_fn,
+                              device=device, scaler=scaler, rank=rank, world=world, progress=progress)
         if val_ds is not None and rank == 0:
             ev = evaluate(model, val_ds, batch_size=cfg.eval_batch_size, device=device, amp=cfg.amp,
                           speed=eval_speed)
@@ -364,6 +407,10 @@ def fit(model: MultiExit, train_ds: ImageSet, val_ds: ImageSet | None, cfg: Trai
                                "epoch": epoch + 1, "rng": _rng_state(), "history": history,
                                "code_version": code_version(), "init_seed": cfg.init_seed, "data_seed": cfg.data_seed},
                               ckpt_path)
+            if cfg.epochs % 2 == 0 and epoch + 1 == cfg.epochs // 2:
+                atomic_torch_save({**identity, "model": model.state_dict(), "epoch": epoch + 1, "history": history,
+                                   "code_version": code_version(), "init_seed": cfg.init_seed,
+                                   "data_seed": cfg.data_seed}, out_dir / HALFWAY)
             _write_metrics(out_dir / METRICS, history)
             if progress:
                 accs = " ".join(f"{row.get(f'val_acc_{k + 1}', row[f'train_acc_{k + 1}']) * 100:.1f}"

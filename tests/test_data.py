@@ -25,7 +25,7 @@ def test_fashion_mnist_offline_default(fashion_train):
     x, y, i = fashion_train[5]
     assert x.shape == (1, 28, 28) and x.dtype == torch.float32 and isinstance(y, int) and i == int(
         fashion_train.indices[5])
-    assert fashion_train.describe()["split_seed"] == 0
+    assert fashion_train.provenance()["split_seed"] == 0
 
 
 def test_unknown_names_are_one_clear_error():

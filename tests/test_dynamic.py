@@ -7,7 +7,7 @@ from helpers import random_set, tiny_spec
 from overthink_lib import exits
 from overthink_lib.data import iterate
 from overthink_lib.dynamic import early_exit, latency_per_exit, time_vs_flops
-from overthink_lib.records import make_record
+from overthink_lib.recording import make_record
 from overthink_lib.speed import Speed
 from overthink_lib.train import TrainConfig, build_model, fit
 

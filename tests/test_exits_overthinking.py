@@ -164,3 +164,28 @@ def test_bootstrap_ci_covers_and_is_seeded():
     est, lo, hi = bootstrap_mean(x, n_boot=500, seed=1)
     assert est == pytest.approx(0.25) and lo < 0.25 < hi and hi - lo < 0.08
     assert bootstrap_mean(x, n_boot=500, seed=1) == (est, lo, hi)
+
+
+def test_overthought_and_others_samples_each_group_within_itself():
+    rec = make_record()  # overthought rows 1, 2, 5; others 0, 3, 4
+    g = overthinking.overthought_and_others(rec, 2, seed=0)
+    assert set(g["overthought"]) <= {1, 2, 5} and set(g["other"]) <= {0, 3, 4}
+    assert len(g["overthought"]) == 2 == len(g["other"]) and list(g["other"]) == sorted(g["other"])
+    assert {k: v.tolist() for k, v in overthinking.overthought_and_others(rec, 2, seed=0).items()} == \
+        {k: v.tolist() for k, v in g.items()}  # seeded
+    everything = overthinking.overthought_and_others(rec, 10, seed=3)
+    assert everything["overthought"].tolist() == [1, 2, 5] and everything["other"].tolist() == [0, 3, 4]
+    none = overthinking.overthought_and_others(make_record(correct=[[1, 1, 1], [0, 0, 0]], conf=CONF[:2]), 5, 0)
+    assert len(none["overthought"]) == 0 and none["other"].tolist() == [0, 1]
+
+
+def test_flops_free_records_say_so_where_costs_are_needed():
+    rec = make_record()
+    rec.flops = None
+    assert exits.apply_thresholds(rec, [0.75, 0.8])["accuracy"] == pytest.approx(
+        exits.apply_thresholds(make_record(), [0.75, 0.8])["accuracy"])
+    assert math.isnan(exits.apply_thresholds(rec, [0.75, 0.8])["flops"])
+    for fn in (exits.anytime_curve, overthinking.bounds, lambda r: exits.budgeted_curve(r, r)):
+        with pytest.raises(ConfigError, match="needs the cost of each exit"):
+            fn(rec)
+    assert overthinking.summary(rec, n_boot=50).loc["overthought (thesis Eq 3.11)", "value"] == pytest.approx(0.5)

@@ -7,7 +7,7 @@ from helpers import random_set, tiny_spec
 from overthink_lib import policy
 from overthink_lib.config import ConfigError
 from overthink_lib.models import get_model
-from overthink_lib.records import make_record
+from overthink_lib.recording import make_record
 from overthink_lib.train import TrainConfig, build_model, fit, predict
 from test_exits_overthinking import make_record as hand_record
 

@@ -4,7 +4,8 @@ import torch
 
 from helpers import random_set, tiny_spec
 from overthink_lib.config import ConfigError
-from overthink_lib.records import ExitRecord, cached_record, check_same_model, make_record
+from overthink_lib.recording import cached_record, make_record
+from overthink_lib.records import ExitRecord, check_same_model
 from overthink_lib.train import build_model
 
 
@@ -24,8 +25,9 @@ def test_record_contents_and_round_trip(tmp_path, model_and_data):
     p = rec.provenance
     assert p["model_spec"] == model.spec and p["dataset"]["split"] == "test" and p["seed"] == 0
     assert len(p["weights_hash"]) == 16 and p["code_version"]
-    rec.save(tmp_path / "r.pt")
-    back = ExitRecord.load(tmp_path / "r.pt")
+    path = rec.save(tmp_path / "r")
+    assert path.name == "r.npz"
+    back = ExitRecord.load(path)
     assert torch.equal(back.logits, rec.logits) and back.provenance == rec.provenance
     assert torch.equal(back.extras["level"], ds.extras["level"])
     # logits match a direct forward pass in eval mode
@@ -69,11 +71,18 @@ def test_bad_files_and_mismatches(tmp_path, model_and_data):
     (tmp_path / "bad.pt").write_bytes(b"\x00garbage")
     with pytest.raises(ConfigError, match="corrupt or unreadable"):
         ExitRecord.load(tmp_path / "bad.pt")
+    (tmp_path / "bad.npz").write_bytes(b"\x00garbage")
+    with pytest.raises(ConfigError, match="truncated, corrupt or not an .npz"):
+        ExitRecord.load(tmp_path / "bad.npz")
     torch.save({"something": 1}, tmp_path / "foreign.pt")
     with pytest.raises(ConfigError, match="not an ExitRecord file"):
         ExitRecord.load(tmp_path / "foreign.pt")
-    with pytest.raises(ConfigError, match="no ExitRecord at"):
-        ExitRecord.load(tmp_path / "none.pt")
+    import numpy as np
+    np.savez(tmp_path / "foreign.npz", x=np.zeros(3))
+    with pytest.raises(ConfigError, match="not an ExitRecord file"):
+        ExitRecord.load(tmp_path / "foreign.npz")
+    with pytest.raises(ConfigError, match="no ExitRecord file at"):
+        ExitRecord.load(tmp_path / "none.npz")
     with pytest.raises(ConfigError, match="model has 5 classes but dataset random has 10"):
         make_record(build_model(tiny_spec(num_classes=5), 0), ds)
     with pytest.raises(ConfigError, match="parts disagree"):

@@ -5,8 +5,14 @@ import torch
 from helpers import random_set, tiny_spec
 from overthink_lib.config import ConfigError, config_hash
 from overthink_lib.models import get_model
-from overthink_lib.speed import Speed, cpu_has_bf16, fold_batchnorm, for_inference
-from overthink_lib.train import TrainConfig, build_model, fit, predict, state_hash
+from overthink_lib.speed import (Speed, compile_break_even, cpu_has_bf16, cpu_info, fold_batchnorm, for_inference,
+                                 parse_cpuinfo)
+from overthink_lib.train import CHECKPOINT, TrainConfig, build_model, fit, load_checkpoint, predict, state_hash
+
+BASE_FLAGS = "fpu sse sse2 ssse3 sse4_1 sse4_2 avx f16c fma"
+AVX2 = f"processor\t: 0\nmodel name\t: AMD EPYC 7B13\nflags\t\t: {BASE_FLAGS} avx2\n"
+ZEN4 = f"processor\t: 0\nmodel name\t: AMD EPYC 9B14\nflags\t\t: {BASE_FLAGS} avx2 avx512f avx512_bf16\n"
+AMX = f"processor\t: 0\nmodel name\t: Intel Xeon\nflags\t\t: {BASE_FLAGS} avx2 avx512f avx512_bf16 amx_bf16 amx_tile\n"
 
 MODELS = [tiny_spec(), tiny_spec(in_channels=3, num_classes=5),
           {"name": "sdn_resnet20", "kwargs": {"num_classes": 10, "in_channels": 1, "width": 4}},
@@ -39,16 +45,19 @@ def test_defaults_are_fp32_eager_and_keep_old_run_hashes():
     assert Speed().is_default and TrainConfig(epochs=1).speed == Speed()
     assert Speed().describe() == "fp32 eager" and Speed.fast().describe() != "fp32 eager"
     cfg = TrainConfig(epochs=1)
-    assert "speed" not in cfg.identity()  # so checkpoints from before the setting existed keep their hash
-    fast = TrainConfig(epochs=1, speed=Speed.fast())
-    assert fast.identity()["speed"]["bf16"] and config_hash(fast.identity()) != config_hash(cfg.identity())
+    assert "speed" not in cfg.hashed_fields()  # so checkpoints from before the setting existed keep their hash
+    fast = TrainConfig(epochs=1, speed=Speed.fast(cpu=parse_cpuinfo(AMX)))
+    assert fast.hashed_fields()["speed"]["bf16"] and config_hash(fast.hashed_fields()) != config_hash(cfg.hashed_fields())
     # a config read back from a checkpoint (speed as a dict) is the same config
-    assert TrainConfig(epochs=1, speed=fast.identity()["speed"]) == fast
+    assert TrainConfig(epochs=1, speed=fast.hashed_fields()["speed"]) == fast
 
 
 def test_parse_and_bad_settings():
     assert Speed.parse("fp32") == Speed() == Speed.parse("")
-    assert Speed.parse("fast") == Speed.fast()
+    assert Speed.parse("fast") == Speed(auto=True) == Speed.parse("auto")
+    assert Speed.parse("fast").resolve(cpu=parse_cpuinfo(AMX)) == Speed.fast(cpu=parse_cpuinfo(AMX))
+    with pytest.raises(ConfigError, match="give it alone"):
+        Speed(auto=True, bf16=True)
     assert Speed.parse("bf16, channels_last") == Speed(bf16=True, channels_last=True)
     with pytest.raises(ConfigError, match="unknown speed setting.*'bf17'"):
         Speed.parse("bf16,bf17")
@@ -57,6 +66,44 @@ def test_parse_and_bad_settings():
     with pytest.raises(ConfigError, match="TrainConfig.speed must be a Speed"):
         TrainConfig(epochs=1, speed="fast")
     assert isinstance(cpu_has_bf16(), bool)
+
+
+def test_cpu_flags_are_read_and_kinds_named():
+    assert parse_cpuinfo(AVX2).kind == "avx2" and not parse_cpuinfo(AVX2).native_bf16
+    assert parse_cpuinfo(ZEN4).kind == "avx512-bf16" and parse_cpuinfo(ZEN4).native_bf16
+    assert parse_cpuinfo(AMX).kind == "avx512-amx" and parse_cpuinfo(AMX).model == "Intel Xeon"
+    assert parse_cpuinfo("").kind == "other" and not parse_cpuinfo("").native_bf16
+    assert cpu_info().native_bf16 == cpu_has_bf16()
+
+
+def test_fast_turns_bf16_off_without_native_bf16_and_compiles_only_long_runs():
+    avx2, amx = parse_cpuinfo(AVX2), parse_cpuinfo(AMX)
+    short = Speed.fast(cpu=avx2, run_seconds=60)
+    assert not short.bf16 and not short.channels_last and not short.compile  # emulated bf16: 0.09× fp32 there
+    assert short.fused_sgd and short.fold_bn
+    assert Speed.fast(cpu=amx, run_seconds=60) == Speed(bf16=True, channels_last=True, fused_sgd=True, fold_bn=True)
+    for cpu in (avx2, amx, parse_cpuinfo(ZEN4), parse_cpuinfo("")):
+        edge = compile_break_even(cpu)
+        assert 100 < edge < 5000
+        assert not Speed.fast(cpu=cpu, run_seconds=edge * 0.99).compile and Speed.fast(cpu=cpu, run_seconds=edge).compile
+        assert not Speed.fast(cpu=cpu).compile  # an unknown run length never pays a compile
+    assert compile_break_even(avx2) > compile_break_even(amx)  # slower compile, smaller gain
+
+
+def test_auto_speed_is_resolved_before_the_run_is_hashed(tmp_path):
+    ds = random_set(64)
+    cfg = TrainConfig(epochs=1, batch_size=32, speed=Speed.parse("fast"))
+    auto = build_model(tiny_spec(), 0)
+    fit(auto, ds, None, cfg, out_dir=tmp_path / "auto", progress=False)
+    stored = TrainConfig(**load_checkpoint(tmp_path / "auto" / CHECKPOINT)["train_config"])
+    assert not stored.speed.auto and stored.speed == Speed.fast()  # a tiny run: no compile, bf16 as the CPU allows
+    assert stored.speed.bf16 == cpu_has_bf16()
+    # the probe that timed the run touched no generator: the same weights as asking for the resolved settings
+    given = build_model(tiny_spec(), 0)
+    fit(given, ds, None, stored, out_dir=tmp_path / "given", progress=False)
+    assert state_hash(auto) == state_hash(given)
+    logits_auto = predict(given, ds, speed=Speed(auto=True))[0]
+    torch.testing.assert_close(logits_auto, predict(given, ds, speed=Speed.fast())[0])
 
 
 @pytest.mark.parametrize("spec", MODELS, ids=lambda s: s["name"] + str(s["kwargs"]["in_channels"]))

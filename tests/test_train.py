@@ -1,6 +1,7 @@
 """Training: schedules, seeds, checkpoint/resume equality, bad checkpoints, DDP on CPU."""
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -8,8 +9,8 @@ import torch
 
 from helpers import random_set, tiny_spec
 from overthink_lib.config import ConfigError
-from overthink_lib.train import (CHECKPOINT, METRICS, TrainConfig, build_model, evaluate, fit, load_checkpoint,
-                                 model_from_checkpoint, multi_exit_loss, state_hash)
+from overthink_lib.train import (CHECKPOINT, HALFWAY, METRICS, TrainConfig, build_model, evaluate, fit,
+                                 load_checkpoint, model_from_checkpoint, multi_exit_loss, state_hash)
 
 
 def test_lr_schedules():
@@ -55,7 +56,7 @@ def test_init_and_data_seeds_are_separate(tmp_path):
 
 def test_identical_seeds_give_identical_records_and_init_seed_changes_only_weights(tmp_path):
     from overthink_lib.data import iterate
-    from overthink_lib.records import make_record
+    from overthink_lib.recording import make_record
 
     ds, test = random_set(64), random_set(32, seed=5, split="test")
     cfg = TrainConfig(epochs=1, batch_size=16, lr=0.05, init_seed=3, data_seed=4)
@@ -87,6 +88,20 @@ def test_resume_reaches_the_same_weights(tmp_path):
     assert [r["val_acc_3"] for r in h_straight] == [r["val_acc_3"] for r in h_resumed]
     metrics = (tmp_path / "resumed" / METRICS).read_text().splitlines()
     assert len(metrics) == 4 and "train_loss_1" in metrics[0] and "val_acc_3" in metrics[0]
+
+
+def test_halfway_snapshot_holds_the_weights_after_half_the_epochs(tmp_path):
+    ds = random_set(64)
+    cfg = TrainConfig(epochs=2, batch_size=16, lr=0.05, schedule="onecycle")
+    fit(build_model(tiny_spec(), 0), ds, None, cfg, out_dir=tmp_path / "full", progress=False)
+    stopped = build_model(tiny_spec(), 0)
+    fit(stopped, ds, None, cfg, out_dir=tmp_path / "stopped", progress=False, stop_after_epoch=1)
+    half = load_checkpoint(tmp_path / "full" / HALFWAY)
+    assert half["epoch"] == 1 and len(half["history"]) == 1
+    for name, t in stopped.state_dict().items():
+        assert torch.equal(half["model"][name], t), name
+    fit(build_model(tiny_spec(), 0), ds, None, replace(cfg, epochs=3), out_dir=tmp_path / "odd", progress=False)
+    assert not (tmp_path / "odd" / HALFWAY).exists()  # no half-way epoch in an odd schedule
 
 
 def test_training_learns_a_learnable_task(tmp_path):

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from ..config import ConfigError
-from .registry import ImageSet, get_dataset
+from .registry import ImageSet, get_dataset, register_builder
 
 LEVELS = ("easy", "medium", "hard")
 ITEMS_PER_LEVEL = (1, 2, 4)
@@ -121,3 +121,6 @@ def get_maxmin(split: str, *, base: str = "fashion_mnist", size: int | None = No
     n = DEFAULT_SIZES[split] if size is None else int(size)
     return make_maxmin(base_set, n, seed=int(np.random.SeedSequence([seed, _SPLIT_ID[split]]).generate_state(1)[0]),
                        canvas=canvas, item_size=item_size)
+
+
+register_builder("maxmin", get_maxmin)

@@ -61,9 +61,6 @@ class ImageSet(torch.utils.data.Dataset):
     def channels(self) -> int:
         return self.images.shape[1]
 
-    @property
-    def image_size(self) -> int:
-        return self.images.shape[-1]
 
     def subset(self, rows: torch.Tensor | np.ndarray) -> "ImageSet":
         """The rows ``rows`` (positions, not dataset indices) as a new set sharing nothing mutable."""
@@ -72,7 +69,7 @@ class ImageSet(torch.utils.data.Dataset):
                         self.num_classes, self.mean, self.std, dict(self.augment),
                         {k: v[rows] for k, v in self.extras.items()}, dict(self.info), self.class_names)
 
-    def describe(self) -> dict[str, Any]:
+    def provenance(self) -> dict[str, Any]:
         """Provenance for records and checkpoints."""
         return {"name": self.name, "split": self.split, "size": len(self), "num_classes": self.num_classes,
                 "shape": list(self.images.shape[1:]), **self.info}
@@ -86,37 +83,45 @@ class DatasetSpec:
     std: tuple[float, ...]
     augment: dict
     class_names: tuple[str, ...] | None = None
-    description: str = ""
 
 
 _REGISTRY: dict[str, DatasetSpec] = {}
+#: Datasets built from others (e.g. Max-Min composites): ``builder(split, *, root, val_fraction, split_seed,
+#: download, **options) -> ImageSet``. They register themselves, so this module imports none of them.
+_BUILDERS: dict[str, Callable[..., "ImageSet"]] = {}
 
 
 def register_dataset(name: str, spec: DatasetSpec) -> None:
+    """A dataset read from files: its loader returns uint8 arrays per file split."""
     _REGISTRY[name] = spec
 
 
+def register_builder(name: str, builder: Callable[..., "ImageSet"]) -> None:
+    """A dataset built from registered ones (``builder(split, **options)``), e.g. ``maxmin``."""
+    _BUILDERS[name] = builder
+
+
 def list_datasets() -> list[str]:
-    return sorted(_REGISTRY) + ["maxmin"]
+    return sorted(set(_REGISTRY) | set(_BUILDERS))
 
 
 FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
                    "Ankle boot")
 register_dataset("fashion_mnist", DatasetSpec(
     lambda root, download: sources.load_mnist_format("fashion_mnist", root, download), 10, (0.2860,), (0.3530,),
-    {"pad": 2, "flip": True}, FASHION_CLASSES, "Fashion-MNIST 28×28×1 (offline default: Debian's copy)"))
+    {"pad": 2, "flip": True}, FASHION_CLASSES))
 register_dataset("mnist", DatasetSpec(
     lambda root, download: sources.load_mnist_format("mnist", root, download), 10, (0.1307,), (0.3081,),
-    {"pad": 2, "flip": False}, tuple(str(i) for i in range(10)), "MNIST 28×28×1"))
+    {"pad": 2, "flip": False}, tuple(str(i) for i in range(10))))
 register_dataset("cifar10", DatasetSpec(
     lambda root, download: sources.load_cifar("cifar10", root, download), 10, (0.4914, 0.4822, 0.4465),
-    (0.2470, 0.2435, 0.2616), {"pad": 4, "flip": True}, None, "CIFAR-10 32×32×3"))
+    (0.2470, 0.2435, 0.2616), {"pad": 4, "flip": True}, None))
 register_dataset("cifar100", DatasetSpec(
     lambda root, download: sources.load_cifar("cifar100", root, download), 100, (0.5071, 0.4865, 0.4409),
-    (0.2673, 0.2564, 0.2762), {"pad": 4, "flip": True}, None, "CIFAR-100 32×32×3"))
+    (0.2673, 0.2564, 0.2762), {"pad": 4, "flip": True}, None))
 register_dataset("svhn", DatasetSpec(
     lambda root, download, extra=False: sources.load_svhn(root, download, extra), 10, (0.4377, 0.4438, 0.4728),
-    (0.1980, 0.2010, 0.1970), {"pad": 4, "flip": False}, tuple(str(i) for i in range(10)), "SVHN 32×32×3"))
+    (0.1980, 0.2010, 0.1970), {"pad": 4, "flip": False}, tuple(str(i) for i in range(10))))
 
 #: Number of SVHN "extra" samples added to each of validation and test when ``svhn_extra=True`` (the thesis).
 SVHN_EXTRA_TOPUP = 25_000
@@ -154,15 +159,13 @@ def get_dataset(name: str, split: str, *, root=None, val_fraction: float = 0.2, 
         download: try torchvision's download when files are missing.
         svhn_extra: SVHN only — top up val and test with 25,000 "extra" samples each (the thesis); their indices
             continue after the file's own (val: 73,257 + i; test: 26,032 + 25,000 + i ... see ``info``).
-        **kwargs: ``maxmin`` options (see :func:`overthink_lib.data.maxmin.get_maxmin`).
+        **kwargs: options of a built dataset (``maxmin``: see :func:`overthink_lib.data.maxmin.get_maxmin`).
     """
     if split not in SPLITS:
         raise ConfigError(f"unknown split {split!r}: use one of {', '.join(SPLITS)}")
-    if name == "maxmin":
-        from .maxmin import get_maxmin
-
-        return get_maxmin(split, root=root, val_fraction=val_fraction, split_seed=split_seed, download=download,
-                          **kwargs)
+    if name in _BUILDERS:
+        return _BUILDERS[name](split, root=root, val_fraction=val_fraction, split_seed=split_seed, download=download,
+                               **kwargs)
     if name not in _REGISTRY:
         raise ConfigError(f"unknown dataset {name!r}: choose one of {', '.join(list_datasets())}")
     if kwargs:

@@ -12,7 +12,6 @@ interchangeable):
 """
 from __future__ import annotations
 
-import dataclasses
 from typing import Any, Callable
 
 import torch
@@ -84,7 +83,3 @@ def model_from_spec(spec: dict[str, Any]) -> MultiExit:
     """Rebuild a model from its ``spec`` (as stored in checkpoints and records)."""
     kwargs = {k: (tuple(v) if isinstance(v, list) else v) for k, v in spec["kwargs"].items()}
     return get_model(spec["name"], **kwargs)
-
-
-def describe_config(cfg: Any) -> dict[str, Any]:
-    return dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) else dict(cfg)
