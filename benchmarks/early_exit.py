@@ -32,10 +32,10 @@ def main() -> None:
         sp = Speed.parse(args.speed).resolve()  # fast: what pays on this CPU
     except ConfigError as err:
         ap.error(str(err))
-    P = get_preset(args.preset)
-    exp = main_experiment(P, progress=True)
-    model, test_set = exp["model"].eval(), exp["splits"]["test"]
-    val, test = exp["records"]["val"], exp["records"]["test"]
+    preset = get_preset(args.preset)
+    exp = main_experiment(preset, progress=True)
+    model, test_set = exp.model.eval(), exp.splits["test"]
+    val, test = exp.records["val"], exp.records["test"]
     table = time_vs_flops(model, test_set, val, test, ps=[1, 3, 5, 8, 10, 13, 17, 20, 25, 30], batch_size=args.batch,
                           repeats=args.repeats, speed=sp)
     t_full = table["time_full_s"].iloc[0]

@@ -221,11 +221,11 @@ def accuracy(args) -> dict:
     from overthink_lib.experiment import speed_equivalence
     from overthink_lib.stats import t_interval
 
-    P = get_preset(args.preset)
+    preset = get_preset(args.preset)
     fast = setting(args.fast)
-    print(f"\naccuracy: {args.seeds} seeds × (fp32, {fast.describe()}), {P.datasets[0]}, {P.stoch_train} training "
-          f"images, {P.stoch_epochs} epochs, whole test set (runs cached in {P.run_dir}/models)", flush=True)
-    df = speed_equivalence(P, fast, args.seeds)
+    print(f"\naccuracy: {args.seeds} seeds × (fp32, {fast.describe()}), {preset.datasets[0]}, {preset.stoch_train} training "
+          f"images, {preset.stoch_epochs} epochs, whole test set (runs cached in {preset.run_dir}/models)", flush=True)
+    df = speed_equivalence(preset, fast, args.seeds)
     acc_cols = [c for c in df.columns if c.startswith("acc_") and c != "acc_mean"]
     shown = [acc_cols[-1], "acc_mean", "overthought"]
     ref = df[(df["train"] == "fp32 eager")].set_index("seed")

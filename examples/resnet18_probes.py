@@ -80,7 +80,7 @@ def main() -> None:
     for split, ds in (("val", val), ("test", test)):
         if args.limit:
             ds = ds.subset(torch.arange(min(args.limit, len(ds))))
-        rec = record_from_model(model, ds, name="resnet18-probes", progress=True,
+        rec = record_from_model(model, ds, name="resnet18-probes",
                                 provenance={"example": "examples/resnet18_probes.py", "train_steps": step,
                                             "train_seconds": round(time.perf_counter() - t0, 1)})
         path = rec.save(out / f"{split}.npz")

@@ -11,6 +11,7 @@ it can light up exactly the region the exit ignores; prefer the gradient methods
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -21,6 +22,42 @@ from .config import ConfigError
 
 METHODS = ("gradcam", "gradcam++", "hirescam", "layercam", "eigencam")
 TARGETS = ("label", "pred")
+
+
+@dataclass
+class ExitCams:
+    """Heatmaps of several exits for a batch of images.
+
+    Attributes:
+        cams: ``[B, E', H, W]`` float32 in [0, 1].
+        preds: ``[B, E']`` each exit's predicted class.
+        confidence: ``[B, E']`` each exit's max softmax.
+        exits: the E' exits (0-based) the columns belong to.
+    """
+
+    cams: np.ndarray
+    preds: torch.Tensor
+    confidence: torch.Tensor
+    exits: list[int]
+
+    def __len__(self) -> int:
+        return len(self.cams)
+
+    def rows(self, rows) -> "ExitCams":
+        """The images ``rows`` (positions in this batch), every exit."""
+        rows = np.asarray(rows, dtype=np.int64)
+        return ExitCams(self.cams[rows], self.preds[torch.as_tensor(rows)], self.confidence[torch.as_tensor(rows)],
+                        list(self.exits))
+
+    @staticmethod
+    def concat(parts: Sequence["ExitCams"]) -> "ExitCams":
+        """Several batches of the same exits as one."""
+        if not parts:
+            raise ConfigError("no images to explain: the row list is empty")
+        if any(p.exits != parts[0].exits for p in parts):
+            raise ConfigError("CAM batches of different exits cannot be joined")
+        return ExitCams(np.concatenate([p.cams for p in parts]), torch.cat([p.preds for p in parts]),
+                        torch.cat([p.confidence for p in parts]), list(parts[0].exits))
 
 
 class ExitOutput(nn.Module):
@@ -54,7 +91,7 @@ def target_layer(model: nn.Module, name: str) -> nn.Module:
 
 
 def exit_cams(model: nn.Module, x: torch.Tensor, *, exits: Sequence[int] | None = None, labels=None,
-              target: str = "label", method: str = "gradcam", layers: Sequence[str] | None = None) -> dict:
+              target: str = "label", method: str = "gradcam", layers: Sequence[str] | None = None) -> ExitCams:
     """Heatmaps of every requested exit for a batch of (normalised) images.
 
     Args:
@@ -66,7 +103,7 @@ def exit_cams(model: nn.Module, x: torch.Tensor, *, exits: Sequence[int] | None 
         method: one of :data:`METHODS`.
         layers: target layer name per requested exit (default: ``model.cam_layers()``).
     Returns:
-        ``{"cams": [B, E', H, W] float32 in [0, 1], "preds": [B, E'], "confidence": [B, E'], "exits": list}``.
+        An :class:`ExitCams` (heatmaps, predictions and confidences of the requested exits).
     """
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
@@ -104,8 +141,7 @@ def exit_cams(model: nn.Module, x: torch.Tensor, *, exits: Sequence[int] | None 
             confs.append(conf.cpu())
     finally:
         model.train(was_training)
-    return {"cams": np.stack(cams, 1).astype(np.float32), "preds": torch.stack(preds, 1),
-            "confidence": torch.stack(confs, 1), "exits": exits}
+    return ExitCams(np.stack(cams, 1).astype(np.float32), torch.stack(preds, 1), torch.stack(confs, 1), exits)
 
 
 def cam_statistics(cams: np.ndarray) -> dict[str, np.ndarray]:
@@ -142,23 +178,23 @@ def overlay(image: np.ndarray, cam: np.ndarray, alpha: float = 0.5) -> np.ndarra
     return np.clip((1 - alpha) * img + alpha * heat, 0, 1).transpose(1, 2, 0)
 
 
-def cam_grid(images: np.ndarray, out: dict, labels, class_names=None, row_titles=None):
+def cam_grid(images: np.ndarray, out: ExitCams, labels, class_names=None, row_titles=None):
     """Figure: rows = images, columns = the image and each exit's overlay titled with prediction, confidence, ✓/✗."""
     import matplotlib.pyplot as plt
 
-    b, e = out["cams"].shape[:2]
-    names = class_names or [str(i) for i in range(int(max(out["preds"].max(), max(labels))) + 1)]
+    b, e = out.cams.shape[:2]
+    names = class_names or [str(i) for i in range(int(max(out.preds.max(), max(labels))) + 1)]
     fig, axes = plt.subplots(b, e + 1, figsize=(1.7 * (e + 1), 1.9 * b), squeeze=False)
     for i in range(b):
         img = np.asarray(images[i])
         axes[i, 0].imshow(img[0] if img.shape[0] == 1 else img.transpose(1, 2, 0), cmap="gray")
         axes[i, 0].set_title((row_titles[i] if row_titles else "") + f"\ntrue: {names[int(labels[i])][:12]}", fontsize=7)
         for j in range(e):
-            pred = int(out["preds"][i, j])
+            pred = int(out.preds[i, j])
             ok = pred == int(labels[i])
-            axes[i, j + 1].imshow(overlay(img, out["cams"][i, j]))
-            axes[i, j + 1].set_title(f"exit {out['exits'][j] + 1} {'✓' if ok else '✗'} {names[pred][:10]}\n"
-                                     f"conf {float(out['confidence'][i, j]):.2f}", fontsize=7,
+            axes[i, j + 1].imshow(overlay(img, out.cams[i, j]))
+            axes[i, j + 1].set_title(f"exit {out.exits[j] + 1} {'✓' if ok else '✗'} {names[pred][:10]}\n"
+                                     f"conf {float(out.confidence[i, j]):.2f}", fontsize=7,
                                      color="green" if ok else "red")
         for ax in axes[i]:
             ax.axis("off")
@@ -167,7 +203,7 @@ def cam_grid(images: np.ndarray, out: dict, labels, class_names=None, row_titles
 
 
 def cams_for_rows(model: nn.Module, ds, rows, *, target: str = "label", method: str = "gradcam",
-                  batch: int = 64) -> dict:
+                  batch: int = 64) -> ExitCams:
     """:func:`exit_cams` over the rows ``rows`` of an :class:`~overthink_lib.data.ImageSet`, in batches."""
     from .data import normalize
 
@@ -175,13 +211,10 @@ def cams_for_rows(model: nn.Module, ds, rows, *, target: str = "label", method: 
     device = next(model.parameters()).device
     parts = [exit_cams(model, normalize(ds, ds.images[rows[i:i + batch]].to(device)), labels=ds.labels[rows[i:i + batch]],
                        target=target, method=method) for i in range(0, len(rows), batch)]
-    if not parts:
-        raise ConfigError("no images to explain: the row list is empty")
-    return {"cams": np.concatenate([p["cams"] for p in parts]), "preds": torch.cat([p["preds"] for p in parts]),
-            "confidence": torch.cat([p["confidence"] for p in parts]), "exits": parts[0]["exits"]}
+    return ExitCams.concat(parts)
 
 
-def group_statistics(groups: dict[str, dict], *, n_boot: int = 1000, seed: int = 0):
+def group_statistics(groups: dict[str, ExitCams], *, n_boot: int = 1000, seed: int = 0):
     """Per group (name → :func:`cams_for_rows` output), statistic and exit: mean of :func:`cam_statistics` with a
     bootstrap 95 % CI. Returns a tidy table (group, statistic, exit, mean, low, high)."""
     import pandas as pd
@@ -190,8 +223,8 @@ def group_statistics(groups: dict[str, dict], *, n_boot: int = 1000, seed: int =
 
     rows = []
     for group, h in groups.items():
-        for name, vals in cam_statistics(h["cams"]).items():
-            for j, e in enumerate(h["exits"]):
+        for name, vals in cam_statistics(h.cams).items():
+            for j, e in enumerate(h.exits):
                 v = vals[:, j]
                 v = v[np.isfinite(v)]
                 if len(v) == 0:

@@ -21,10 +21,32 @@ from .train import (CHECKPOINT, TrainConfig, build_model, fit, load_checkpoint, 
                     resolve_speed)
 
 
-def load_splits(P: Preset, dataset: str, seed: int | None = None) -> dict[str, ImageSet]:
+@dataclass
+class Experiment:
+    """A trained multi-exit model and what the analyses read of it.
+
+    Attributes:
+        model: the model in eval mode (None for a given record).
+        history: its per-epoch training rows (None for a given record).
+        run: its run folder (None for a given record).
+        splits: ``train``/``val``/``test`` image sets (a given record: ``val``/``test`` when its images are known,
+            else None).
+        records: validation and test :class:`ExitRecord`.
+        foreign: True when the records were given (``record`` parameter) rather than made from the preset's model.
+    """
+
+    model: torch.nn.Module | None
+    history: list | None
+    run: Path | None
+    splits: dict[str, ImageSet] | None
+    records: dict[str, ExitRecord]
+    foreign: bool = False
+
+
+def load_splits(preset: Preset, dataset: str, seed: int | None = None) -> dict[str, ImageSet]:
     """train / val / test of ``dataset`` with the preset's split and subset settings."""
-    seed = P.seed if seed is None else seed
-    return {s: get_dataset(dataset, s, val_fraction=P.val_fraction, split_seed=seed, fraction=P.data_fraction)
+    seed = preset.seed if seed is None else seed
+    return {s: get_dataset(dataset, s, val_fraction=preset.val_fraction, split_seed=seed, fraction=preset.data_fraction)
             for s in ("train", "val", "test")}
 
 
@@ -33,21 +55,21 @@ def model_spec(ds: ImageSet, name: str = "msdnet_cifar", **kwargs: Any) -> dict[
     return {"name": name, "kwargs": {"num_classes": ds.num_classes, "in_channels": ds.channels, **kwargs}}
 
 
-def train_config(P: Preset, epochs: int | None = None, seed: int | None = None, **overrides: Any) -> TrainConfig:
+def train_config(preset: Preset, epochs: int | None = None, seed: int | None = None, **overrides: Any) -> TrainConfig:
     """The preset's training schedule (thesis: lr 0.1, batch 64, ×0.1 at 75 and 150 of 200 epochs)."""
-    seed = P.seed if seed is None else seed
-    base = dict(epochs=P.epochs if epochs is None else epochs, batch_size=P.batch_size, lr=P.lr,
-                schedule=P.lr_schedule, milestones=P.lr_milestones, init_seed=seed, data_seed=seed,
-                eval_batch_size=P.eval_batch_size, speed=Speed.parse(P.speed))
+    seed = preset.seed if seed is None else seed
+    base = dict(epochs=preset.epochs if epochs is None else epochs, batch_size=preset.batch_size, lr=preset.lr,
+                schedule=preset.lr_schedule, milestones=preset.lr_milestones, init_seed=seed, data_seed=seed,
+                eval_batch_size=preset.eval_batch_size, speed=Speed.parse(preset.speed))
     return TrainConfig(**{**base, **overrides})
 
 
-def run_folder(P: Preset, spec: dict[str, Any], cfg: TrainConfig, train_ds: ImageSet, tag: str = "") -> Path:
+def run_folder(preset: Preset, spec: dict[str, Any], cfg: TrainConfig, train_ds: ImageSet, tag: str = "") -> Path:
     key = config_hash({"spec": spec, "train": cfg.hashed_fields(), "data": train_ds.provenance(), "tag": tag})
-    return P.run_dir / "models" / f"{spec['name']}-{train_ds.name}{('-' + tag) if tag else ''}-{key}"
+    return preset.run_dir / "models" / f"{spec['name']}-{train_ds.name}{('-' + tag) if tag else ''}-{key}"
 
 
-def train_or_load(P: Preset, spec: dict[str, Any], cfg: TrainConfig, splits: dict[str, ImageSet], *,
+def train_or_load(preset: Preset, spec: dict[str, Any], cfg: TrainConfig, splits: dict[str, ImageSet], *,
                   resume: bool = False, progress: bool = True, tag: str = "", init=None, loss_fn=None,
                   extra: dict[str, Any] | None = None) -> tuple[torch.nn.Module, list, Path]:
     """Train ``spec`` with ``cfg`` on ``splits['train']`` unless a finished run with the same hash exists.
@@ -61,7 +83,7 @@ def train_or_load(P: Preset, spec: dict[str, Any], cfg: TrainConfig, splits: dic
     Returns:
         (model in eval mode, per-epoch history, run folder).
     """
-    device = get_device(P.device)
+    device = get_device(preset.device)
     if cfg.speed.auto:  # the settings that pay on this machine are part of the run's hash
         probe = build_model(spec, cfg.init_seed).to(device)
         if init is not None:
@@ -69,7 +91,7 @@ def train_or_load(P: Preset, spec: dict[str, Any], cfg: TrainConfig, splits: dic
         cfg = resolve_speed(cfg, probe, splits["train"], device)
         if progress:
             print(f"speed settings for {cpu_info().describe()}: {cfg.speed.describe()}", flush=True)
-    out = run_folder(P, spec, cfg, splits["train"], tag)
+    out = run_folder(preset, spec, cfg, splits["train"], tag)
     ckpt_path = out / CHECKPOINT
     if ckpt_path.exists():
         ckpt = load_checkpoint(ckpt_path)
@@ -91,22 +113,22 @@ def train_or_load(P: Preset, spec: dict[str, Any], cfg: TrainConfig, splits: dic
     return model.eval(), history, out
 
 
-def train_main_model(preset: str, *, dataset: str | None = None, epochs: int | None = None, resume: bool = False,
+def train_main_model(name: str, *, dataset: str | None = None, epochs: int | None = None, resume: bool = False,
                      progress: bool = True, speed: str | None = None):
     """The preset's MSDNet on its main dataset. Returns (model, history, run folder, splits).
 
     ``speed`` overrides the preset's speed settings (``fast``, ``bf16,compile``, ...): another run folder.
     """
-    P = get_preset(preset)
-    dataset = dataset or P.datasets[0]
-    splits = load_splits(P, dataset)
+    preset = get_preset(name)
+    dataset = dataset or preset.datasets[0]
+    splits = load_splits(preset, dataset)
     spec = model_spec(splits["train"])
-    cfg = train_config(P, epochs, **({"speed": Speed.parse(speed)} if speed is not None else {}))
-    model, history, out = train_or_load(P, spec, cfg, splits, resume=resume, progress=progress)
+    cfg = train_config(preset, epochs, **({"speed": Speed.parse(speed)} if speed is not None else {}))
+    model, history, out = train_or_load(preset, spec, cfg, splits, resume=resume, progress=progress)
     return model, history, out, splits
 
 
-def records_for(model: torch.nn.Module, splits: dict[str, ImageSet], P: Preset, run: Path,
+def records_for(model: torch.nn.Module, splits: dict[str, ImageSet], preset: Preset, run: Path,
                 which: tuple[str, ...] = ("val", "test"), progress: bool = False,
                 checkpoint: Path | None = None) -> dict[str, ExitRecord]:
     """Validation and test ExitRecords of ``model``, cached in ``runs/<preset>/records/``; ``checkpoint`` (default
@@ -114,30 +136,29 @@ def records_for(model: torch.nn.Module, splits: dict[str, ImageSet], P: Preset, 
     checkpoint = checkpoint or run / CHECKPOINT
     ckpt = load_checkpoint(checkpoint)
     prov = {"checkpoint": str(checkpoint), "train_config": ckpt["train_config"], "epoch": ckpt["epoch"],
-            "init_seed": ckpt.get("init_seed"), "data_seed": ckpt.get("data_seed"), "preset": P.name}
-    return {s: cached_record(model, splits[s], P.run_dir / "records", batch_size=P.eval_batch_size,
+            "init_seed": ckpt.get("init_seed"), "data_seed": ckpt.get("data_seed"), "preset": preset.name}
+    return {s: cached_record(model, splits[s], preset.run_dir / "records", batch_size=preset.eval_batch_size,
                              provenance=prov, progress=progress) for s in which}
 
 
-def main_records(preset: str, *, dataset: str | None = None, epochs: int | None = None) -> dict[str, ExitRecord]:
-    """Validation and test records of the preset's main MSDNet (trains it first when needed)."""
-    model, _, run, splits = train_main_model(preset, dataset=dataset, epochs=epochs)
-    return records_for(model, splits, get_preset(preset), run)
+def main_records(name: str, *, dataset: str | None = None, epochs: int | None = None) -> dict[str, ExitRecord]:
+    """Validation and test records of preset ``name``'s main MSDNet (trains it first when needed)."""
+    model, _, run, splits = train_main_model(name, dataset=dataset, epochs=epochs)
+    return records_for(model, splits, get_preset(name), run)
 
 
-def main_experiment(P: Preset, seed: int | None = None, progress: bool = False) -> dict[str, Any]:
+def main_experiment(preset: Preset, seed: int | None = None, progress: bool = False) -> Experiment:
     """What the analysis notebooks start from: the main MSDNet's splits, run folder and val/test records.
 
     Trains only when no finished run with the same config exists (notebook 02 normally did it).
     """
-    splits = load_splits(P, P.datasets[0], seed)
+    splits = load_splits(preset, preset.datasets[0], seed)
     spec = model_spec(splits["train"])
-    model, history, run = train_or_load(P, spec, train_config(P, seed=seed), splits, progress=progress)
-    return {"model": model, "history": history, "run": run, "splits": splits,
-            "records": records_for(model, splits, P, run)}
+    model, history, run = train_or_load(preset, spec, train_config(preset, seed=seed), splits, progress=progress)
+    return Experiment(model, history, run, splits, records_for(model, splits, preset, run))
 
 
-def record_images(rec: ExitRecord, P: Preset) -> ImageSet | None:
+def record_images(rec: ExitRecord, preset: Preset) -> ImageSet | None:
     """The images of a record's samples, when its provenance names a registered dataset and split whose samples
     (by index) it holds; else None (records from elsewhere may come without images)."""
     from .data import list_datasets
@@ -147,8 +168,8 @@ def record_images(rec: ExitRecord, P: Preset) -> ImageSet | None:
     if name not in list_datasets() or name == "maxmin" or split not in ("train", "val", "test"):
         return None
     try:
-        ds = get_dataset(name, split, val_fraction=d.get("val_fraction", P.val_fraction),
-                         split_seed=d.get("split_seed", P.seed), download=False)
+        ds = get_dataset(name, split, val_fraction=d.get("val_fraction", preset.val_fraction),
+                         split_seed=d.get("split_seed", preset.seed), download=False)
     except ConfigError:
         return None
     pos = {int(i): r for r, i in enumerate(ds.indices.tolist())}
@@ -158,29 +179,29 @@ def record_images(rec: ExitRecord, P: Preset) -> ImageSet | None:
     return ds.subset(rows)
 
 
-def analysis_experiment(P: Preset, seed: int | None = None, record: str = "",
-                        progress: bool = False) -> dict[str, Any]:
+def analysis_experiment(preset: Preset, seed: int | None = None, record: str = "",
+                        progress: bool = False) -> Experiment:
     """What an analysis notebook analyses: the preset's main MSDNet (``record`` empty, :func:`main_experiment`) or
     the validation and test records named by ``record`` (a folder or ``VAL,TEST``; see
     :func:`~overthink_lib.records.load_records`) — then ``model`` and ``history`` are None and ``splits`` holds the
     records' images where their provenance names a dataset of the registry (else None)."""
     if not record:
-        return {**main_experiment(P, seed, progress), "foreign": False}
+        return main_experiment(preset, seed, progress)
     from .records import load_records
 
     recs = load_records(record)
-    splits = {s: record_images(r, P) for s, r in recs.items()}
-    return {"model": None, "history": None, "run": None, "records": recs, "foreign": True,
-            "splits": splits if all(v is not None for v in splits.values()) else None}
+    splits = {s: record_images(r, preset) for s, r in recs.items()}
+    return Experiment(None, None, None, splits if all(v is not None for v in splits.values()) else None, recs,
+                      foreign=True)
 
 
-def require_images(exp: dict[str, Any], what: str) -> dict[str, ImageSet]:
+def require_images(exp: Experiment, what: str) -> dict[str, ImageSet]:
     """The splits of an :func:`analysis_experiment`, or one ConfigError saying that ``what`` needs the images."""
-    if exp["splits"] is None:
+    if exp.splits is None:
         raise ConfigError(f"{what} needs the images of the record's samples, and the record's provenance names no "
                           "dataset of the registry holding them (provenance['dataset'] = {'name', 'split'}, as "
                           "record_from_model writes for an ImageSet)")
-    return exp["splits"]
+    return exp.splits
 
 
 @dataclass
@@ -206,7 +227,7 @@ class PolicyRun:
     exit_policy: dict[str, Any]
 
 
-def policy_experiment(P: Preset, rec_val: ExitRecord, rec_test: ExitRecord, sets: dict[str, ImageSet], method: str,
+def policy_experiment(preset: Preset, rec_val: ExitRecord, rec_test: ExitRecord, sets: dict[str, ImageSet], method: str,
                       lam: float, seed: int | None = None, *, n_boot: int = 1000,
                       progress: bool = True) -> PolicyRun:
     """Steps 3–4 of the thesis's method on a trained M: D_ee from the validation record (``method`` labels with
@@ -215,177 +236,215 @@ def policy_experiment(P: Preset, rec_val: ExitRecord, rec_test: ExitRecord, sets
     from .policy import as_exit_policy, check_training_record, evaluate_policy, exit_labels, policy_set
     from .train import predict
 
-    seed = P.seed if seed is None else seed
+    seed = preset.seed if seed is None else seed
     check_training_record(rec_val)
     lab_tr, lab_te = exit_labels(rec_val, method, lam), exit_labels(rec_test, method, lam)
     d_tr, d_te = policy_set(sets["val"], rec_val, lab_tr), policy_set(sets["test"], rec_test, lab_te)
     results, preds, exit_policy = {}, None, None
     for shuffle in (False, True):
-        m, _, _ = train_policy(P, d_tr, seed, source=f"{rec_val.model_key()}-{method}-{lam}", shuffle=shuffle,
+        m, _, _ = train_policy(preset, d_tr, seed, source=f"{rec_val.model_key()}-{method}-{lam}", shuffle=shuffle,
                                progress=progress)
-        p = predict(m, d_te, batch_size=P.eval_batch_size)[0][:, 0].argmax(-1)
+        p = predict(m, d_te, batch_size=preset.eval_batch_size)[0][:, 0].argmax(-1)
         results[shuffle] = evaluate_policy(p, d_te.labels, d_tr.labels, lab_tr.num_labels, n_boot=n_boot, seed=seed)
         if not shuffle:
             preds = p
-            all_logits = predict(m, sets["test"], batch_size=P.eval_batch_size)[0]
+            all_logits = predict(m, sets["test"], batch_size=preset.eval_batch_size)[0]
             exit_policy = as_exit_policy(all_logits[:, 0].argmax(-1), rec_test, method)
     return PolicyRun(lab_tr, lab_te, d_tr, d_te, results[False], results[True], preds, exit_policy)
 
 
-def load_maxmin_splits(P: Preset, seed: int | None = None) -> dict[str, ImageSet]:
-    """train / val / test Max-Min composites of the preset (sizes ``P.maxmin``, base ``P.maxmin_base``), each built
+def load_maxmin_splits(preset: Preset, seed: int | None = None) -> dict[str, ImageSet]:
+    """train / val / test Max-Min composites of the preset (sizes ``preset.maxmin``, base ``preset.maxmin_base``), each built
     from the base dataset's same split, so no base image appears in two splits."""
     from .data.maxmin import get_maxmin
 
-    seed = P.seed if seed is None else seed
-    return {s: get_maxmin(s, base=P.maxmin_base, size=getattr(P.maxmin, s), seed=seed, val_fraction=P.val_fraction,
+    seed = preset.seed if seed is None else seed
+    return {s: get_maxmin(s, base=preset.maxmin_base, size=getattr(preset.maxmin, s), seed=seed, val_fraction=preset.val_fraction,
                           split_seed=seed) for s in ("train", "val", "test")}
 
 
-def maxmin_experiment(P: Preset, seed: int | None = None, progress: bool = True) -> dict[str, Any]:
-    """The Max-Min MSDNet M (``P.maxmin_epochs`` epochs, the thesis's "trained briefly") and its val/test records.
+def maxmin_experiment(preset: Preset, seed: int | None = None, progress: bool = True) -> Experiment:
+    """The Max-Min MSDNet M (``preset.maxmin_epochs`` epochs, the thesis's "trained briefly") and its val/test records.
 
     Notebooks 06 (clutter per exit on Max-Min, Fig A.5) and 08 (the policy network) share it: whichever runs first
     trains it, the other reuses the run and the cached records.
-    Returns ``{"splits", "model", "history", "run", "records"}``.
     """
-    seed = P.seed if seed is None else seed
-    splits = load_maxmin_splits(P, seed)
+    seed = preset.seed if seed is None else seed
+    splits = load_maxmin_splits(preset, seed)
     spec = model_spec(splits["train"])
-    model, history, run = train_or_load(P, spec, train_config(P, P.maxmin_epochs, seed), splits, progress=progress)
-    return {"splits": splits, "model": model, "history": history, "run": run,
-            "records": records_for(model, splits, P, run)}
+    model, history, run = train_or_load(preset, spec, train_config(preset, preset.maxmin_epochs, seed), splits, progress=progress)
+    return Experiment(model, history, run, splits, records_for(model, splits, preset, run))
 
 
 IMTA_PARENTS = ("branch", "separate")
 
 
-def imta_protocol(P: Preset, seed: int | None = None, *, frozen: bool = True, ge: bool = False,
-                  parent: str | None = None, progress: bool = True) -> dict[str, Any]:
-    """The thesis's Table 3.1 protocol on the preset's main dataset (E = ``P.imta_epochs``):
+@dataclass
+class ImtaProtocol:
+    """The three arms of Table 3.1, each by name (``E``, ``2E``, ``E + E ISC+OFA``, in that order).
+
+    Attributes:
+        records: validation and test records per arm.
+        runs: run folder per arm (the ``E`` arm under ``branch``: the 2E run, whose half-way snapshot it is).
+        histories: per-epoch training rows per arm.
+        parent: where the E-epoch network came from (``branch`` or ``separate``).
+    """
+
+    records: dict[str, dict[str, ExitRecord]]
+    runs: dict[str, Path]
+    histories: dict[str, list]
+    parent: str
+
+
+def imta_protocol(preset: Preset, seed: int | None = None, *, frozen: bool = True, ge: bool = False,
+                  parent: str | None = None, progress: bool = True) -> ImtaProtocol:
+    """The thesis's Table 3.1 protocol on the preset's main dataset (E = ``preset.imta_epochs``):
 
     - ``2E``: the plain MSDNet after 2E epochs (the same run as notebook 02's when the preset's epochs are 2E);
-    - ``E``: the plain MSDNet after E epochs. ``parent="branch"`` (default, ``P.imta_parent``): the 2E run's own
+    - ``E``: the plain MSDNet after E epochs. ``parent="branch"`` (default, ``preset.imta_parent``): the 2E run's own
       weights at epoch E — the thesis fine-tunes "for the final 50 epochs of the training process", i.e. the E + E
       arm leaves the 2E run half-way; this trains nothing extra. ``"separate"``: its own run with an E-epoch
       schedule (fully annealed at E; costs E more epochs of training);
     - ``E + E ISC+OFA``: the E-epoch network with IMTA heads fine-tuned for E more epochs with the OFA loss
       (``frozen``: only heads and ISC train — the official stage 2; else everything trains).
-    Returns ``{"records": {name: {"val", "test"}}, "runs": {name: folder}, "histories": {name: rows},
-    "parent": parent}``.
+    Returns an :class:`ImtaProtocol`.
     """
     from .models.imta import load_backbone, ofa_loss
     from .train import HALFWAY, state_hash
 
-    parent = P.imta_parent if parent is None else parent
+    parent = preset.imta_parent if parent is None else parent
     if parent not in IMTA_PARENTS:
         raise ConfigError(f"IMTA parent must be one of {', '.join(IMTA_PARENTS)}, got {parent!r}")
-    splits = load_splits(P, P.datasets[0], seed)
+    splits = load_splits(preset, preset.datasets[0], seed)
     spec = model_spec(splits["train"])
-    e = P.imta_epochs
-    out: dict[str, Any] = {"records": {}, "runs": {}, "histories": {}, "parent": parent}
-    long_cfg = train_config(P, 2 * e, seed)
-    model, hist, run = train_or_load(P, spec, long_cfg, splits, progress=progress)
+    e = preset.imta_epochs
+    out = ImtaProtocol({}, {}, {}, parent)
+    long_cfg = train_config(preset, 2 * e, seed)
+    model, hist, run = train_or_load(preset, spec, long_cfg, splits, progress=progress)
     if parent == "branch":
         if not (run / HALFWAY).exists():  # a run from before half-way snapshots were kept: the same run again
             if progress:
                 print(f"{run} has no half-way snapshot ({HALFWAY}); training it again to keep one", flush=True)
-            model = build_model(spec, long_cfg.init_seed).to(get_device(P.device))
+            model = build_model(spec, long_cfg.init_seed).to(get_device(preset.device))
             hist = fit(model, splits["train"], splits.get("val"), long_cfg, out_dir=run, progress=progress,
                        extra={"tag": ""})
-        half, _ = model_from_checkpoint(run / HALFWAY, get_device(P.device))
-        out["records"]["E"] = records_for(half, splits, P, run, checkpoint=run / HALFWAY)
-        out["runs"]["E"], out["histories"]["E"] = run, hist[:e]
+        half, _ = model_from_checkpoint(run / HALFWAY, get_device(preset.device))
+        out.records["E"] = records_for(half, splits, preset, run, checkpoint=run / HALFWAY)
+        out.runs["E"], out.histories["E"] = run, hist[:e]
         parent_model, parent_ckpt = half, run / HALFWAY
     else:
-        parent_model, hist_e, run_e = train_or_load(P, spec, train_config(P, e, seed), splits, progress=progress)
-        out["records"]["E"] = records_for(parent_model, splits, P, run_e)
-        out["runs"]["E"], out["histories"]["E"] = run_e, hist_e
+        parent_model, hist_e, run_e = train_or_load(preset, spec, train_config(preset, e, seed), splits, progress=progress)
+        out.records["E"] = records_for(parent_model, splits, preset, run_e)
+        out.runs["E"], out.histories["E"] = run_e, hist_e
         parent_ckpt = run_e / CHECKPOINT
-    out["records"]["2E"] = records_for(model, splits, P, run)
-    out["runs"]["2E"], out["histories"]["2E"] = run, hist
+    out.records["2E"] = records_for(model, splits, preset, run)
+    out.runs["2E"], out.histories["2E"] = run, hist
     ispec = {"name": "imta", "kwargs": {"backbone": spec, "frozen": frozen, "ge": ge}}
     model, hist, run = train_or_load(
-        P, ispec, train_config(P, e, seed), splits, progress=progress, tag=f"from-{state_hash(parent_model)}",
+        preset, ispec, train_config(preset, e, seed), splits, progress=progress, tag=f"from-{state_hash(parent_model)}",
         init=lambda m: load_backbone(m, parent_model), loss_fn=lambda outs, y, idx: ofa_loss(outs, y),
         extra={"parent_checkpoint": str(parent_ckpt)})
     name = "E + E ISC+OFA"
-    out["records"][name] = records_for(model, splits, P, run)
-    out["runs"][name], out["histories"][name] = run, hist
-    out["records"] = {k: out["records"][k] for k in ("E", "2E", name)}  # table order
+    out.records[name] = records_for(model, splits, preset, run)
+    out.runs[name], out.histories[name] = run, hist
+    out.records = {k: out.records[k] for k in ("E", "2E", name)}  # table order
     return out
 
 
-def train_policy(P: Preset, train_set: ImageSet, seed: int | None, *, source: str, shuffle: bool = False,
+def train_policy(preset: Preset, train_set: ImageSet, seed: int | None, *, source: str, shuffle: bool = False,
                  progress: bool = True):
     """Train the preset's policy ResNet on a D_ee set (class-weighted CE, Eq 4.3); ``shuffle``: the permuted-label
     control. ``source`` (e.g. the record's weights hash) goes into the run's hash, so new labels train anew."""
     from .policy import class_weights, shuffled, weighted_ce
 
-    seed = P.seed if seed is None else seed
+    seed = preset.seed if seed is None else seed
     data = shuffled(train_set, seed) if shuffle else train_set
-    spec = {"name": "policy_resnet", "kwargs": {"depth": P.policy_depth, "width": P.policy_width,
+    spec = {"name": "policy_resnet", "kwargs": {"depth": preset.policy_depth, "width": preset.policy_width,
                                                 "in_channels": train_set.channels,
                                                 "num_classes": train_set.num_classes}}
-    cfg = train_config(P, P.policy_epochs, seed, augment=False,
-                       milestones=(0.5, 0.75) if P.lr_schedule == "step" else ())
+    cfg = train_config(preset, preset.policy_epochs, seed, augment=False,
+                       milestones=(0.5, 0.75) if preset.lr_schedule == "step" else ())
     weights = class_weights(data.labels, data.num_classes)
-    model, hist, run = train_or_load(P, spec, cfg, {"train": data}, progress=progress,
+    model, hist, run = train_or_load(preset, spec, cfg, {"train": data}, progress=progress,
                                      tag=f"{source}-{'shuffled' if shuffle else 'true'}",
                                      loss_fn=weighted_ce(weights), extra={"class_weights": weights.tolist()})
     return model, hist, run
 
 
-def stochastic_subset_splits(P: Preset, seed: int) -> dict[str, ImageSet]:
-    """The stochasticity experiment's data: a seeded ``P.stoch_train``-image subset of the training split, and the
+def stochastic_subset_splits(preset: Preset, seed: int) -> dict[str, ImageSet]:
+    """The stochasticity experiment's data: a seeded ``preset.stoch_train``-image subset of the training split, and the
     whole test split."""
     import numpy as np
 
-    splits = load_splits(P, P.datasets[0], seed)
+    splits = load_splits(preset, preset.datasets[0], seed)
     train = splits["train"]
-    n = min(P.stoch_train, len(train))
+    n = min(preset.stoch_train, len(train))
     rows = np.sort(np.random.default_rng(seed + 11).permutation(len(train))[:n])
     sub = {"train": train.subset(rows), "test": splits["test"]}
     sub["train"].info = {**train.info, "stoch_subset": {"size": n, "seed": seed + 11}}
     return sub
 
 
-def stochastic_runs(P: Preset, model_name: str = "msdnet_cifar", seed: int | None = None,
-                    progress: bool = True, **model_kwargs: Any) -> dict[str, Any]:
+@dataclass
+class StochasticRuns:
+    """K runs per randomness source of one model on one subset (:func:`stochastic_runs`).
+
+    Attributes:
+        records: test records per factor (``init``, ``data``, ``both``), K each, in seed order.
+        seeds: the (init seed, data seed) pairs per factor, offsets to the experiment's seed.
+        spec: the model's registry spec.
+        train_size: training images per run.
+        test_set: the test split the records cover.
+        first_model: the model of run (0, 0), shared by the three factors (for GradCAM).
+        models_trained: distinct runs (3K − 2).
+    """
+
+    records: dict[str, list[ExitRecord]]
+    seeds: dict[str, list[tuple[int, int]]]
+    spec: dict[str, Any]
+    train_size: int
+    test_set: ImageSet
+    first_model: torch.nn.Module | None = None
+    models_trained: int = 0
+
+
+def stochastic_runs(preset: Preset, model_name: str = "msdnet_cifar", seed: int | None = None,
+                    progress: bool = True, **model_kwargs: Any) -> StochasticRuns:
     """K runs per randomness source on a seeded subset of the training set, everything else fixed.
 
     Factor ``init``: init seeds 0..K−1 with data seed 0; ``data``: data seeds 0..K−1 with init seed 0; ``both``: both
-    seeds = i. Run (0, 0) is shared by the three factors. Returns the test records per factor (K each) and the seeds.
+    seeds = i. Run (0, 0) is shared by the three factors. Returns the test records per factor (K each), the seeds and
+    the first run's model (:class:`StochasticRuns`).
     """
-    seed = P.seed if seed is None else seed
-    sub = stochastic_subset_splits(P, seed)
+    seed = preset.seed if seed is None else seed
+    sub = stochastic_subset_splits(preset, seed)
     n = len(sub["train"])
     spec = model_spec(sub["train"], model_name, **model_kwargs)
-    seeds = {"init": [(i, 0) for i in range(P.stoch_runs)], "data": [(0, d) for d in range(P.stoch_runs)],
-             "both": [(i, i) for i in range(P.stoch_runs)]}
+    seeds = {"init": [(i, 0) for i in range(preset.stoch_runs)], "data": [(0, d) for d in range(preset.stoch_runs)],
+             "both": [(i, i) for i in range(preset.stoch_runs)]}
     cache: dict[tuple[int, int], ExitRecord] = {}
-    out: dict[str, Any] = {"records": {}, "seeds": seeds, "spec": spec, "train_size": n, "test_set": sub["test"]}
+    out = StochasticRuns({}, seeds, spec, n, sub["test"])
     for factor, pairs in seeds.items():
         recs = []
         for init_seed, data_seed in pairs:
             if (init_seed, data_seed) not in cache:
-                cfg = train_config(P, P.stoch_epochs, seed, init_seed=init_seed + seed, data_seed=data_seed + seed)
-                model, _, run = train_or_load(P, spec, cfg, sub, progress=progress, tag="stoch")
-                cache[(init_seed, data_seed)] = records_for(model, sub, P, run, which=("test",))["test"]
+                cfg = train_config(preset, preset.stoch_epochs, seed, init_seed=init_seed + seed, data_seed=data_seed + seed)
+                model, _, run = train_or_load(preset, spec, cfg, sub, progress=progress, tag="stoch")
+                cache[(init_seed, data_seed)] = records_for(model, sub, preset, run, which=("test",))["test"]
                 if (init_seed, data_seed) == (0, 0):
-                    out["first_model"] = model
+                    out.first_model = model
             recs.append(cache[(init_seed, data_seed)])
-        out["records"][factor] = recs
+        out.records[factor] = recs
     out["models_trained"] = len(cache)
     return out
 
 
-def speed_equivalence(P: Preset, speed: Speed, seeds: int = 4, *, seed: int | None = None,
+def speed_equivalence(preset: Preset, speed: Speed, seeds: int = 4, *, seed: int | None = None,
                       progress: bool = True) -> "pd.DataFrame":
     """Does training with ``speed`` reach the accuracy of fp32 within seed-to-seed noise?
 
     For each seed i < ``seeds``: one fp32 eager run and one ``speed`` run with init and data seed i, the stochasticity
-    experiment's schedule (``P.stoch_train`` images, ``P.stoch_epochs`` epochs), evaluated on the whole test set —
+    experiment's schedule (``preset.stoch_train`` images, ``preset.stoch_epochs`` epochs), evaluated on the whole test set —
     the ``speed`` run both in fp32 and with its own inference settings. Returns one row per (seed, arm) with the test
     accuracy per exit, the overthinking rate and the training seconds; runs and records are cached like any other.
     """
@@ -393,19 +452,19 @@ def speed_equivalence(P: Preset, speed: Speed, seeds: int = 4, *, seed: int | No
 
     from .overthinking import overthought
 
-    seed = P.seed if seed is None else seed
-    sub = stochastic_subset_splits(P, seed)
+    seed = preset.seed if seed is None else seed
+    sub = stochastic_subset_splits(preset, seed)
     spec = model_spec(sub["train"])
     out = []
     for i in range(seeds):
         for arm_speed in (Speed(), speed):
-            cfg = train_config(P, P.stoch_epochs, seed, init_seed=i + seed, data_seed=i + seed, speed=arm_speed)
-            model, hist, run = train_or_load(P, spec, cfg, sub, progress=progress, tag="speedcheck")
+            cfg = train_config(preset, preset.stoch_epochs, seed, init_seed=i + seed, data_seed=i + seed, speed=arm_speed)
+            model, hist, run = train_or_load(preset, spec, cfg, sub, progress=progress, tag="speedcheck")
             evals = [("fp32", Speed())] + ([] if arm_speed.is_default else
                                           [(replace(arm_speed, compile=False).describe(),
                                             replace(arm_speed, compile=False))])
             for eval_name, eval_speed in evals:
-                rec = cached_record(model, sub["test"], P.run_dir / "records", batch_size=P.eval_batch_size,
+                rec = cached_record(model, sub["test"], preset.run_dir / "records", batch_size=preset.eval_batch_size,
                                     speed=eval_speed, provenance={"checkpoint": str(run / CHECKPOINT)})
                 acc = rec.correct.float().mean(0).tolist()
                 out.append({"seed": i, "train": arm_speed.describe(), "eval": eval_name,

@@ -176,7 +176,8 @@ def start(**params: Any) -> SimpleNamespace:
     """A notebook's first library call: validate its parameters, seed everything, return them with the preset.
 
     Returns:
-        A namespace with the parameters plus ``P`` (the :class:`~overthink_lib.config.Preset`), ``run_dir`` and
+        A namespace with the parameters, but ``preset`` is the :class:`~overthink_lib.config.Preset` itself (its
+        ``name`` is the parameter), plus ``run_dir`` and
         ``fig_dir``. ``seed`` defaults to the preset's seed when the notebook passes ``seed=None``. With a non-empty
         ``record`` parameter (a given record instead of the preset's model), ``fig_dir`` is that record's own
         folder under the preset's figures (:func:`record_figure_dir`).
@@ -196,7 +197,7 @@ def start(**params: Any) -> SimpleNamespace:
         fig_dir = record_figure_dir(fig_dir, params["record"])
         print(f"analysing the given record {params['record']}; figures → {fig_dir}")
     fig_dir.mkdir(parents=True, exist_ok=True)
-    return SimpleNamespace(**{**params, "seed": seed}, P=preset, run_dir=preset.run_dir, fig_dir=fig_dir)
+    return SimpleNamespace(**{**params, "seed": seed, "preset": preset}, run_dir=preset.run_dir, fig_dir=fig_dir)
 
 
 def run_suite(preset: str, *, only: list[str] | None = None, params: dict[str, Any] | None = None,
@@ -213,29 +214,35 @@ def run_suite(preset: str, *, only: list[str] | None = None, params: dict[str, A
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
-    P = get_preset(preset)
+    cfg = get_preset(preset)
     books = list_notebooks()
-    if not only and P.suite_skip:
-        skipped = [b.name for b in books if b.name.startswith(P.suite_skip)]
-        books = [b for b in books if not b.name.startswith(P.suite_skip)]
+    if not only and cfg.suite_skip:
+        skipped = [b.name for b in books if b.name.startswith(cfg.suite_skip)]
+        books = [b for b in books if not b.name.startswith(cfg.suite_skip)]
         if skipped:
             print(f"preset {preset!r} leaves out {', '.join(skipped)} (too long for its budget): run it with "
-                  f"--only {' --only '.join(p for p in P.suite_skip)}", flush=True)
+                  f"--only {' --only '.join(p for p in cfg.suite_skip)}", flush=True)
     if only:
         books = [b for b in books if any(b.name.startswith(o) for o in only)]
         if not books:
             raise ConfigError(f"no notebook matches {only}; the suite is: "
                               f"{', '.join(b.name for b in list_notebooks())}")
     all_params = {"preset": preset, **(params or {})}
+    if str(all_params.get("record") or "").strip():  # notebooks run in notebooks/: paths relative to the caller
+        all_params["record"] = ",".join(str(Path(part.strip()).expanduser().resolve())
+                                        for part in str(all_params["record"]).split(","))
     for book in books:  # validate everything before running anything
         check_declared(book, all_params)
-    out_dir = P.run_dir / "notebooks"
+    out_dir = cfg.run_dir / "notebooks"
     if str(all_params.get("record") or "").strip():  # a given record: its executed copies apart from the preset's
-        out_dir = P.run_dir / "record-notebooks" / record_figure_dir(Path("."), all_params["record"]).name
+        out_dir = cfg.run_dir / "record-notebooks" / record_figure_dir(Path("."), all_params["record"]).name
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = []
+    fig_dir = cfg.figure_dir
+    if str(all_params.get("record") or "").strip():
+        fig_dir = record_figure_dir(fig_dir, all_params["record"])
     print(f"running {len(books)} notebook(s) with preset {preset!r}; executed copies → {out_dir}, "
-          f"figures → {P.figure_dir}", flush=True)
+          f"figures → {fig_dir}", flush=True)
     for book in books:
         out = out_dir / book.name
         t0 = time.perf_counter()
@@ -249,10 +256,12 @@ def run_suite(preset: str, *, only: list[str] | None = None, params: dict[str, A
         dt = time.perf_counter() - t0
         rows.append({"notebook": book.name, "seconds": round(dt, 1), "output": str(out)})
         print(f"  {book.name}: {dt:.1f} s", flush=True)
-    with open(P.run_dir / "notebook_timings.csv", "w", newline="") as fh:
+    timings = out_dir / "notebook_timings.csv" if out_dir.parent.name == "record-notebooks" else \
+        cfg.run_dir / "notebook_timings.csv"
+    with open(timings, "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=["notebook", "seconds", "output"])
         w.writeheader()
         w.writerows(rows)
     total = sum(r["seconds"] for r in rows)
-    print(f"done: {len(rows)} notebook(s) in {total:.1f} s; timings in {P.run_dir / 'notebook_timings.csv'}")
+    print(f"done: {len(rows)} notebook(s) in {total:.1f} s; timings in {timings}")
     return rows

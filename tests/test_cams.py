@@ -21,9 +21,9 @@ def test_maps_per_exit_shape_range_and_hooks(channels, size):
     x = torch.randn(4, channels, size, size)
     before = _hooks(model)
     out = exit_cams(model, x, labels=torch.tensor([0, 1, 2, 3]))
-    assert out["cams"].shape == (4, 5, size, size)
-    assert out["cams"].min() >= 0 and out["cams"].max() <= 1
-    assert out["preds"].shape == (4, 5) and out["exits"] == [0, 1, 2, 3, 4]
+    assert out.cams.shape == (4, 5, size, size)
+    assert out.cams.min() >= 0 and out.cams.max() <= 1
+    assert out.preds.shape == (4, 5) and out.exits == [0, 1, 2, 3, 4]
     assert _hooks(model) == before == 0
     assert model.training  # the model's mode is restored
 
@@ -32,7 +32,7 @@ def test_one_target_per_image():
     torch.manual_seed(0)
     model = get_model("msdnet_cifar", num_classes=10, in_channels=1, channels=4, growth=2, head_channels=8)
     x = torch.randn(1, 1, 28, 28).repeat(3, 1, 1, 1)  # the same image three times, three different targets
-    maps = exit_cams(model, x, labels=torch.tensor([0, 5, 0]), exits=[2], method="hirescam")["cams"][:, 0]
+    maps = exit_cams(model, x, labels=torch.tensor([0, 5, 0]), exits=[2], method="hirescam").cams[:, 0]
     assert np.allclose(maps[0], maps[2], atol=1e-5)
     assert not np.allclose(maps[0], maps[1], atol=1e-3)
 
@@ -65,11 +65,11 @@ def test_exit_reading_left_half_puts_its_mass_left():
     model = LeftHalf()
     x = torch.rand(6, 1, 16, 16)
     for method in ("gradcam", "gradcam++", "hirescam", "layercam"):
-        maps = exit_cams(model, x, exits=[0], target="pred", method=method)["cams"][:, 0]
+        maps = exit_cams(model, x, exits=[0], target="pred", method=method).cams[:, 0]
         left, right = maps[..., :8].sum(), maps[..., 8:].sum()
         assert right <= 0.01 * left, method
     # EigenCAM (first principal component, no gradients) has no sign: the right half is flat, the left half is not
-    maps = exit_cams(model, x, exits=[0], method="eigencam", target="pred")["cams"][:, 0]
+    maps = exit_cams(model, x, exits=[0], method="eigencam", target="pred").cams[:, 0]
     assert np.ptp(maps[..., 8:], axis=(1, 2)).max() < 1e-4 < np.ptp(maps[..., :8], axis=(1, 2)).min()
 
 

@@ -31,7 +31,7 @@ def test_declared_parameters_are_checked():
 
 def test_start_validates_values():
     ctx = start(preset="smoke", seed=None)
-    assert ctx.seed == get_preset("smoke").seed and ctx.P.name == "smoke"
+    assert ctx.seed == get_preset("smoke").seed and ctx.preset.name == "smoke"
     with pytest.raises(ConfigError, match="unknown preset"):
         start(preset="huge")
     with pytest.raises(ConfigError, match="lam must be a number > 0"):
@@ -70,11 +70,11 @@ def test_cli_bad_input_is_one_error_line(args, message):
 
 def test_smoke_suite_runs_headless_and_writes_figures():
     """Every notebook with the smoke preset (papermill); nbval re-runs the executed copies (see Makefile)."""
-    P = get_preset("smoke")
+    preset = get_preset("smoke")
     res = _cli("reproduce", "--preset", "smoke", "--quiet")
     assert res.returncode == 0, res.stdout + res.stderr
     for book in list_notebooks():
-        assert (P.run_dir / "notebooks" / book.name).exists()
+        assert (preset.run_dir / "notebooks" / book.name).exists()
         assert f"{book.name}:" in res.stdout
     for fig in ("01_class_distribution.png", "01_class_distribution.html", "01_maxmin_gallery.png"):
-        assert (P.figure_dir / fig).stat().st_size > 1000
+        assert (preset.figure_dir / fig).stat().st_size > 1000

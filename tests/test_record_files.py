@@ -208,21 +208,21 @@ def _cli(*args):
 def test_notebooks_03_and_04_run_headless_on_records_from_arrays(tmp_path):
     from overthink_lib.config import get_preset
 
-    P = get_preset("smoke")
+    preset = get_preset("smoke")
     logits, labels = arrays(n=300, e=4, c=10)
     for name, flops in (("given-noflops", None), ("given-flops", [1e6, 2e6, 4e6, 8e6])):
         folder = tmp_path / name
         for split, seed in (("val", 1), ("test", 2)):
             lg, lb = arrays(n=300, e=4, c=10, seed=seed)
             ExitRecord.from_arrays(lg, lb, flops=flops, model="given").save(folder / f"{split}.npz")
-        before = {f: f.stat().st_mtime for f in P.figure_dir.glob("0[34]_*")}
+        before = {f: f.stat().st_mtime for f in preset.figure_dir.glob("0[34]_*")}
         res = _cli("reproduce", "--preset", "smoke", "--only", "03", "--only", "04", "--param", f"record={folder}",
                    "--quiet")
         assert res.returncode == 0, res.stdout + res.stderr
-        figs = P.figure_dir / "records" / name
+        figs = preset.figure_dir / "records" / name
         assert (figs / "04_pairwise.png").stat().st_size > 1000
-        assert {f: f.stat().st_mtime for f in P.figure_dir.glob("0[34]_*")} == before  # the preset's own untouched
-        book = json.loads((P.run_dir / "record-notebooks" / name / "03_anytime_and_budgeted.ipynb").read_text())
+        assert {f: f.stat().st_mtime for f in preset.figure_dir.glob("0[34]_*")} == before  # the preset's own untouched
+        book = json.loads((preset.run_dir / "record-notebooks" / name / "03_anytime_and_budgeted.ipynb").read_text())
         executed = "".join("".join(o.get("text", "")) for c in book["cells"] for o in c.get("outputs", []))
         if flops is None:
             assert "this record has no per-exit FLOPs" in executed and "skipped: needs per-exit FLOPs" in executed
