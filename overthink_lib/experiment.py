@@ -435,7 +435,7 @@ def stochastic_runs(preset: Preset, model_name: str = "msdnet_cifar", seed: int 
                     out.first_model = model
             recs.append(cache[(init_seed, data_seed)])
         out.records[factor] = recs
-    out["models_trained"] = len(cache)
+    out.models_trained = len(cache)
     return out
 
 
