@@ -115,8 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
         t.add_argument("--epochs", type=int, default=None, help="default: the preset's")
         if name == "train":
             t.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
-            t.add_argument("--speed", default=None, help="fp32 (exact), fast (bf16 + channels_last + compile + "
-                           "fused SGD) or a comma-separated subset; default: the preset's")
+            t.add_argument("--speed", default=None, help="fp32 (exact), fast (what pays on this CPU: bf16 only "
+                           "where native, compile only past its break-even; see README Performance) or a "
+                           "comma-separated subset; default: the preset's")
         t.set_defaults(func=func)
     i = sub.add_parser("import-record", help="turn logits computed elsewhere (an .npz of arrays) into an ExitRecord")
     i.add_argument("source", help="an .npz with logits [N, E, C] and labels [N] (optional flops [E], indices [N])")

@@ -66,6 +66,8 @@ class Preset:
         suite_skip: notebook name prefixes that ``reproduce`` leaves out unless named with ``--only`` (work too long
             for the preset's time budget; each has its own make target).
         device: ``auto`` (CUDA when present), ``cpu`` or ``cuda``.
+        cell_timeout: seconds any one notebook cell may run before ``reproduce`` stops with one line naming the
+            notebook and cell (a hung kernel never holds a run for good); generous on ``paper``.
         speed: training speed settings, as :meth:`overthink_lib.speed.Speed.parse` reads them: ``fp32`` (default:
             fp32 eager, bit-reproducible on CPU), ``fast`` or a comma-separated subset (``bf16,channels_last``).
     """
@@ -96,6 +98,7 @@ class Preset:
     device: str = "auto"
     speed: str = "fp32"
     imta_parent: str = "branch"
+    cell_timeout: int = 3600
 
     @property
     def run_dir(self) -> Path:
@@ -117,7 +120,7 @@ PRESETS: dict[str, Preset] = {
         lr_milestones=(), lr_schedule="onecycle", batch_size=64, eval_batch_size=256, lr=0.1, seed=0,
         maxmin_base="fashion_mnist", maxmin=MaxMinSizes(train=400, val=120, test=120), maxmin_epochs=1,
         figures_dir="runs/smoke/figures", policy_width=8, policy_epochs=1, stoch_runs=3, stoch_train=300,
-        stoch_epochs=1,
+        stoch_epochs=1, cell_timeout=600,
     ),
     # The default main job on a 2-core CPU: the whole suite in <= 30 minutes.
     "cpu": Preset(
@@ -133,7 +136,7 @@ PRESETS: dict[str, Preset] = {
         lr_milestones=(0.375, 0.75), lr_schedule="step", batch_size=64, eval_batch_size=512, lr=0.1, seed=0,
         maxmin_base="mnist", maxmin=MaxMinSizes(train=80000, val=20000, test=20000), maxmin_epochs=5,
         figures_dir="figures/paper", imta_epochs=50, policy_depth=34, policy_width=64, policy_epochs=100,
-        stoch_runs=5, stoch_train=40000, stoch_epochs=50,
+        stoch_runs=5, stoch_train=40000, stoch_epochs=50, cell_timeout=7 * 24 * 3600,
     ),
 }
 

@@ -200,22 +200,45 @@ def start(**params: Any) -> SimpleNamespace:
     return SimpleNamespace(**{**params, "seed": seed, "preset": preset}, run_dir=preset.run_dir, fig_dir=fig_dir)
 
 
+def _running_cell(executed: Path) -> str:
+    """The cell a timeout stopped in a partly executed notebook ("?" when it cannot tell)."""
+    import json
+
+    try:
+        cells = json.loads(Path(executed).read_text())["cells"]
+    except (OSError, ValueError, KeyError):
+        return "?"
+    for i, c in enumerate(cells):  # papermill marks the stopped cell with an error output (or leaves it running)
+        if c.get("metadata", {}).get("papermill", {}).get("status") == "running" or \
+                any(o.get("output_type") == "error" for o in c.get("outputs", [])):
+            return str(i)
+    return "?"
+
+
 def run_suite(preset: str, *, only: list[str] | None = None, params: dict[str, Any] | None = None,
-              kernel: str = "python3", progress: bool = True) -> list[dict[str, Any]]:
+              kernel: str = "python3", progress: bool = True, folder: Path = NOTEBOOK_DIR,
+              out_dir: Path | None = None, cell_timeout: int | None = None) -> list[dict[str, Any]]:
     """Execute the suite's notebooks in order with papermill; stop at the first failure.
 
     Args:
         preset: preset name, injected as the ``preset`` parameter of every notebook.
         only: notebook name prefixes to run (e.g. ``["01"]``); all when None.
         params: extra parameters, each checked against every notebook that runs (so pass only shared ones).
+        folder: where the numbered notebooks are (default ``notebooks/``).
+        out_dir: where the executed copies and their timings go (default ``runs/<preset>/notebooks/``; a given
+            record's: ``runs/<preset>/record-notebooks/<name>/``).
+        cell_timeout: seconds a cell may run (default the preset's ``cell_timeout``); past it the run stops with
+            :class:`NotebookFailed` naming the notebook and the cell.
     Returns:
         One row per notebook: name, seconds, output path. Also written to ``runs/<preset>/notebook_timings.csv``.
     """
     import papermill
+    from nbclient.exceptions import CellTimeoutError
     from papermill.exceptions import PapermillExecutionError
 
     cfg = get_preset(preset)
-    books = list_notebooks()
+    books = list_notebooks(folder)
+    timeout = cfg.cell_timeout if cell_timeout is None else cell_timeout
     if not only and cfg.suite_skip:
         skipped = [b.name for b in books if b.name.startswith(cfg.suite_skip)]
         books = [b for b in books if not b.name.startswith(cfg.suite_skip)]
@@ -226,16 +249,19 @@ def run_suite(preset: str, *, only: list[str] | None = None, params: dict[str, A
         books = [b for b in books if any(b.name.startswith(o) for o in only)]
         if not books:
             raise ConfigError(f"no notebook matches {only}; the suite is: "
-                              f"{', '.join(b.name for b in list_notebooks())}")
+                              f"{', '.join(b.name for b in list_notebooks(folder))}")
     all_params = {"preset": preset, **(params or {})}
     if str(all_params.get("record") or "").strip():  # notebooks run in notebooks/: paths relative to the caller
         all_params["record"] = ",".join(str(Path(part.strip()).expanduser().resolve())
                                         for part in str(all_params["record"]).split(","))
     for book in books:  # validate everything before running anything
         check_declared(book, all_params)
-    out_dir = cfg.run_dir / "notebooks"
-    if str(all_params.get("record") or "").strip():  # a given record: its executed copies apart from the preset's
-        out_dir = cfg.run_dir / "record-notebooks" / record_figure_dir(Path("."), all_params["record"]).name
+    own = out_dir is None and not str(all_params.get("record") or "").strip()
+    if out_dir is None:
+        out_dir = cfg.run_dir / "notebooks"
+        if str(all_params.get("record") or "").strip():  # a given record: executed copies apart from the preset's
+            out_dir = cfg.run_dir / "record-notebooks" / record_figure_dir(Path("."), all_params["record"]).name
+    out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = []
     fig_dir = cfg.figure_dir
@@ -248,7 +274,11 @@ def run_suite(preset: str, *, only: list[str] | None = None, params: dict[str, A
         t0 = time.perf_counter()
         try:
             papermill.execute_notebook(str(book), str(out), parameters=all_params, kernel_name=kernel,
-                                       cwd=str(book.parent), progress_bar=progress, log_output=False)
+                                       cwd=str(book.parent), progress_bar=progress, log_output=False,
+                                       execution_timeout=timeout)
+        except CellTimeoutError:
+            raise NotebookFailed(f"{book.name}: cell {_running_cell(out)} ran past the preset's cell timeout of "
+                                 f"{timeout} s and was stopped — executed copy up to there: {out}") from None
         except PapermillExecutionError as err:
             raise NotebookFailed(f"{book.name} failed in cell {err.cell_index} (execution count {err.exec_count}): "
                                  f"{err.ename}: {err.evalue.splitlines()[0] if err.evalue else ''} — executed copy "
@@ -256,8 +286,7 @@ def run_suite(preset: str, *, only: list[str] | None = None, params: dict[str, A
         dt = time.perf_counter() - t0
         rows.append({"notebook": book.name, "seconds": round(dt, 1), "output": str(out)})
         print(f"  {book.name}: {dt:.1f} s", flush=True)
-    timings = out_dir / "notebook_timings.csv" if out_dir.parent.name == "record-notebooks" else \
-        cfg.run_dir / "notebook_timings.csv"
+    timings = cfg.run_dir / "notebook_timings.csv" if own else out_dir / "notebook_timings.csv"
     with open(timings, "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=["notebook", "seconds", "output"])
         w.writeheader()

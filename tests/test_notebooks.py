@@ -78,3 +78,26 @@ def test_smoke_suite_runs_headless_and_writes_figures():
         assert f"{book.name}:" in res.stdout
     for fig in ("01_class_distribution.png", "01_class_distribution.html", "01_maxmin_gallery.png"):
         assert (preset.figure_dir / fig).stat().st_size > 1000
+
+
+def test_a_cell_past_the_timeout_ends_the_run_with_one_line(tmp_path):
+    import json
+
+    from overthink_lib.notebooks import NotebookFailed, run_suite
+
+    cells = [{"cell_type": "code", "metadata": {"tags": ["parameters"]}, "execution_count": None, "outputs": [],
+              "source": ['preset = "smoke"  # the preset\n']},
+             {"cell_type": "code", "metadata": {}, "execution_count": None, "outputs": [], "source": ["x = 1\n"]},
+             {"cell_type": "code", "metadata": {}, "execution_count": None, "outputs": [],
+              "source": ["import time\n", "time.sleep(60)  # a reply that never comes\n"]}]
+    book = {"cells": cells, "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3",
+                                                        "language": "python"}}, "nbformat": 4, "nbformat_minor": 5}
+    (tmp_path / "books").mkdir()
+    (tmp_path / "books" / "01_hang.ipynb").write_text(json.dumps(book))
+    import time
+
+    t0 = time.perf_counter()
+    with pytest.raises(NotebookFailed, match=r"01_hang.ipynb: cell \d+ ran past the preset's cell timeout of 5 s") as err:
+        run_suite("smoke", folder=tmp_path / "books", out_dir=tmp_path / "out", cell_timeout=5, progress=False)
+    assert time.perf_counter() - t0 < 50 and "\n" not in str(err.value)
+    assert not (get_preset("smoke").run_dir / "notebooks" / "01_hang.ipynb").exists()
