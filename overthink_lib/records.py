@@ -27,8 +27,9 @@ FORMAT = "overthink.ExitRecord/1"
 SUFFIX = ".npz"
 
 
-def _tensor(x: Any, dtype: torch.dtype, name: str) -> torch.Tensor:
-    """A CPU tensor of ``dtype`` from a tensor, numpy array or nested list; anything else → one ConfigError."""
+def _tensor(x: Any, dtype: torch.dtype | None, name: str) -> torch.Tensor:
+    """A CPU tensor of ``dtype`` (None: its own) from a tensor, numpy array or nested list; anything else → one
+    ConfigError."""
     try:
         t = x.detach().cpu() if torch.is_tensor(x) else torch.as_tensor(np.asarray(x))
     except (TypeError, ValueError) as err:
@@ -37,7 +38,7 @@ def _tensor(x: Any, dtype: torch.dtype, name: str) -> torch.Tensor:
     if not (t.is_floating_point() or t.dtype in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8,
                                                   torch.bool)):
         raise ConfigError(f"ExitRecord {name} must be numeric, got dtype {t.dtype}")
-    return t.to(dtype)
+    return t if dtype is None else t.to(dtype)
 
 
 @dataclass
@@ -100,8 +101,7 @@ class ExitRecord:
                               f"got {int(labels.min())}..{int(labels.max())}")
         idx = torch.arange(len(logits)) if indices is None else _tensor(indices, torch.int64, "indices")
         fl = None if flops is None else _tensor(flops, torch.float64, "flops").reshape(-1)
-        ex = {k: _tensor(v, torch.as_tensor(np.asarray(v)).dtype if not torch.is_tensor(v) else v.dtype, f"extra {k}")
-              for k, v in (extras or {}).items()}
+        ex = {k: _tensor(v, None, f"extra {k}") for k, v in (extras or {}).items()}
         prov = {"source": "arrays", "weights_hash": model or "unknown", **(provenance or {})}
         return cls(logits, labels, idx, fl, ex, prov)
 

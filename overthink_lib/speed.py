@@ -101,6 +101,10 @@ COMPILE: dict[str, tuple[float, float]] = {
 }
 
 
+#: On CUDA, ``fast`` compiles runs of at least this many eager seconds (a guess, not a measurement: see resolve).
+CUDA_COMPILE_AFTER_S = 600.0
+
+
 def compile_break_even(cpu: CpuInfo | None = None) -> float:
     """Seconds of eager training above which compiling repays its compile time on ``cpu``: cost / (1 − 1/gain)."""
     cost, gain = COMPILE.get((cpu or cpu_info()).kind, max(COMPILE.values(), key=lambda cg: cg[0] / (1 - 1 / cg[1])))
@@ -159,7 +163,8 @@ class Speed:
         if not self.auto:
             return self
         if torch.device(device).type != "cpu":
-            return Speed(fused_sgd=True, compile=run_seconds is not None and run_seconds >= 600)
+            # not measured on a GPU yet (no device in the session that wrote this): compile only for runs of 10+ min
+            return Speed(fused_sgd=True, compile=run_seconds is not None and run_seconds >= CUDA_COMPILE_AFTER_S)
         return Speed.fast(cpu=cpu, run_seconds=run_seconds)
 
     @classmethod
