@@ -26,11 +26,12 @@ def _probe(model: nn.Module, input_shape: tuple[int, ...]):
 
 
 @torch.no_grad()
-def exit_flops(model: nn.Module, input_shape: tuple[int, ...]) -> list[float]:
-    """Cumulative MACs per exit for one input of shape ``input_shape`` = (C, H, W)."""
+def exit_flops(model: nn.Module, input_shape: tuple[int, ...], num_exits: int | None = None) -> list[float]:
+    """Cumulative MACs per exit for one input of shape ``input_shape`` = (C, H, W); the model runs
+    ``model(x, upto=k)`` for k = 1..``num_exits`` (default ``model.num_exits``)."""
     out = []
     with _probe(model, input_shape) as x:
-        for k in range(1, model.num_exits + 1):
+        for k in range(1, (num_exits or model.num_exits) + 1):
             with FlopCounterMode(display=False) as counter:
                 model(x, upto=k)
             out.append(counter.get_total_flops() / 2)

@@ -93,22 +93,15 @@ def _batches(data: Any, batch_size: int) -> Iterable[tuple[torch.Tensor, torch.T
 
 
 def _measured_flops(model: nn.Module, x: torch.Tensor, num_exits: int) -> list[float] | None:
-    """Cumulative MACs per exit, when the model can stop at an exit (``forward(x, upto=k)``); else None."""
-    from torch.utils.flop_counter import FlopCounterMode
+    """Cumulative MACs per exit (:func:`~overthink_lib.flops.exit_flops`), when the model can stop at an exit
+    (``forward(x, upto=k)``); else None."""
+    from .flops import exit_flops
 
     try:
         takes_upto = "upto" in inspect.signature(model.forward).parameters
     except (TypeError, ValueError):
         takes_upto = False
-    if not takes_upto:
-        return None
-    out = []
-    with torch.no_grad():
-        for k in range(1, num_exits + 1):
-            with FlopCounterMode(display=False) as counter:
-                model(x[:1], upto=k)
-            out.append(counter.get_total_flops() / 2)
-    return out
+    return exit_flops(model, tuple(x.shape[1:]), num_exits) if takes_upto else None
 
 
 @torch.no_grad()
