@@ -1,4 +1,4 @@
-"""The command line: ``python -m overthink_lib {reproduce,fetch,datasets,train,record,import-record} ...``.
+"""The command line: ``python -m overthink_lib {reproduce,reference,fetch,datasets,train,record,import-record} ...``.
 
 Bad input (unknown preset, dataset, parameter; missing offline data) ends with one ``error:`` line and exit code 2.
 """
@@ -15,7 +15,30 @@ def _cmd_reproduce(args: argparse.Namespace) -> None:
     from .notebooks import parse_param, run_suite
 
     params = dict(parse_param(p) for p in args.param)
-    run_suite(args.preset, only=args.only or None, params=params, progress=not args.quiet)
+    run_suite(args.preset, only=args.only or None, params=params, progress=not args.quiet,
+              export_html=not args.no_html)
+
+
+def _cmd_reference(args: argparse.Namespace) -> None:
+    """runs/<preset>/results.json → the committed regression reference (tolerances kept)."""
+    import json
+
+    from .config import ROOT, get_preset
+    from .results import compare, write_reference
+
+    src = get_preset(args.preset).run_dir / "results.json"
+    if not src.exists():
+        raise ConfigError(f"no {src}: run `python -m overthink_lib reproduce --preset {args.preset}` first")
+    res = json.loads(src.read_text())
+    if res.get("timings", {}).get("notebook_seconds") and len(res["timings"]["notebook_seconds"]) < 2:
+        raise ConfigError(f"{src} comes from a partial run ({', '.join(res['timings']['notebook_seconds'])}): run the "
+                          "whole suite before making it the reference")
+    path = Path(args.out) if args.out else ROOT / "tests" / "reference" / f"{args.preset}.json"
+    old = json.loads(path.read_text()) if path.exists() else None
+    changed = compare(res, old) if old else []
+    ref = write_reference(res, path, keep=old)
+    print(f"wrote {path}: {len(ref['metrics'])} metrics from {src}"
+          + (f"; changed: {len(changed)}\n  " + "\n  ".join(changed) if changed else ""))
 
 
 def _cmd_fetch(args: argparse.Namespace) -> None:
@@ -100,8 +123,13 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--preset", default="cpu", help=f"one of {', '.join(PRESETS)} (default cpu)")
     r.add_argument("--only", action="append", default=[], help="run only notebooks starting with this (repeatable)")
     r.add_argument("--param", action="append", default=[], help="extra notebook parameter name=value (repeatable)")
-    r.add_argument("--quiet", action="store_true", help="no per-cell progress bar")
+    r.add_argument("--quiet", action="store_true", help="do not stream what the notebooks print")
+    r.add_argument("--no-html", action="store_true", help="skip the HTML export of the executed notebooks")
     r.set_defaults(func=_cmd_reproduce)
+    ref = sub.add_parser("reference", help="make runs/<preset>/results.json the regression reference CI checks")
+    ref.add_argument("--preset", default="smoke")
+    ref.add_argument("--out", default=None, help="default tests/reference/<preset>.json")
+    ref.set_defaults(func=_cmd_reference)
     f = sub.add_parser("fetch", help="download datasets into data/ (needs internet)")
     f.add_argument("names", nargs="+")
     f.set_defaults(func=_cmd_fetch)

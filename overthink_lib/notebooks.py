@@ -7,7 +7,10 @@ library call, :func:`start`, checks the values (a known preset, a known dataset,
 from __future__ import annotations
 
 import ast
+import contextlib
 import csv
+import os
+import sys
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -215,9 +218,100 @@ def _running_cell(executed: Path) -> str:
     return "?"
 
 
+class _Prefixed:
+    """A text stream that writes each complete line to ``stream`` with a prefix (the kernel's output, streamed)."""
+
+    def __init__(self, stream, prefix: str):
+        self.stream, self.prefix, self.buf = stream, prefix, ""
+
+    def write(self, text: str) -> int:
+        self.buf += text.replace("\r", "\n")
+        *lines, self.buf = self.buf.split("\n")
+        for line in lines:
+            if line.strip():
+                self.stream.write(f"{self.prefix}{line}\n")
+        return len(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+
+@contextlib.contextmanager
+def _kernel_env(values: dict[str, str]):
+    """Environment variables the notebook's kernel inherits (papermill starts it from this process)."""
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+PLOTLY_MIME = "application/vnd.plotly.v1+json"
+
+
+def _with_plotly_html(nb):
+    """Give every plotly output an HTML rendering for the export: the first carries plotly.js, the rest reuse it."""
+    import plotly.io as pio
+
+    first = True
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            data = out.get("data", {})
+            if PLOTLY_MIME in data and "text/html" not in data:
+                data["text/html"] = pio.to_html(data[PLOTLY_MIME], include_plotlyjs=first, full_html=False)
+                first = False
+    return nb
+
+
+def export_notebooks(executed: list[Path], html_dir: Path, res: dict[str, Any] | None = None) -> Path:
+    """Executed notebooks → ``html_dir/<name>.html`` (outputs and images embedded; plotly figures carry their own
+    plotly.js, so nothing is fetched) and ``html_dir/index.html`` linking them beside the headline numbers."""
+    import html
+
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    from .config import atomic_write_bytes
+
+    html_dir = Path(html_dir)
+    html_dir.mkdir(parents=True, exist_ok=True)
+    # no CDN: MathJax, require.js and mermaid are left out (their URLs empty; the empty script tags removed)
+    exporter = HTMLExporter(template_name="lab", mathjax_url="", require_js_url="", mermaid_js_url="",
+                            mermaid_layout_elk_js_url="", jquery_url="", widget_renderer_url="",
+                            jupyter_widgets_base_url="")
+    for nb in executed:
+        body, _ = exporter.from_notebook_node(_with_plotly_html(nbformat.read(str(nb), as_version=4)))
+        atomic_write_bytes(html_dir / f"{nb.stem}.html", body.replace('<script src=""></script>', "").encode())
+    links = [f'<li><a href="{html.escape(p.name)}">{html.escape(p.stem)}</a></li>'
+             for p in sorted(html_dir.glob("[0-9][0-9]_*.html"))]
+    rows_html = ""
+    if res is not None:
+        from .results import rows
+
+        rows_html = "<h2>Headline numbers</h2><table><tr><th>section</th><th>what</th><th>value</th></tr>" + "".join(
+            f"<tr><td>{html.escape(a)}</td><td>{html.escape(b)}</td><td>{html.escape(c)}</td></tr>"
+            for a, b, c in rows(res)) + "</table>"
+        meta = (f"<p>preset <b>{html.escape(res['preset'])}</b>, code {html.escape(res['code_version'])}, torch "
+                f"{html.escape(res['torch'])}, CPU {html.escape(res['cpu'])}; 95 % CIs in brackets.</p>")
+    else:
+        meta = ""
+    page = ("<!doctype html><meta charset='utf-8'><title>overthink results</title><style>body{font-family:sans-serif;"
+            "max-width:60em;margin:2em auto}td,th{padding:2px 10px;text-align:left}tr:nth-child(even){background:#f3f3f3}"
+            "</style><h1>overthink: executed notebooks</h1>" + meta + "<ul>" + "".join(links) + "</ul>" + rows_html)
+    index = html_dir / "index.html"
+    atomic_write_bytes(index, page.encode())
+    return index
+
+
 def run_suite(preset: str, *, only: list[str] | None = None, params: dict[str, Any] | None = None,
               kernel: str = "python3", progress: bool = True, folder: Path = NOTEBOOK_DIR,
-              out_dir: Path | None = None, cell_timeout: int | None = None) -> list[dict[str, Any]]:
+              out_dir: Path | None = None, cell_timeout: int | None = None,
+              export_html: bool = True) -> list[dict[str, Any]]:
     """Execute the suite's notebooks in order with papermill; stop at the first failure.
 
     Args:
@@ -229,12 +323,22 @@ def run_suite(preset: str, *, only: list[str] | None = None, params: dict[str, A
             record's: ``runs/<preset>/record-notebooks/<name>/``).
         cell_timeout: seconds a cell may run (default the preset's ``cell_timeout``); past it the run stops with
             :class:`NotebookFailed` naming the notebook and the cell.
+        progress: stream what each notebook prints (epoch lines with loss, accuracy and ETA while a network
+            trains), each line prefixed with the notebook's number.
+        export_html: write ``html/`` beside the results: every executed notebook as a self-contained page and an
+            ``index.html``.
+    Notebooks that declare ``show_widgets`` get ``show_widgets=False`` unless it is given: nothing headless
+    can display a widget. At the end the headline numbers the notebooks recorded (:mod:`overthink_lib.results`)
+    are printed and written to ``results.json`` and ``results.md`` (``runs/<preset>/``, or beside the executed
+    copies of a given record).
     Returns:
         One row per notebook: name, seconds, output path. Also written to ``runs/<preset>/notebook_timings.csv``.
     """
     import papermill
     from nbclient.exceptions import CellTimeoutError
     from papermill.exceptions import PapermillExecutionError
+
+    from .results import ENV as RESULTS_ENV, collect, table
 
     cfg = get_preset(preset)
     books = list_notebooks(folder)
@@ -263,6 +367,8 @@ def run_suite(preset: str, *, only: list[str] | None = None, params: dict[str, A
             out_dir = cfg.run_dir / "record-notebooks" / record_figure_dir(Path("."), all_params["record"]).name
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    summary_dir = cfg.run_dir if own else out_dir  # results.json/.md, html/ and the timings go here
+    parts_dir = summary_dir / "results"
     rows = []
     fig_dir = cfg.figure_dir
     if str(all_params.get("record") or "").strip():
@@ -271,11 +377,21 @@ def run_suite(preset: str, *, only: list[str] | None = None, params: dict[str, A
           f"figures → {fig_dir}", flush=True)
     for book in books:
         out = out_dir / book.name
+        part = parts_dir / f"{book.stem}.json"
+        part.unlink(missing_ok=True)  # this notebook's numbers come from this run or not at all
+        book_params = dict(all_params)
+        if "show_widgets" in declared_parameters(book) and "show_widgets" not in book_params:
+            book_params["show_widgets"] = False  # headless: no frontend could show a widget (see README)
+        if progress:
+            print(f"▶ {book.name}", flush=True)
         t0 = time.perf_counter()
         try:
-            papermill.execute_notebook(str(book), str(out), parameters=all_params, kernel_name=kernel,
-                                       cwd=str(book.parent), progress_bar=progress, log_output=False,
-                                       execution_timeout=timeout)
+            with _kernel_env({RESULTS_ENV: str(part), "TQDM_DISABLE": "1"}):
+                papermill.execute_notebook(
+                    str(book), str(out), parameters=book_params, kernel_name=kernel, cwd=str(book.parent),
+                    progress_bar=False, log_output=False, execution_timeout=timeout,
+                    **({"stdout_file": _Prefixed(sys.stdout, f"  [{book.name[:2]}] "),
+                        "stderr_file": _Prefixed(sys.stderr, f"  [{book.name[:2]}] ")} if progress else {}))
         except CellTimeoutError:
             raise NotebookFailed(f"{book.name}: cell {_running_cell(out)} ran past the preset's cell timeout of "
                                  f"{timeout} s and was stopped — executed copy up to there: {out}") from None
@@ -286,11 +402,17 @@ def run_suite(preset: str, *, only: list[str] | None = None, params: dict[str, A
         dt = time.perf_counter() - t0
         rows.append({"notebook": book.name, "seconds": round(dt, 1), "output": str(out)})
         print(f"  {book.name}: {dt:.1f} s", flush=True)
-    timings = cfg.run_dir / "notebook_timings.csv" if own else out_dir / "notebook_timings.csv"
+    timings = summary_dir / "notebook_timings.csv"
     with open(timings, "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=["notebook", "seconds", "output"])
         w.writeheader()
         w.writerows(rows)
     total = sum(r["seconds"] for r in rows)
-    print(f"done: {len(rows)} notebook(s) in {total:.1f} s; timings in {timings}")
+    res = collect(parts_dir, summary_dir, preset=preset, timings=rows)
+    print(f"done: {len(rows)} notebook(s) in {total:.1f} s; timings in {timings}\n\nheadline numbers "
+          f"(95 % CIs in brackets; {summary_dir / 'results.json'}, {summary_dir / 'results.md'}):\n{table(res)}",
+          flush=True)
+    if export_html:
+        index = export_notebooks([Path(r["output"]) for r in rows], summary_dir / "html", res)
+        print(f"readable copies of the executed notebooks (images embedded, no server needed): {index}", flush=True)
     return rows

@@ -75,6 +75,19 @@ def exit_labels(rec: ExitRecord, method: str = "score", lam: float = 5.0) -> Exi
     return ExitLabels(rows, labels[rows], int((~keep).sum()), n_labels, method, lam_used)
 
 
+def label_distribution(rec: ExitRecord, method: str, lams) -> "pd.DataFrame":
+    """Share of each D_ee label under each λ: one row per (lambda, label) with ``share`` and ``dropped`` (samples no
+    exit gets right, which the score method leaves out)."""
+    import pandas as pd
+
+    rows = []
+    for lam in lams:
+        lab = exit_labels(rec, method, lam)
+        rows += [{"lambda": lam, "label": i + 1, "share": float(f), "dropped": lab.dropped}
+                 for i, f in enumerate(lab.distribution())]
+    return pd.DataFrame(rows)
+
+
 def class_weights(labels: torch.Tensor, num_labels: int) -> torch.Tensor:
     """Eq 4.3: w_y = max(C) / C[y], C the count of each label in the training set (absent labels get weight 0)."""
     counts = torch.bincount(labels, minlength=num_labels).double()
@@ -129,8 +142,9 @@ def shuffled(ds, seed: int):
 
 def evaluate_policy(preds: torch.Tensor, truth: torch.Tensor, train_labels: torch.Tensor, num_labels: int, *,
                     n_boot: int = 2000, seed: int = 0) -> dict:
-    """Accuracy (bootstrap CI), uniform chance, always-the-training-majority rate, balanced accuracy, confusion."""
-    from .stats import bootstrap_mean
+    """Accuracy, always-the-training-majority rate and balanced accuracy (mean per-label recall), each as
+    ``(estimate, low, high)`` with a bootstrap 95 % CI over test samples; uniform chance; the confusion matrix."""
+    from .stats import bootstrap_mean, bootstrap_statistic
 
     ok = (preds == truth).double()
     acc = bootstrap_mean(ok, n_boot=n_boot, seed=seed)
@@ -138,10 +152,17 @@ def evaluate_policy(preds: torch.Tensor, truth: torch.Tensor, train_labels: torc
     maj = bootstrap_mean((truth == majority).double(), n_boot=n_boot, seed=seed)
     conf = torch.zeros(num_labels, num_labels, dtype=torch.long)
     conf.index_put_((truth, preds), torch.ones_like(truth), accumulate=True)
-    present = conf.sum(1) > 0
-    recall = conf.diag()[present].double() / conf.sum(1)[present].double()
+    t, p = truth.numpy(), preds.numpy()
+
+    def balanced(rows: np.ndarray) -> float:  # mean recall over the labels present in the (resampled) rows
+        tt, hit = t[rows], t[rows] == p[rows]
+        counts = np.bincount(tt, minlength=num_labels)
+        present = counts > 0
+        return float((np.bincount(tt, weights=hit, minlength=num_labels)[present] / counts[present]).mean())
+
+    bal = bootstrap_statistic(balanced, len(t), n_boot=n_boot, seed=seed) if len(t) else (float("nan"),) * 3
     return {"accuracy": acc, "chance": 1.0 / num_labels, "majority_label": majority, "majority_rate": maj,
-            "balanced_accuracy": float(recall.mean()), "confusion": conf.numpy(), "n": len(truth)}
+            "balanced_accuracy": bal, "confusion": conf.numpy(), "n": len(truth)}
 
 
 def as_exit_policy(preds: torch.Tensor, rec: ExitRecord, method: str) -> dict:

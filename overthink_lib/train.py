@@ -278,6 +278,11 @@ def resolve_speed(cfg: TrainConfig, model: nn.Module, train_ds: ImageSet,
     return replace(cfg, speed=cfg.speed.resolve(run_seconds=seconds, device=device))
 
 
+def _mmss(seconds: float) -> str:
+    m, s = divmod(int(round(seconds)), 60)
+    return f"{m} min {s:02d} s" if m else f"{s} s"
+
+
 def train_one_epoch(net: nn.Module, opt: torch.optim.Optimizer, train_ds: ImageSet, cfg: TrainConfig, epoch: int, *,
                     n_exits: int, loss_fn: LossFn, device: torch.device, scaler=None, rank: int = 0, world: int = 1,
                     progress: bool = True) -> dict[str, Any]:
@@ -416,7 +421,9 @@ def fit(model: MultiExit, train_ds: ImageSet, val_ds: ImageSet | None, cfg: Trai
                 accs = " ".join(f"{row.get(f'val_acc_{k + 1}', row[f'train_acc_{k + 1}']) * 100:.1f}"
                                 for k in range(n_exits))
                 which = "val" if val_ds is not None else "train"
-                print(f"epoch {epoch + 1}/{cfg.epochs}: {row['seconds']:.0f} s, {which} acc per exit {accs} "
+                left = (cfg.epochs - epoch - 1) * float(np.mean([h["seconds"] for h in history[start_epoch:]]))
+                print(f"epoch {epoch + 1}/{cfg.epochs}: {row['seconds']:.0f} s, train loss (last exit) "
+                      f"{row[f'train_loss_{n_exits}']:.3f}, {which} acc per exit {accs}, ETA {_mmss(left)} "
                       f"→ {ckpt_path}", flush=True)
         if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch:
             break

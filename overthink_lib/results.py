@@ -1,0 +1,202 @@
+"""Headline numbers of a run: notebooks :func:`put` them, the runner collects them into one table.
+
+While ``reproduce`` executes a notebook it sets ``OVERTHINK_RESULTS`` to that notebook's part file
+(``runs/<preset>/results/<notebook>.json``, deleted before the notebook starts, so no number outlives the run that
+made it); :func:`put` writes there and does nothing when the variable is unset (a notebook opened in JupyterLab).
+At the end, :func:`collect` merges the parts into ``runs/<preset>/results.json`` and ``results.md`` and the runner
+prints the table. Values: a number, a string, or ``[estimate, low, high]`` (a 95 % CI); fractions stay fractions
+(0.1234, not 12.34) — the ``unit`` given to :func:`put` says how the table shows them.
+
+:func:`compare` checks a results file against a committed reference with per-metric tolerances (the CI's
+regression check); :func:`write_reference` makes or refreshes that reference from a run.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+from .config import ConfigError, atomic_write_bytes, code_version
+
+ENV = "OVERTHINK_RESULTS"
+UNITS = {"%": 100.0, "pts": 100.0, "": 1.0, "s": 1.0, "×": 1.0, "MFLOPs": 1.0, "img/s": 1.0}
+#: The tolerance a new reference metric gets: absolute, in the metric's own scale (0.03 = 3 points of a fraction).
+DEFAULT_ABS_TOL = 0.03
+
+
+def _plain(value: Any) -> Any:
+    """numpy / torch scalars and tuples → JSON numbers and lists; NaN → None."""
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, (str, bool)) or value is None:
+        return value
+    if hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, int):
+        return value
+    value = float(value)
+    return None if math.isnan(value) else value
+
+
+def put(section: str, key: str, value: Any, label: str = "", unit: str = "") -> Any:
+    """Record one headline number of the running notebook (no-op outside ``reproduce``); returns ``value``.
+
+    Args:
+        section: the table's group, e.g. ``"overthinking"``, ``"maxmin"``.
+        key: the metric's name within it (``results.json[section][key]``).
+        value: a number, a string, or ``(estimate, low, high)``.
+        label: what the number is, for the table (default: the key).
+        unit: ``"%"`` or ``"pts"`` for fractions shown ×100, ``""`` for plain numbers, or ``"s"``, ``"×"``,
+            ``"MFLOPs"``.
+    """
+    if unit not in UNITS:
+        raise ConfigError(f"unknown unit {unit!r}: use one of {', '.join(repr(u) for u in UNITS)}")
+    if isinstance(value, (list, tuple)) and len(value) != 3:
+        raise ConfigError(f"result {section}.{key}: give a number, a string or (estimate, low, high), got {value!r}")
+    target = os.environ.get(ENV)
+    if not target:
+        return value
+    path = Path(target)
+    part = json.loads(path.read_text()) if path.exists() else {"values": {}, "meta": {}}
+    part["values"].setdefault(section, {})[key] = _plain(value)
+    part["meta"][f"{section}.{key}"] = {"label": label or key, "unit": unit}
+    part["code_version"] = code_version()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, json.dumps(part, indent=1).encode())
+    return value
+
+
+def fmt_value(value: Any, unit: str = "") -> str:
+    """How the table shows a value: fractions ×100 for ``%``/``pts``, CIs in brackets."""
+    scale = UNITS.get(unit, 1.0)
+
+    def num(v):
+        if v is None:
+            return "n/a"
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            return str(v)
+        if isinstance(v, int) and scale == 1.0:
+            return str(v)
+        x = v * scale
+        return f"{x:.2f}" if scale != 1.0 or abs(x) >= 1 else f"{x:.3g}"
+
+    suffix = f" {unit}" if unit else ""
+    if isinstance(value, list):
+        return f"{num(value[0])}{suffix} [{num(value[1])}, {num(value[2])}]"
+    return f"{num(value)}{suffix}" if isinstance(value, (int, float)) and not isinstance(value, bool) else str(value)
+
+
+def collect(parts_dir: Path, out_dir: Path, *, preset: str, timings: list[dict[str, Any]]) -> dict[str, Any]:
+    """Merge every part under ``parts_dir`` (in notebook order) into ``out_dir/results.json`` and ``results.md``.
+
+    ``timings``: the runner's rows of this run (notebook, seconds); notebooks not run this time keep their parts
+    (from an earlier ``--only`` run), and the file names the code version each part came from.
+    """
+    import platform
+
+    import torch
+
+    from .speed import cpu_info
+
+    parts = sorted(Path(parts_dir).glob("*.json"))
+    values: dict[str, dict[str, Any]] = {}
+    meta: dict[str, dict[str, str]] = {}
+    sources: dict[str, str] = {}
+    for p in parts:
+        part = json.loads(p.read_text())
+        for section, kv in part["values"].items():
+            values.setdefault(section, {}).update(kv)
+        meta.update(part["meta"])
+        sources[p.stem] = part.get("code_version", "?")
+    seconds = {r["notebook"]: r["seconds"] for r in timings}
+    res = {"preset": preset, "code_version": code_version(), "cpu": cpu_info().describe(),
+           "torch": torch.__version__, "threads": torch.get_num_threads(), "python": platform.python_version(),
+           **values, "timings": {"notebook_seconds": seconds, "total_seconds": round(sum(seconds.values()), 1)},
+           "meta": {"labels": meta, "sources": sources}}
+    out_dir = Path(out_dir)
+    atomic_write_bytes(out_dir / "results.json", (json.dumps(res, indent=1) + "\n").encode())
+    atomic_write_bytes(out_dir / "results.md", markdown(res).encode())
+    return res
+
+
+def rows(res: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(section, what, value) rows of a results dict, in file order, timings last."""
+    labels = res.get("meta", {}).get("labels", {})
+    out = []
+    for section, kv in res.items():
+        if section in ("preset", "code_version", "cpu", "torch", "threads", "python", "timings", "meta"):
+            continue
+        for key, value in kv.items():
+            m = labels.get(f"{section}.{key}", {})
+            out.append((section, m.get("label", key), fmt_value(value, m.get("unit", ""))))
+    for nb, s in res.get("timings", {}).get("notebook_seconds", {}).items():
+        out.append(("timings", nb, f"{s:.0f} s"))
+    if "timings" in res:
+        out.append(("timings", "all notebooks", f"{res['timings']['total_seconds']:.0f} s"))
+    return out
+
+
+def markdown(res: dict[str, Any]) -> str:
+    head = (f"# Results of the `{res['preset']}` run\n\ncode {res['code_version']}, torch {res['torch']}, "
+            f"{res['threads']} threads, CPU {res['cpu']}. 95 % CIs in brackets.\n\n")
+    lines = ["| section | what | value |", "|---|---|---|"]
+    lines += [f"| {s} | {w} | {v} |" for s, w, v in rows(res)]
+    mixed = sorted(set(res.get("meta", {}).get("sources", {}).values()))
+    note = f"\nParts come from more than one code version: {', '.join(mixed)}.\n" if len(mixed) > 1 else ""
+    return head + "\n".join(lines) + "\n" + note
+
+
+def table(res: dict[str, Any]) -> str:
+    """The same rows as plain aligned text, for the terminal."""
+    r = rows(res)
+    if not r:
+        return "(no headline numbers were recorded)"
+    w0, w1 = max(len(a) for a, _, _ in r), max(len(b) for _, b, _ in r)
+    return "\n".join(f"  {a:<{w0}}  {b:<{w1}}  {c}" for a, b, c in r)
+
+
+def _flat(res: dict[str, Any]) -> dict[str, Any]:
+    skip = ("preset", "code_version", "cpu", "torch", "threads", "python", "timings", "meta")
+    return {f"{s}.{k}": v for s, kv in res.items() if s not in skip and isinstance(kv, dict) for k, v in kv.items()}
+
+
+def compare(res: dict[str, Any], reference: dict[str, Any]) -> list[str]:
+    """Every metric of ``reference["metrics"]`` checked against ``res``: one line per drift, empty when all hold.
+
+    A reference metric is ``{"value": v, "abs_tol": t}``; for ``[estimate, low, high]`` values the estimate is
+    compared. Strings must match exactly. A metric missing from ``res`` is a drift too.
+    """
+    got = _flat(res)
+    problems = []
+    for name, ref in reference["metrics"].items():
+        if name not in got:
+            problems.append(f"{name}: in the reference ({ref['value']!r}) but not in this run's results")
+            continue
+        want, have = ref["value"], got[name]
+        if isinstance(want, list):
+            want = want[0]
+        if isinstance(have, list):
+            have = have[0]
+        if isinstance(want, str) or isinstance(have, str) or want is None or have is None:
+            if want != have:
+                problems.append(f"{name}: {have!r} here, reference {want!r}")
+            continue
+        if abs(have - want) > ref["abs_tol"]:
+            problems.append(f"{name}: {have:.4g} here, reference {want:.4g} (tolerance ±{ref['abs_tol']:.3g}, "
+                            f"off by {have - want:+.4g})")
+    return problems
+
+
+def write_reference(res: dict[str, Any], path: Path, *, keep: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A reference from a results dict: every numeric/string metric, tolerances kept from ``keep`` (the old
+    reference) where it had the metric, else :data:`DEFAULT_ABS_TOL`."""
+    old = (keep or {}).get("metrics", {})
+    metrics = {}
+    for name, value in _flat(res).items():
+        metrics[name] = {"value": value, "abs_tol": old.get(name, {}).get("abs_tol", DEFAULT_ABS_TOL)}
+    ref = {"preset": res["preset"], "code_version": res["code_version"], "cpu": res["cpu"], "metrics": metrics,
+           "how": "python -m overthink_lib reference --preset smoke (after make smoke); tolerances: see README"}
+    atomic_write_bytes(Path(path), (json.dumps(ref, indent=1) + "\n").encode())
+    return ref
