@@ -35,8 +35,14 @@ def _cmd_reference(args: argparse.Namespace) -> None:
                           "whole suite before making it the reference")
     path = Path(args.out) if args.out else ROOT / "tests" / "reference" / f"{args.preset}.json"
     old = json.loads(path.read_text()) if path.exists() else None
-    changed = compare(res, old) if old else []
-    ref = write_reference(res, path, keep=old)
+    other = None
+    if args.other:
+        try:
+            other = json.loads(Path(args.other).read_text())
+        except (OSError, ValueError) as err:
+            raise ConfigError(f"--other {args.other}: not a readable results.json ({err})") from None
+    changed = compare(res, old, exact=True) if old else []
+    ref = write_reference(res, path, keep=old, other=other)
     print(f"wrote {path}: {len(ref['metrics'])} metrics from {src}"
           + (f"; changed: {len(changed)}\n  " + "\n  ".join(changed) if changed else ""))
 
@@ -129,6 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
     ref = sub.add_parser("reference", help="make runs/<preset>/results.json the regression reference CI checks")
     ref.add_argument("--preset", default="smoke")
     ref.add_argument("--out", default=None, help="default tests/reference/<preset>.json")
+    ref.add_argument("--other", default=None, help="results.json of the same run on another CPU kind (e.g. with "
+                     "ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2): sets each metric's cross-kind tolerance")
     ref.set_defaults(func=_cmd_reference)
     f = sub.add_parser("fetch", help="download datasets into data/ (needs internet)")
     f.add_argument("names", nargs="+")

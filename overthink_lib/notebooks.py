@@ -390,6 +390,8 @@ def run_suite(preset: str, *, only: list[str] | None = None, params: dict[str, A
                 papermill.execute_notebook(
                     str(book), str(out), parameters=book_params, kernel_name=kernel, cwd=str(book.parent),
                     progress_bar=False, log_output=False, execution_timeout=timeout,
+                    # the kernel app's own log (a TCP-on-localhost warning per notebook) is not the notebook's output
+                    extra_arguments=["--IPKernelApp.log_level=ERROR"],
                     **({"stdout_file": _Prefixed(sys.stdout, f"  [{book.name[:2]}] "),
                         "stderr_file": _Prefixed(sys.stderr, f"  [{book.name[:2]}] ")} if progress else {}))
         except CellTimeoutError:

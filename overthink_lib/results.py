@@ -24,6 +24,14 @@ ENV = "OVERTHINK_RESULTS"
 UNITS = {"%": 100.0, "pts": 100.0, "": 1.0, "s": 1.0, "×": 1.0, "MFLOPs": 1.0, "img/s": 1.0}
 #: The tolerance a new reference metric gets: absolute, in the metric's own scale (0.03 = 3 points of a fraction).
 DEFAULT_ABS_TOL = 0.03
+#: Sections never put in a reference: throughput depends on the machine, not on the code.
+NOT_REFERENCED = ("speed",)
+
+
+_HEADER = ("preset", "code_version", "cpu", "cpu_id", "capability", "torch", "threads", "python", "timings", "meta")
+_KIND_KEYS = ("cpu", "cpu_id", "capability", "torch", "threads")
+#: Within this of the reference counts as the same number on the machine kind that made the reference.
+EXACT_TOL = 1e-9
 
 
 def _plain(value: Any) -> Any:
@@ -88,6 +96,23 @@ def fmt_value(value: Any, unit: str = "") -> str:
     return f"{num(value)}{suffix}" if isinstance(value, (int, float)) and not isinstance(value, bool) else str(value)
 
 
+def cpu_id() -> str:
+    """Vendor, family and model from ``/proc/cpuinfo`` (``"AuthenticAMD family 25 model 17"``): the microarchitecture,
+    which the model name of a virtual machine ("AMD EPYC") does not tell."""
+    fields = {}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            key = key.strip()
+            if key in ("vendor_id", "cpu family", "model") and key not in fields:
+                fields[key] = value.strip()
+            if not line.strip() and fields:
+                break
+    except OSError:
+        return "unknown"
+    return f"{fields.get('vendor_id', '?')} family {fields.get('cpu family', '?')} model {fields.get('model', '?')}"
+
+
 def collect(parts_dir: Path, out_dir: Path, *, preset: str, timings: list[dict[str, Any]]) -> dict[str, Any]:
     """Merge every part under ``parts_dir`` (in notebook order) into ``out_dir/results.json`` and ``results.md``.
 
@@ -111,8 +136,9 @@ def collect(parts_dir: Path, out_dir: Path, *, preset: str, timings: list[dict[s
         meta.update(part["meta"])
         sources[p.stem] = part.get("code_version", "?")
     seconds = {r["notebook"]: r["seconds"] for r in timings}
-    res = {"preset": preset, "code_version": code_version(), "cpu": cpu_info().describe(),
-           "torch": torch.__version__, "threads": torch.get_num_threads(), "python": platform.python_version(),
+    res = {"preset": preset, "code_version": code_version(), "cpu": cpu_info().describe(), "cpu_id": cpu_id(),
+           "capability": torch.backends.cpu.get_cpu_capability(), "torch": torch.__version__,
+           "threads": torch.get_num_threads(), "python": platform.python_version(),
            **values, "timings": {"notebook_seconds": seconds, "total_seconds": round(sum(seconds.values()), 1)},
            "meta": {"labels": meta, "sources": sources}}
     out_dir = Path(out_dir)
@@ -126,7 +152,7 @@ def rows(res: dict[str, Any]) -> list[tuple[str, str, str]]:
     labels = res.get("meta", {}).get("labels", {})
     out = []
     for section, kv in res.items():
-        if section in ("preset", "code_version", "cpu", "torch", "threads", "python", "timings", "meta"):
+        if section in _HEADER:
             continue
         for key, value in kv.items():
             m = labels.get(f"{section}.{key}", {})
@@ -158,16 +184,25 @@ def table(res: dict[str, Any]) -> str:
 
 
 def _flat(res: dict[str, Any]) -> dict[str, Any]:
-    skip = ("preset", "code_version", "cpu", "torch", "threads", "python", "timings", "meta")
-    return {f"{s}.{k}": v for s, kv in res.items() if s not in skip and isinstance(kv, dict) for k, v in kv.items()}
+    return {f"{s}.{k}": v for s, kv in res.items() if s not in _HEADER and isinstance(kv, dict) for k, v in kv.items()}
 
 
-def compare(res: dict[str, Any], reference: dict[str, Any]) -> list[str]:
+def same_kind(res: dict[str, Any], reference: dict[str, Any]) -> bool:
+    """Whether ``res`` comes from the machine kind, kernel capability and torch build that made the reference
+    (then a deterministic run must give the same numbers; elsewhere floats differ and training diverges)."""
+    on = reference.get("exact_on") or {}
+    return bool(on) and all(res.get(k) == on.get(k) for k in _KIND_KEYS)
+
+
+def compare(res: dict[str, Any], reference: dict[str, Any], exact: bool | None = None) -> list[str]:
     """Every metric of ``reference["metrics"]`` checked against ``res``: one line per drift, empty when all hold.
 
-    A reference metric is ``{"value": v, "abs_tol": t}``; for ``[estimate, low, high]`` values the estimate is
-    compared. Strings must match exactly. A metric missing from ``res`` is a drift too.
+    On the kind of machine that made the reference (:func:`same_kind`; or ``exact=True``) every number must match
+    to :data:`EXACT_TOL` and every string exactly. On another kind, a number may differ by its ``abs_tol`` (set from
+    a run on another CPU kind, see :func:`write_reference`) and a string is checked only when both kinds agreed on
+    it (``"strict": true``). For ``[estimate, low, high]`` the estimate is compared. A missing metric is a drift.
     """
+    exact = same_kind(res, reference) if exact is None else exact
     got = _flat(res)
     problems = []
     for name, ref in reference["metrics"].items():
@@ -180,23 +215,46 @@ def compare(res: dict[str, Any], reference: dict[str, Any]) -> list[str]:
         if isinstance(have, list):
             have = have[0]
         if isinstance(want, str) or isinstance(have, str) or want is None or have is None:
-            if want != have:
+            if want != have and (exact or ref.get("strict", True)):
                 problems.append(f"{name}: {have!r} here, reference {want!r}")
             continue
-        if abs(have - want) > ref["abs_tol"]:
-            problems.append(f"{name}: {have:.4g} here, reference {want:.4g} (tolerance ±{ref['abs_tol']:.3g}, "
+        tol = EXACT_TOL if exact else ref["abs_tol"]
+        if abs(have - want) > tol:
+            problems.append(f"{name}: {have:.6g} here, reference {want:.6g} ({'same machine kind: must match' if exact else f'tolerance ±{tol:.3g} across CPU kinds'}, "
                             f"off by {have - want:+.4g})")
     return problems
 
 
-def write_reference(res: dict[str, Any], path: Path, *, keep: dict[str, Any] | None = None) -> dict[str, Any]:
-    """A reference from a results dict: every numeric/string metric, tolerances kept from ``keep`` (the old
-    reference) where it had the metric, else :data:`DEFAULT_ABS_TOL`."""
+def write_reference(res: dict[str, Any], path: Path, *, keep: dict[str, Any] | None = None,
+                    other: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A reference from a results dict: every metric but :data:`NOT_REFERENCED`, exact on ``res``'s machine kind.
+
+    Cross-kind tolerances: with ``other`` (the same run on another CPU kind) each number's ``abs_tol`` is twice the
+    measured difference, at least :data:`DEFAULT_ABS_TOL`, and a string is ``strict`` only when both agree;
+    without it, tolerances are kept from ``keep`` (the old reference) or default.
+    """
     old = (keep or {}).get("metrics", {})
+    theirs = _flat(other) if other is not None else {}
     metrics = {}
     for name, value in _flat(res).items():
-        metrics[name] = {"value": value, "abs_tol": old.get(name, {}).get("abs_tol", DEFAULT_ABS_TOL)}
-    ref = {"preset": res["preset"], "code_version": res["code_version"], "cpu": res["cpu"], "metrics": metrics,
-           "how": "python -m overthink_lib reference --preset smoke (after make smoke); tolerances: see README"}
+        if name.split(".")[0] in NOT_REFERENCED:
+            continue
+        entry = {"value": value, "abs_tol": old.get(name, {}).get("abs_tol", DEFAULT_ABS_TOL)}
+        if "strict" in old.get(name, {}):
+            entry["strict"] = old[name]["strict"]
+        if name in theirs:
+            a, b = (v[0] if isinstance(v, list) else v for v in (value, theirs[name]))
+            if isinstance(a, str) or isinstance(b, str) or a is None or b is None:
+                entry["strict"] = a == b
+            else:
+                entry["abs_tol"] = max(DEFAULT_ABS_TOL, math.ceil(round(200 * abs(a - b), 6)) / 100)
+                entry["other_kind_value"] = b
+        metrics[name] = entry
+    ref = {"preset": res["preset"], "code_version": res["code_version"],
+           "exact_on": {k: res.get(k) for k in _KIND_KEYS},
+           "tolerances_from": (f"{other.get('cpu')} with kernel capability {other.get('capability')}"
+                               if other is not None else (keep or {}).get("tolerances_from", "defaults")),
+           "metrics": metrics,
+           "how": "make reference (reruns smoke, then python -m overthink_lib reference --preset smoke)"}
     atomic_write_bytes(Path(path), (json.dumps(ref, indent=1) + "\n").encode())
     return ref

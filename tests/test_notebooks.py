@@ -101,3 +101,18 @@ def test_a_cell_past_the_timeout_ends_the_run_with_one_line(tmp_path):
         run_suite("smoke", folder=tmp_path / "books", out_dir=tmp_path / "out", cell_timeout=5, progress=False)
     assert time.perf_counter() - t0 < 50 and "\n" not in str(err.value)
     assert not (get_preset("smoke").run_dir / "notebooks" / "01_hang.ipynb").exists()
+
+
+def test_smoke_numbers_match_the_reference():
+    """The smoke run's headline numbers (results.json, written by the suite above) against the committed reference:
+    a change that moves overthinking, a verdict or a policy number fails here, naming the metric and both values."""
+    import json
+
+    from overthink_lib.results import compare
+
+    path = get_preset("smoke").run_dir / "results.json"
+    assert path.exists(), f"no {path}: the smoke suite (test_smoke_suite_runs_headless_and_writes_figures) runs first"
+    ref = json.loads((ROOT / "tests" / "reference" / "smoke.json").read_text())
+    problems = compare(json.loads(path.read_text()), ref)
+    assert not problems, ("smoke numbers drifted from tests/reference/smoke.json (after a deliberate change: "
+                          "make reference):\n  " + "\n  ".join(problems))

@@ -1,0 +1,75 @@
+"""Headline numbers: notebooks put them, the runner collects them; the regression check compares with tolerances."""
+import json
+
+import pytest
+
+from overthink_lib import results
+from overthink_lib.config import ConfigError
+
+
+def test_put_writes_only_under_the_runner(tmp_path, monkeypatch):
+    monkeypatch.delenv(results.ENV, raising=False)
+    assert results.put("s", "k", 0.5) == 0.5  # in JupyterLab: nothing written
+    part = tmp_path / "parts" / "04_x.json"
+    monkeypatch.setenv(results.ENV, str(part))
+    results.put("overthinking", "rate", (0.25, 0.2, 0.3), "overthought", "%")
+    results.put("overthinking", "verdict", "lowered")
+    got = json.loads(part.read_text())
+    assert got["values"]["overthinking"] == {"rate": [0.25, 0.2, 0.3], "verdict": "lowered"}
+    assert got["meta"]["overthinking.rate"] == {"label": "overthought", "unit": "%"}
+    with pytest.raises(ConfigError, match="estimate, low, high"):
+        results.put("s", "k", (1, 2))
+    with pytest.raises(ConfigError, match="unknown unit"):
+        results.put("s", "k", 1.0, unit="furlongs")
+
+
+def test_collect_merges_parts_in_order_and_formats(tmp_path, monkeypatch):
+    parts = tmp_path / "results"
+    for name, value in (("03_a", 0.5), ("04_b", (0.1234, 0.1, 0.15))):
+        monkeypatch.setenv(results.ENV, str(parts / f"{name}.json"))
+        results.put(name[3:], "v", value, f"value of {name}", "%")
+    res = results.collect(parts, tmp_path, preset="smoke", timings=[{"notebook": "03_a.ipynb", "seconds": 1.5}])
+    assert res["a"]["v"] == 0.5 and res["b"]["v"] == [0.1234, 0.1, 0.15]
+    assert json.loads((tmp_path / "results.json").read_text())["timings"]["total_seconds"] == 1.5
+    md = (tmp_path / "results.md").read_text()
+    assert "| b | value of 04_b | 12.34 % [10.00, 15.00] |" in md and "| a | value of 03_a | 50.00 % |" in md
+    assert "value of 04_b" in results.table(res)
+
+
+def test_compare_names_each_drift():
+    ref = {"metrics": {"o.rate": {"value": [0.2, 0.1, 0.3], "abs_tol": 0.02},
+                       "o.verdict": {"value": "lowered", "abs_tol": 0.03},
+                       "o.gone": {"value": 1.0, "abs_tol": 0.1}}}
+    ok = {"o": {"rate": [0.21, 0.1, 0.3], "verdict": "lowered", "gone": 1.05}}
+    assert results.compare(ok, ref) == []
+    bad = {"o": {"rate": [0.25, 0.2, 0.3], "verdict": "raised"}}
+    problems = results.compare(bad, ref)
+    assert any(p.startswith("o.rate: 0.25 here, reference 0.2 (tolerance ±0.02") for p in problems)
+    assert "o.verdict: 'raised' here, reference 'lowered'" in problems
+    assert any(p.startswith("o.gone: in the reference") for p in problems)
+
+
+def test_reference_keeps_tolerances(tmp_path):
+    old = {"metrics": {"o.rate": {"value": 0.2, "abs_tol": 0.05}}}
+    res = {"preset": "smoke", "code_version": "x", "cpu": "c", "o": {"rate": 0.22, "new": 3}, "timings": {}, "meta": {}}
+    ref = results.write_reference(res, tmp_path / "ref.json", keep=old)
+    assert ref["metrics"]["o.rate"] == {"value": 0.22, "abs_tol": 0.05}
+    assert ref["metrics"]["o.new"]["abs_tol"] == results.DEFAULT_ABS_TOL
+    assert json.loads((tmp_path / "ref.json").read_text()) == ref
+
+
+def test_same_kind_must_match_exactly_and_other_kinds_within_measured_tolerance(tmp_path):
+    head = {"preset": "smoke", "code_version": "x", "cpu": "AMD EPYC (avx512-bf16)", "cpu_id": "AMD family 25 model 17",
+            "capability": "AVX512", "torch": "2.14.1", "threads": 2, "timings": {}, "meta": {}}
+    mine = {**head, "o": {"rate": [0.30, 0.2, 0.4], "verdict": "beats chance", "tie": "same"}}
+    avx2 = {**head, "capability": "AVX2", "o": {"rate": [0.34, 0.2, 0.4], "verdict": "does not beat chance", "tie": "same"}}
+    ref = results.write_reference(mine, tmp_path / "ref.json", other=avx2)
+    m = ref["metrics"]
+    assert m["o.rate"]["abs_tol"] == pytest.approx(0.08) and m["o.verdict"]["strict"] is False and m["o.tie"]["strict"]
+    assert results.same_kind(mine, ref) and not results.same_kind(avx2, ref)
+    assert results.compare(mine, ref) == [] and results.compare(avx2, ref) == []
+    nudged = {**mine, "o": {**mine["o"], "rate": [0.3001, 0.2, 0.4]}}
+    assert results.compare(nudged, ref)[0].startswith("o.rate: 0.3001 here, reference 0.3 (same machine kind")
+    far = {**avx2, "o": {**avx2["o"], "rate": [0.40, 0.2, 0.4], "tie": "other"}}
+    problems = results.compare(far, ref)
+    assert len(problems) == 2 and "tolerance ±0.08 across CPU kinds" in problems[0] and problems[1].startswith("o.tie")
