@@ -260,7 +260,8 @@ def load_maxmin_splits(preset: Preset, seed: int | None = None) -> dict[str, Ima
 
     seed = preset.seed if seed is None else seed
     return {s: get_maxmin(s, base=preset.maxmin_base, size=getattr(preset.maxmin, s), seed=seed, val_fraction=preset.val_fraction,
-                          split_seed=seed) for s in ("train", "val", "test")}
+                          split_seed=seed, canvas=preset.maxmin_canvas, item_size=preset.maxmin_item)
+            for s in ("train", "val", "test")}
 
 
 def maxmin_experiment(preset: Preset, seed: int | None = None, progress: bool = True) -> Experiment:

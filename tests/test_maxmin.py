@@ -8,9 +8,18 @@ from overthink_lib.data import get_dataset
 from overthink_lib.data.maxmin import make_maxmin
 
 
-@pytest.fixture(scope="module")
-def splits():
-    return {s: get_dataset("maxmin", s, size=800, seed=3) for s in ("train", "val", "test")}
+# (canvas, item size): the thesis's 64/20 (the paper preset) and the cpu preset's 36/14 (issue 15)
+@pytest.fixture(scope="module", params=[(64, 20), (36, 14)], ids=["canvas64-item20", "canvas36-item14"])
+def splits(request):
+    canvas, item = request.param
+    return {s: get_dataset("maxmin", s, size=800, seed=3, canvas=canvas, item_size=item) for s in ("train", "val", "test")}
+
+
+def test_presets_use_the_canvas_they_name():
+    from overthink_lib.config import get_preset
+
+    assert (get_preset("paper").maxmin_canvas, get_preset("paper").maxmin_item) == (64, 20)  # the thesis
+    assert (get_preset("cpu").maxmin_canvas, get_preset("cpu").maxmin_item) == (36, 14)
 
 
 def test_labels_rederive_from_item_classes(splits):
@@ -35,6 +44,7 @@ def test_levels_2_1_1_and_labels_balanced(splits):
 def test_items_do_not_overlap_and_pixels_lie_inside_them(splits):
     ds = splits["train"]
     s, canvas = ds.info["item_size"], ds.info["canvas"]
+    assert ds.images.shape[-2:] == (canvas, canvas)
     pos, cls = ds.extras["item_pos"].numpy(), ds.extras["item_classes"].numpy()
     for i in range(len(ds)):
         boxes = pos[i][cls[i] >= 0]
