@@ -339,6 +339,7 @@ def run_suite(preset: str, *, only: list[str] | None = None, params: dict[str, A
     from papermill.exceptions import PapermillExecutionError
 
     from .results import ENV as RESULTS_ENV, collect, table
+    from .train import HEADLESS_ENV
 
     cfg = get_preset(preset)
     books = list_notebooks(folder)
@@ -386,7 +387,7 @@ def run_suite(preset: str, *, only: list[str] | None = None, params: dict[str, A
             print(f"▶ {book.name}", flush=True)
         t0 = time.perf_counter()
         try:
-            with _kernel_env({RESULTS_ENV: str(part), "TQDM_DISABLE": "1"}):
+            with _kernel_env({RESULTS_ENV: str(part), "TQDM_DISABLE": "1", HEADLESS_ENV: "1"}):
                 papermill.execute_notebook(
                     str(book), str(out), parameters=book_params, kernel_name=kernel, cwd=str(book.parent),
                     progress_bar=False, log_output=False, execution_timeout=timeout,

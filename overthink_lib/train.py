@@ -278,6 +278,10 @@ def resolve_speed(cfg: TrainConfig, model: nn.Module, train_ds: ImageSet,
     return replace(cfg, speed=cfg.speed.resolve(run_seconds=seconds, device=device))
 
 
+PROGRESS_EVERY_S = 60.0  # headless status lines while an epoch runs
+HEADLESS_ENV = "OVERTHINK_HEADLESS"  # set by the notebook runner for the kernels it starts
+
+
 def _mmss(seconds: float) -> str:
     m, s = divmod(int(round(seconds)), 60)
     return f"{m} min {s:02d} s" if m else f"{s} s"
@@ -300,9 +304,13 @@ def train_one_epoch(net: nn.Module, opt: torch.optim.Optimizer, train_ds: ImageS
     batches = iterate(train_ds, cfg.batch_size, device=device, shuffle=True, augment=cfg.augment,
                       seed=int(np.random.SeedSequence([cfg.data_seed, epoch]).generate_state(1)[0]), rank=rank,
                       world_size=world)
-    bar = tqdm(batches, total=steps_per_epoch, disable=not progress or rank != 0,
+    headless = os.environ.get(HEADLESS_ENV) == "1"  # under reproduce: nobody sees a bar
+    bar = tqdm(batches, total=steps_per_epoch, disable=not progress or rank != 0 or headless,
                desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False)
     lr = cfg.lr
+    # headless: a status line every PROGRESS_EVERY_S seconds instead of the bar
+    status = progress and rank == 0 and headless
+    t_start = t_last = time.perf_counter()
     for i, (x, y, idx) in enumerate(bar):
         lr = cfg.lr_at(epoch * steps_per_epoch + i, steps_per_epoch)
         for g in opt.param_groups:
@@ -327,6 +335,11 @@ def train_one_epoch(net: nn.Module, opt: torch.optim.Optimizer, train_ds: ImageS
             sums[-1] += b
         if i % 20 == 0:
             bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.4f}")
+        now = time.perf_counter()
+        if status and now - t_last >= PROGRESS_EVERY_S and i + 1 < steps_per_epoch:
+            t_last, rate = now, (i + 1) / (now - t_start)
+            print(f"epoch {epoch + 1}/{cfg.epochs}: step {i + 1}/{steps_per_epoch}, loss {loss.item():.3f}, "
+                  f"{rate * cfg.batch_size:.0f} img/s, epoch ETA {_mmss((steps_per_epoch - i - 1) / rate)}", flush=True)
     sums = _all_reduce(sums.to(device), world).cpu()
     row: dict[str, Any] = {"epoch": epoch + 1, "lr": lr}
     for k in range(n_exits):

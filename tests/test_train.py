@@ -1,4 +1,5 @@
 """Training: schedules, seeds, checkpoint/resume equality, bad checkpoints, DDP on CPU."""
+import re
 import subprocess
 import sys
 from dataclasses import replace
@@ -154,3 +155,17 @@ def test_ddp_two_processes_on_cpu(tmp_path):
     assert res.returncode == 0, res.stderr[-2000:]
     assert "RANKS=2 SAME_WEIGHTS=True EPOCHS=2" in res.stdout
     assert load_checkpoint(tmp_path / CHECKPOINT)["epoch"] == 2
+
+
+def test_headless_training_prints_status_lines_with_eta(tmp_path, monkeypatch, capsys):
+    """Under reproduce (no bar to watch) an epoch reports steps, loss, speed and ETA; the epoch line an ETA."""
+    import overthink_lib.train as train
+
+    monkeypatch.setenv(train.HEADLESS_ENV, "1")
+    monkeypatch.setattr(train, "PROGRESS_EVERY_S", 0.0)
+    ds = random_set(n=96)
+    cfg = TrainConfig(epochs=2, batch_size=32, lr=0.05)
+    fit(build_model(tiny_spec(), 0), ds, None, cfg, out_dir=tmp_path, progress=True)
+    out = capsys.readouterr().out
+    assert re.search(r"epoch 1/2: step 1/3, loss \d+\.\d{3}, \d+ img/s, epoch ETA \d+ s", out), out
+    assert re.search(r"epoch 1/2: \d+ s, train loss \(last exit\) \d+\.\d{3}, train acc per exit .*, ETA \d+ s", out), out
