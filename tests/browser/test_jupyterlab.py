@@ -205,6 +205,28 @@ class Session:
         box = self.images().nth(k).locator("xpath=ancestor::div[contains(@class,'jp-OutputArea-output')][1]")
         box.screenshot(path=str(SCREENS / f"{name}.png"))
 
+    def box(self):
+        """The explorer's whole widget (controls and image)."""
+        return self.images().nth(0).locator("xpath=ancestor::div[contains(@class,'widget-vbox')][1]")
+
+    def first_render(self, shot: str, what: str) -> str:
+        """Run All, then the one explorer's first picture must be drawn; returns its src."""
+        self.run_all()
+        self.assert_clean()
+        assert self.images().count() == 1, f"the {what} did not render one image"
+        src, drawn = self.image_state()
+        assert drawn > 0.02, f"the {what}'s first picture is blank ({drawn:.3f} of pixels drawn)"
+        self.shot(shot)
+        return src
+
+    def after_input(self, before: str, shot: str) -> str:
+        """After an input the picture must change and be drawn; returns the new src."""
+        self.wait_changed(0, before)
+        src, drawn = self.image_state()
+        assert drawn > 0.02, f"blank picture after an input ({shot})"
+        self.shot(shot)
+        return src
+
     def close(self):
         self.context.close()
 
@@ -232,47 +254,25 @@ def session(lab, browser, request):
 @pytest.mark.parametrize("session", ["03_anytime_and_budgeted.ipynb"], indirect=True)
 def test_03_threshold_explorer_responds(session):
     s = session
-    s.run_all()
-    s.assert_clean()
-    assert s.images().count() == 1, "the threshold explorer did not render one image"
-    src, drawn = s.image_state()
-    assert drawn > 0.02, f"the explorer's first picture is blank ({drawn:.3f} of pixels drawn)"
-    s.shot("03-first")
-    box = s.images().nth(0).locator("xpath=ancestor::div[contains(@class,'widget-vbox')][1]")
-    sliders = box.locator(".widget-slider")
+    src = s.first_render("03-first", "threshold explorer")
+    sliders = s.box().locator(".widget-slider")
     assert sliders.count() >= 2
     for k in range(sliders.count()):  # every threshold slider, by keyboard
         _drag_slider(s, sliders.nth(k), key="ArrowLeft", presses=15)
-        s.wait_changed(0, src)
-        src, drawn = s.image_state()
-        assert drawn > 0.02
-        s.shot(f"03-slider-T{k + 1}")
-    select = box.locator("select").first  # the criterion dropdown
-    select.select_option("entropy")
-    s.wait_changed(0, src)
-    src, drawn = s.image_state()
-    assert drawn > 0.02
-    s.shot("03-criterion-entropy")
+        src = s.after_input(src, f"03-slider-T{k + 1}")
+    s.box().locator("select").first.select_option("entropy")  # the criterion dropdown
+    s.after_input(src, "03-criterion-entropy")
     s.assert_clean()
 
 
 @pytest.mark.parametrize("session", ["05_gradcam.ipynb"], indirect=True)
 def test_05_sample_browser_responds(session):
     s = session
-    s.run_all()
-    s.assert_clean()
-    assert s.images().count() == 1, "the overthought-sample browser did not render one image"
-    src, drawn = s.image_state()
-    assert drawn > 0.02
-    s.shot("05-first")
-    slider = s.images().nth(0).locator("xpath=ancestor::div[contains(@class,'widget-vbox')][1]").locator(
-        ".widget-slider").first
+    src = s.first_render("05-first", "overthought-sample browser")
+    slider = s.box().locator(".widget-slider").first
     for step in range(2):
         _drag_slider(s, slider, presses=1)
-        s.wait_changed(0, src)
-        src, drawn = s.image_state()
-        assert drawn > 0.02
-        s.shot(f"05-sample-{step + 1}")
+        src = s.after_input(src, f"05-sample-{step + 1}")
     assert "(<Figure" not in s.notebook_text(), "a redraw printed a tuple"
     s.assert_clean()
 
@@ -285,7 +285,7 @@ def test_08_lambda_slider_first_render_every_time(session):
     assert s.images().count() == 1, "the λ explorer did not render one image"
     text = s.notebook_text()
     assert "(<Figure" not in text, "a redraw printed a tuple"
-    box = s.images().nth(0).locator("xpath=ancestor::div[contains(@class,'widget-vbox')][1]")
+    box = s.box()
     assert box.locator(".widget-label").first.inner_text().strip() == "λ"
     assert float(box.locator(".widget-readout").first.inner_text()) == pytest.approx(5.0)
     drawn_first = []
@@ -301,13 +301,9 @@ def test_08_lambda_slider_first_render_every_time(session):
             s.shot("08-first")
     blank = [round(d, 3) for d in drawn_first if d <= 0.02]
     assert not blank, f"08's first render was blank in {len(blank)} of {REPEATS} runs: {drawn_first}"
-    slider = s.images().nth(0).locator("xpath=ancestor::div[contains(@class,'widget-vbox')][1]").locator(
-        ".widget-slider").first
+    slider = s.box().locator(".widget-slider").first
     _drag_slider(s, slider, presses=20)
-    s.wait_changed(0, src)
-    src, drawn = s.image_state()
-    assert drawn > 0.02
-    s.shot("08-lambda-moved")
+    s.after_input(src, "08-lambda-moved")
     readout = float(slider.locator(".widget-readout").first.inner_text())
     assert readout > 5.0, f"λ readout {readout} after moving right"
     s.assert_clean()
