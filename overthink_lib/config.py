@@ -62,6 +62,13 @@ class Preset:
         imta_parent: where the E-epoch network comes from: ``branch`` (the 2E run's weights at epoch E: the thesis
             fine-tunes "for the final 50 epochs of the training process"; trains nothing extra) or ``separate``
             (its own E-epoch schedule, annealed at E; E more epochs of training).
+        imta_freeze, imta_teacher, imta_kl: the IMTA fine-tuning as the official code runs it by default: the whole
+            pretrained network frozen (``all``; ``blocks``: head convolutions train too; ``none``: everything), the
+            OFA teacher the pretrained final exit (``pretrained``; ``new``: the new final head), the KL averaged over
+            every element (``mean``; ``batchmean``: per sample).
+        imta_seeds, imta_seed_train, imta_seed_test: Table 3.1 over seeds (a verdict about the recipe): the IMTA
+            protocol this many times with different init/data-order seeds on one seeded subset of this many training
+            and test images (0: all).
         policy_depth, policy_width, policy_epochs: the policy ResNet (thesis: ResNet-34, width 64, up to 100 epochs).
         stoch_runs, stoch_train, stoch_epochs: the stochasticity experiment: runs per randomness source, training
             images per run (a seeded subset), epochs per run.
@@ -102,6 +109,12 @@ class Preset:
     device: str = "auto"
     speed: str = "fp32"
     imta_parent: str = "branch"
+    imta_freeze: str = "all"
+    imta_teacher: str = "pretrained"
+    imta_kl: str = "mean"
+    imta_seeds: int = 4
+    imta_seed_train: int = 2500
+    imta_seed_test: int = 2000
     cell_timeout: int = 3600
 
     @property
@@ -124,7 +137,7 @@ PRESETS: dict[str, Preset] = {
         lr_milestones=(), lr_schedule="onecycle", batch_size=64, eval_batch_size=256, lr=0.1, seed=0,
         maxmin_base="fashion_mnist", maxmin=MaxMinSizes(train=400, val=120, test=120), maxmin_epochs=1,
         figures_dir="runs/smoke/figures", policy_width=8, policy_epochs=1, stoch_runs=3, stoch_train=300,
-        stoch_epochs=1, cell_timeout=600,
+        stoch_epochs=1, cell_timeout=600, imta_seeds=2, imta_seed_train=300, imta_seed_test=200,
     ),
     # The default main job on a 2-core CPU: the whole suite in <= 30 minutes.
     "cpu": Preset(
@@ -144,6 +157,7 @@ PRESETS: dict[str, Preset] = {
         maxmin_base="mnist", maxmin=MaxMinSizes(train=80000, val=20000, test=20000), maxmin_epochs=5,
         figures_dir="figures/paper", imta_epochs=50, policy_depth=34, policy_width=64, policy_epochs=100,
         stoch_runs=5, stoch_train=40000, stoch_epochs=50, cell_timeout=7 * 24 * 3600,
+        imta_seeds=3, imta_seed_train=0, imta_seed_test=0,
     ),
 }
 

@@ -129,10 +129,12 @@ def train_main_model(name: str, *, dataset: str | None = None, epochs: int | Non
 
 
 def records_for(model: torch.nn.Module, splits: dict[str, ImageSet], preset: Preset, run: Path,
-                which: tuple[str, ...] = ("val", "test"), progress: bool = False,
+                which: tuple[str, ...] | None = None, progress: bool = False,
                 checkpoint: Path | None = None) -> dict[str, ExitRecord]:
-    """Validation and test ExitRecords of ``model``, cached in ``runs/<preset>/records/``; ``checkpoint`` (default
-    the run's last) is the file the weights came from, for the records' provenance."""
+    """Validation and test ExitRecords of ``model`` (``which``: default those of the two that ``splits`` has), cached in
+    ``runs/<preset>/records/``; ``checkpoint`` (default the run's last) is the file the weights came from, for the
+    records' provenance."""
+    which = tuple(s for s in ("val", "test") if s in splits) if which is None else which
     checkpoint = checkpoint or run / CHECKPOINT
     ckpt = load_checkpoint(checkpoint)
     prov = {"checkpoint": str(checkpoint), "train_config": ckpt["train_config"], "epoch": ckpt["epoch"],
@@ -297,8 +299,9 @@ class ImtaProtocol:
     parent: str
 
 
-def imta_protocol(preset: Preset, seed: int | None = None, *, frozen: bool = True, ge: bool = False,
-                  parent: str | None = None, progress: bool = True) -> ImtaProtocol:
+def imta_protocol(preset: Preset, seed: int | None = None, *, freeze: str | None = None, teacher: str | None = None,
+                  kl: str | None = None, ge: bool = False, parent: str | None = None, progress: bool = True,
+                  splits: dict[str, ImageSet] | None = None) -> ImtaProtocol:
     """The thesis's Table 3.1 protocol on the preset's main dataset (E = ``preset.imta_epochs``):
 
     - ``2E``: the plain MSDNet after 2E epochs (the same run as notebook 02's when the preset's epochs are 2E);
@@ -306,17 +309,25 @@ def imta_protocol(preset: Preset, seed: int | None = None, *, frozen: bool = Tru
       weights at epoch E — the thesis fine-tunes "for the final 50 epochs of the training process", i.e. the E + E
       arm leaves the 2E run half-way; this trains nothing extra. ``"separate"``: its own run with an E-epoch
       schedule (fully annealed at E; costs E more epochs of training);
-    - ``E + E ISC+OFA``: the E-epoch network with IMTA heads fine-tuned for E more epochs with the OFA loss
-      (``frozen``: only heads and ISC train — the official stage 2; else everything trains).
+    - ``E + E ISC+OFA``: the E-epoch network with IMTA heads fine-tuned for E more epochs with the OFA loss. By
+      default as the official stage 2 (preset fields ``imta_freeze``/``imta_teacher``/``imta_kl``, see
+      :mod:`overthink_lib.models.imta`): the pretrained network frozen whole, only the new classifiers and ISC
+      train, the teacher is the pretrained final exit, KL averaged over every element.
+    ``splits``: the data (default: the preset's main dataset); the seed-level protocol passes subsets.
     Returns an :class:`ImtaProtocol`.
     """
-    from .models.imta import load_backbone, ofa_loss
+    from .models.imta import FREEZE, KL_REDUCTIONS, TEACHERS, load_backbone, ofa_loss
     from .train import HALFWAY, state_hash
 
     parent = preset.imta_parent if parent is None else parent
-    if parent not in IMTA_PARENTS:
-        raise ConfigError(f"IMTA parent must be one of {', '.join(IMTA_PARENTS)}, got {parent!r}")
-    splits = load_splits(preset, preset.datasets[0], seed)
+    freeze = preset.imta_freeze if freeze is None else freeze
+    teacher = preset.imta_teacher if teacher is None else teacher
+    kl = preset.imta_kl if kl is None else kl
+    for what, value, allowed in (("parent", parent, IMTA_PARENTS), ("freeze", freeze, FREEZE),
+                                 ("teacher", teacher, TEACHERS), ("KL reduction", kl, KL_REDUCTIONS)):
+        if value not in allowed:
+            raise ConfigError(f"IMTA {what} must be one of {', '.join(allowed)}, got {value!r}")
+    splits = load_splits(preset, preset.datasets[0], seed) if splits is None else splits
     spec = model_spec(splits["train"])
     e = preset.imta_epochs
     out = ImtaProtocol({}, {}, {}, parent)
@@ -340,11 +351,19 @@ def imta_protocol(preset: Preset, seed: int | None = None, *, frozen: bool = Tru
         parent_ckpt = run_e / CHECKPOINT
     out.records["2E"] = records_for(model, splits, preset, run)
     out.runs["2E"], out.histories["2E"] = run, hist
-    ispec = {"name": "imta", "kwargs": {"backbone": spec, "frozen": frozen, "ge": ge}}
+    ispec = {"name": "imta", "kwargs": {"backbone": spec, "freeze": freeze, "teacher": teacher, "ge": ge}}
+    built = {}
+
+    def init(m):
+        built["model"] = m
+        return load_backbone(m, parent_model)
+
+    def loss(outs, y, idx):
+        return ofa_loss(outs, y, teacher=built["model"].teacher_logits(), reduction=kl)
+
     model, hist, run = train_or_load(
-        preset, ispec, train_config(preset, e, seed), splits, progress=progress, tag=f"from-{state_hash(parent_model)}",
-        init=lambda m: load_backbone(m, parent_model), loss_fn=lambda outs, y, idx: ofa_loss(outs, y),
-        extra={"parent_checkpoint": str(parent_ckpt)})
+        preset, ispec, train_config(preset, e, seed), splits, progress=progress, tag=f"from-{state_hash(parent_model)}-kl-{kl}",
+        init=init, loss_fn=loss, extra={"parent_checkpoint": str(parent_ckpt), "kl_reduction": kl})
     name = "E + E ISC+OFA"
     out.records[name] = records_for(model, splits, preset, run)
     out.runs[name], out.histories[name] = run, hist
@@ -372,18 +391,74 @@ def train_policy(preset: Preset, train_set: ImageSet, seed: int | None, *, sourc
     return model, hist, run
 
 
+def subset_splits(preset: Preset, seed: int, n_train: int, n_test: int = 0, *, salt: int = 11,
+                  dataset: str | None = None) -> dict[str, ImageSet]:
+    """A seeded ``n_train``-image subset of the training split and the test split (all of it, or a seeded
+    ``n_test``-image subset); ``0`` means the whole split."""
+    import numpy as np
+
+    splits = load_splits(preset, dataset or preset.datasets[0], seed)
+    sub = {}
+    for name, n, offset in (("train", n_train, salt), ("test", n_test, salt + 1)):
+        full = splits[name]
+        if not n or n >= len(full):
+            sub[name] = full
+            continue
+        rows = np.sort(np.random.default_rng(seed + offset).permutation(len(full))[:n])
+        sub[name] = full.subset(rows)
+        sub[name].info = {**full.info, "stoch_subset": {"size": n, "seed": seed + offset}}
+    return sub
+
+
 def stochastic_subset_splits(preset: Preset, seed: int) -> dict[str, ImageSet]:
     """The stochasticity experiment's data: a seeded ``preset.stoch_train``-image subset of the training split, and the
     whole test split."""
-    import numpy as np
+    return subset_splits(preset, seed, preset.stoch_train)
 
-    splits = load_splits(preset, preset.datasets[0], seed)
-    train = splits["train"]
-    n = min(preset.stoch_train, len(train))
-    rows = np.sort(np.random.default_rng(seed + 11).permutation(len(train))[:n])
-    sub = {"train": train.subset(rows), "test": splits["test"]}
-    sub["train"].info = {**train.info, "stoch_subset": {"size": n, "seed": seed + 11}}
-    return sub
+
+def imta_over_seeds(preset: Preset, seed: int | None = None, *, seeds: int | None = None, progress: bool = True,
+                    **imta_options: Any) -> "pd.DataFrame":
+    """Table 3.1 at the level of a training recipe: the IMTA protocol (:func:`imta_protocol`, same options) for
+    ``seeds`` (default ``preset.imta_seeds``) init/data-order seeds on one fixed seeded subset
+    (``preset.imta_seed_train`` training images, ``preset.imta_seed_test`` test images; 0 = all).
+
+    Returns one row per (seed, arm): test overthinking rate and final-exit accuracy (fractions); the arm's paired
+    difference in overthinking to the 2E arm of the same seed with its bootstrap 95 % CI over that seed's test samples
+    (``minus_2E``, ``minus_2E_low``, ``minus_2E_high``: how sure one network's number is); the run folder.
+    """
+    import pandas as pd
+
+    from .overthinking import overthought
+    from .stats import bootstrap_mean
+
+    seed = preset.seed if seed is None else seed
+    k = preset.imta_seeds if seeds is None else seeds
+    if k < 2:
+        raise ConfigError(f"a verdict over seeds needs at least 2 seeds, got {k} (preset field imta_seeds)")
+    sub = subset_splits(preset, seed, preset.imta_seed_train, preset.imta_seed_test, salt=23)
+    rows = []
+    for i in range(k):
+        if progress:
+            print(f"IMTA protocol, seed {i + 1} of {k} ({len(sub['train'])} training images)", flush=True)
+        res = imta_protocol(preset, seed + i, splits=sub, progress=progress, **imta_options)
+        ref = overthought(res.records["2E"]["test"]).double()
+        for arm, recs in res.records.items():
+            rec = recs["test"]
+            ot = overthought(rec).double()
+            d, lo, hi = bootstrap_mean(ot - ref, seed=seed + i)
+            rows.append({"seed": seed + i, "arm": arm, "overthought": float(ot.mean()),
+                         "final_acc": float(rec.correct[:, -1].double().mean()), "n_test": int(rec.correct.shape[0]),
+                         "minus_2E": d, "minus_2E_low": lo, "minus_2E_high": hi, "run": str(res.runs[arm])})
+    return pd.DataFrame(rows)
+
+
+def paired_over_seeds(table: "pd.DataFrame", metric: str, a: str, b: str, level: float = 0.95) -> tuple[float, float, float]:
+    """Mean of ``metric``(arm a) − ``metric``(arm b) over the seeds of an :func:`imta_over_seeds` table, with its
+    Student-t CI over seeds (the seeds are the unit of replication)."""
+    from .stats import t_interval
+
+    wide = table.pivot(index="seed", columns="arm", values=metric)
+    return t_interval((wide[a] - wide[b]).to_numpy(), level)
 
 
 @dataclass

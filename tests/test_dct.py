@@ -15,10 +15,11 @@ def test_constant_image_needs_one_coefficient():
 def test_white_noise_needs_most():
     rng = np.random.default_rng(0)
     noise = rng.normal(size=(20, 1, 32, 32))
-    s = dct.clutter(noise)
-    assert s.min() > 0.9
-    smooth = np.cumsum(np.cumsum(noise, -1), -2)  # integrated noise: energy at low frequencies
-    assert dct.clutter(smooth).max() < s.min()
+    for kw in ({"order": "zigzag", "measure": "energy"}, dct.LITERAL):
+        s = dct.clutter(noise, **kw)
+        assert s.min() > 0.9
+        smooth = np.cumsum(np.cumsum(noise, -1), -2)  # integrated noise: energy at low frequencies
+        assert dct.clutter(smooth, **kw).max() < s.min()
 
 
 def test_invariant_to_brightness_scaling():
@@ -26,8 +27,10 @@ def test_invariant_to_brightness_scaling():
     img = rng.random((5, 3, 16, 16))
     for order in dct.ORDERS:
         for colour in dct.COLOURS:
-            a = dct.clutter(img, order=order, colour=colour)
-            assert np.allclose(a, dct.clutter(7.5 * img, order=order, colour=colour))
+            for measure in dct.MEASURES:
+                a = dct.clutter(img, order=order, colour=colour, measure=measure)
+                assert np.allclose(a, dct.clutter(7.5 * img, order=order, colour=colour, measure=measure),
+                                   equal_nan=True)
 
 
 def test_orders_run_low_to_high():
@@ -43,6 +46,25 @@ def test_orders_run_low_to_high():
     from scipy import fft
     img = fft.idctn(coef, axes=(-2, -1), norm="ortho")
     assert dct.clutter(img)[0] == 1.0 and dct.clutter(img, order="radial")[0] == 1.0
+
+
+def test_literal_row_order_and_measures_on_a_hand_made_matrix():
+    coef = np.array([[10, 0, 3, 0], [-5, 0, 0, 0], [0, 0, 0, 1], [0, 0, 0, 1]], dtype=float)[None, None]
+    assert dct.frequency_order(4, 4, "row").tolist() == list(range(16))  # "flatten ... horizontally"
+    # |coefficients| row by row: 10, 0, 3, 0, 5 → 18 of 20 = 90 % after 5 coefficients
+    assert dct.clutter_of_coefficients(coef, threshold=0.9)[0] == 5 / 16
+    assert dct.clutter_of_coefficients(coef, threshold=0.9, order="row", measure="abs")[0] == 5 / 16
+    # zig-zag: (0,0) (0,1) (1,0) (2,0) (1,1) (0,2) → 10, 0, 5, 0, 0, 3: 18 after 6
+    assert dct.clutter_of_coefficients(coef, threshold=0.9, order="zigzag")[0] == 6 / 16
+    # signed sum: 10 + 3 − 5 + 1 + 1 = 10, the DC term alone is 100 % of it
+    assert dct.clutter_of_coefficients(coef, threshold=0.9, measure="sum")[0] == 1 / 16
+    # energy: 100, 9, 25, 1, 1 = 136; 90 % = 122.4 reached with the 5th coefficient (134)
+    assert dct.clutter_of_coefficients(coef, threshold=0.9, measure="energy")[0] == 5 / 16
+    assert dct.clutter_of_coefficients(coef, threshold=1.0)[0] == 16 / 16
+    # a signed total <= 0 has no 98 % share: NaN, not a number that looks like a score
+    neg = np.array([[-3.0, 1.0], [0.0, 0.0]])[None, None]
+    assert np.isnan(dct.clutter_of_coefficients(neg, measure="sum")[0])
+    assert dct.clutter_of_coefficients(neg)[0] == 2 / 4  # magnitudes: 3 of 4 is 75 %, both are needed
 
 
 def test_orthonormal_transform_keeps_energy():
@@ -66,8 +88,10 @@ def test_group_tests_flag_planted_difference_not_null():
 
 
 def test_bad_input():
-    with pytest.raises(ConfigError, match="threshold must be in"):
+    with pytest.raises(ConfigError, match=r"threshold must be a share in \(0, 1\]"):
         dct.clutter(np.zeros((1, 1, 4, 4)), threshold=0)
+    with pytest.raises(ConfigError, match="unknown DCT measure 'squares': choose one of abs, sum, energy"):
+        dct.clutter(np.zeros((1, 1, 4, 4)), measure="squares")
     with pytest.raises(ConfigError, match="unknown DCT order"):
         dct.clutter(np.zeros((1, 1, 4, 4)), order="hilbert")
     with pytest.raises(ConfigError, match=r"must be \[N, C, H, W\]"):

@@ -1,4 +1,5 @@
-"""IMTA: ISC widths, OFA by hand, gradients through ISC, frozen mode, GE gradient scaling, the contract."""
+"""IMTA: ISC widths, OFA by hand (both KL reductions), the frozen pretrained teacher, what trains per freeze mode,
+gradients through ISC, GE gradient scaling, the contract."""
 import pytest
 import torch
 import torch.nn.functional as F
@@ -6,7 +7,7 @@ import torch.nn.functional as F
 from helpers import random_set, tiny_spec
 from overthink_lib.config import ConfigError
 from overthink_lib.models import get_model
-from overthink_lib.models.imta import IMTANet, grad_scale, ofa_loss
+from overthink_lib.models.imta import IMTANet, grad_scale, load_backbone, ofa_loss
 from overthink_lib.train import TrainConfig, build_model, fit
 
 
@@ -24,51 +25,100 @@ def test_isc_changes_head_input_width():
     assert [c.in_features for c in plain.classifiers] == [width] * m.num_exits
 
 
-def test_ofa_loss_equals_hand_computation():
+def test_ofa_loss_equals_hand_computation_for_both_reductions():
     torch.manual_seed(1)
     z = [torch.randn(4, 3), torch.randn(4, 3)]
+    teacher = torch.randn(4, 3)
     y = torch.tensor([0, 2, 1, 1])
-    total, per = ofa_loss(z, y, temperature=2.0, gamma=0.7)
-    p_t = torch.softmax(z[1] / 2, -1)
+    p_t = torch.softmax(teacher / 2, -1)
     log_q = torch.log_softmax(z[0] / 2, -1)
-    kl = (p_t * (p_t.log() - log_q)).sum(-1).mean()  # KL(teacher || student) per sample, averaged over the batch
-    first = 0.3 * F.cross_entropy(z[0], y) + 0.7 * 4.0 * kl
-    assert torch.allclose(per[0], first) and torch.allclose(per[1], F.cross_entropy(z[1], y))
-    assert torch.allclose(total, first + per[1])
+    kl_rows = (p_t * (p_t.log() - log_q)).sum(-1)  # KL(teacher || student) per sample
+    for reduction, kl in (("batchmean", kl_rows.mean()),  # the true KL per sample, averaged over the batch
+                          ("mean", kl_rows.sum() / (4 * 3))):  # official KLDivLoss(): over every element
+        total, per = ofa_loss(z, y, temperature=2.0, gamma=0.7, teacher=teacher, reduction=reduction)
+        first = 0.3 * F.cross_entropy(z[0], y) + 0.7 * 4.0 * kl
+        assert torch.allclose(per[0], first) and torch.allclose(per[1], F.cross_entropy(z[1], y))
+        assert torch.allclose(total, first + per[1])
+    default, _ = ofa_loss(z, y, temperature=2.0, gamma=0.7, teacher=teacher)
+    assert torch.allclose(default, ofa_loss(z, y, temperature=2.0, gamma=0.7, teacher=teacher, reduction="mean")[0])
+    # without a teacher the last output is the teacher
+    p_last = torch.softmax(z[1] / 2, -1)
+    kl_last = (p_last * (p_last.log() - log_q)).sum(-1).sum() / 12
+    assert torch.allclose(ofa_loss(z, y, temperature=2.0, gamma=0.7)[1][0],
+                          0.3 * F.cross_entropy(z[0], y) + 0.7 * 4.0 * kl_last)
     with pytest.raises(ConfigError, match="OFA needs"):
         ofa_loss(z, y, gamma=1.5)
+    with pytest.raises(ConfigError, match="KL reduction must be one of mean, batchmean"):
+        ofa_loss(z, y, reduction="sum")
 
 
-def test_teacher_is_detached_and_gradients_reach_earlier_heads_through_isc():
-    m = imta(frozen=False)
+def test_teacher_new_is_detached_and_gradients_reach_earlier_heads_through_isc():
+    m = imta(freeze="none", teacher="new")
     x = torch.randn(4, 1, 16, 16)
     outs = m(x)
     outs[-1].sum().backward()  # a loss on the last exit only
     assert m.classifiers[0].weight.grad is not None and m.classifiers[0].weight.grad.abs().sum() > 0
     m.zero_grad()
     outs = m(x)
-    total, _ = ofa_loss(outs, torch.zeros(4, dtype=torch.long))
+    assert torch.equal(m.teacher_logits(), outs[-1].detach()) and not m.teacher_logits().requires_grad
+    total, _ = ofa_loss(outs, torch.zeros(4, dtype=torch.long), teacher=m.teacher_logits())
     total.backward()
     assert all(p.grad is not None for p in m.parameters() if p.requires_grad)
+    assert all(p.grad is None for p in m.base.parameters())
 
 
-def test_frozen_mode_trains_only_the_new_parameters(tmp_path):
+def _fine_tune(tmp_path, freeze):
     backbone = build_model(tiny_spec(), 0)
-    m = IMTANet(backbone, frozen=True)
-    m.spec = {"name": "imta", "kwargs": {"backbone": tiny_spec()}}
+    fit(backbone, random_set(64), None, TrainConfig(epochs=1, batch_size=16, lr=0.05), out_dir=tmp_path / "pre",
+        progress=False)  # a pretrained network with non-trivial BatchNorm statistics
+    m = get_model("imta", backbone=tiny_spec(), freeze=freeze)
+    load_backbone(m, backbone)
+    x = torch.randn(8, 1, 16, 16)
+    backbone.eval()
+    with torch.no_grad():
+        pretrained_final = backbone(x)[-1]
+    m.train()
+    m(x)
+    assert torch.allclose(m.teacher_logits(), pretrained_final, atol=1e-6)  # the teacher is the pretrained final exit
     before = {k: v.clone() for k, v in m.state_dict().items()}
-    fit(m, random_set(64), None, TrainConfig(epochs=1, batch_size=16, lr=0.05), out_dir=tmp_path, progress=False,
-        loss_fn=lambda o, y, i: ofa_loss(o, y), params=[p for p in m.parameters() if p.requires_grad])
+    base_grads = []
+    hooks = [p.register_hook(lambda g: base_grads.append(g)) for p in m.base.parameters() if p.requires_grad]
+    fit(m, random_set(64), None, TrainConfig(epochs=2, batch_size=16, lr=0.05), out_dir=tmp_path / freeze,
+        progress=False, loss_fn=lambda o, y, i: ofa_loss(o, y, teacher=m.teacher_logits()), params=m.trainable())
+    for h in hooks:
+        h.remove()
+    assert base_grads == [] and all(not p.requires_grad for p in m.base.parameters())
+    m.train()
+    m(x)  # after fine-tuning the teacher is unchanged: no gradient and no BatchNorm update reached the base
+    assert torch.allclose(m.teacher_logits(), pretrained_final, atol=1e-6)
     after = m.state_dict()
-    for k in before:
-        changed = not torch.equal(before[k], after[k])
-        if k.startswith("backbone_blocks."):
-            assert not changed, f"frozen backbone changed: {k}"  # weights and BatchNorm statistics
-        elif k.endswith("num_batches_tracked"):
-            continue
-        elif k.startswith(("classifiers.", "isc_layers.")) and k.endswith("weight"):
-            assert changed, f"new parameter did not train: {k}"
-    assert all(not p.requires_grad for p in m.backbone_blocks.parameters())
+    changed = {k for k in before if not k.endswith("num_batches_tracked") and not torch.equal(before[k], after[k])}
+    return m, changed
+
+
+def test_official_freeze_trains_only_new_classifiers_and_isc_with_the_pretrained_teacher(tmp_path):
+    m, changed = _fine_tune(tmp_path, "all")
+    assert not any(k.startswith("base.") for k in changed), sorted(changed)  # blocks, head convs, classifiers
+    assert {n.split(".")[0] for n, p in m.named_parameters() if p.requires_grad} == {"classifiers", "isc_layers"}
+    assert all(f"classifiers.{k}.weight" in changed for k in range(m.num_exits))
+    assert all(f"isc_layers.{k}.0.weight" in changed for k in range(m.num_exits - 1))
+    assert m.cam_layers()[0] == "base.heads.0.tap"
+
+
+@pytest.mark.parametrize("freeze, trains", [("blocks", {"classifiers", "isc_layers", "features"}),
+                                            ("none", {"classifiers", "isc_layers", "features", "blocks"})])
+def test_other_freeze_modes_train_more_but_keep_the_teacher_frozen(tmp_path, freeze, trains):
+    m, changed = _fine_tune(tmp_path, freeze)
+    assert not any(k.startswith("base.") for k in changed)
+    assert {n.split(".")[0] for n, p in m.named_parameters() if p.requires_grad} == trains
+    assert any(k.startswith("features.") for k in changed)
+
+
+def test_imta_options_are_checked():
+    with pytest.raises(ConfigError, match="IMTA freeze must be one of all, blocks, none"):
+        imta(freeze="heads")
+    with pytest.raises(ConfigError, match="IMTA teacher must be one of pretrained, new"):
+        imta(teacher="oracle")
 
 
 def test_gradient_equilibrium_scales_gradients_only():
@@ -77,7 +127,7 @@ def test_gradient_equilibrium_scales_gradients_only():
     assert torch.equal(y, x)
     y.sum().backward()
     assert torch.allclose(x.grad, torch.full((3,), 0.25))
-    a, b = imta(ge=True, frozen=False), imta(ge=False, frozen=False)
+    a, b = imta(ge=True, freeze="none"), imta(ge=False, freeze="none")
     b.load_state_dict(a.state_dict())
     xb = torch.randn(2, 1, 16, 16)
     a.eval(), b.eval()
