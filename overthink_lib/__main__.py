@@ -15,8 +15,9 @@ def _cmd_reproduce(args: argparse.Namespace) -> None:
     from .notebooks import parse_param, run_suite
 
     params = dict(parse_param(p) for p in args.param)
+    datasets = [d.strip() for d in args.datasets.split(",") if d.strip()] if args.datasets else None
     run_suite(args.preset, only=args.only or None, params=params, progress=not args.quiet,
-              export_html=not args.no_html)
+              export_html=not args.no_html, datasets=datasets)
 
 
 def _cmd_reference(args: argparse.Namespace) -> None:
@@ -131,6 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--param", action="append", default=[], help="extra notebook parameter name=value (repeatable)")
     r.add_argument("--quiet", action="store_true", help="do not stream what the notebooks print")
     r.add_argument("--no-html", action="store_true", help="skip the HTML export of the executed notebooks")
+    r.add_argument("--datasets", default="", help="comma-separated datasets to run the per-dataset notebooks on "
+                                                  "(default: every dataset of the preset)")
     r.set_defaults(func=_cmd_reproduce)
     ref = sub.add_parser("reference", help="make runs/<preset>/results.json the regression reference CI checks")
     ref.add_argument("--preset", default="smoke")

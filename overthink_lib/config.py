@@ -12,7 +12,7 @@ import json
 import os
 import random
 import subprocess
-from dataclasses import dataclass
+from dataclasses import replace, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +57,10 @@ class Preset:
         maxmin_epochs: MSDNet epochs on Max-Min (the thesis: 5, so that early exits are weak on hard samples).
         maxmin_canvas, maxmin_item: canvas and item size in pixels (the thesis: 64 and 20; the cpu preset 36 and 14,
             a third of the pixels per composite, so that M sees five times as many composites in the same time).
+        maxmin_long_epochs: a second, long-trained Max-Min M for Fig 4.4's second panel (the thesis: 200); 0: compare
+            M with its own half-way snapshot instead.
+        train_record_size: training images the main MSDNet is recorded on for Fig 4.1 (a seeded subset; 0: all).
+        svhn_extra: SVHN's validation and test topped up with 25,000 "extra" samples each (the thesis).
         figures_dir: where figures go, relative to the repository root.
         imta_epochs: E of the IMTA protocol: E epochs plain, 2E plain, E plain + E ISC+OFA (thesis: 50).
         imta_parent: where the E-epoch network comes from: ``branch`` (the 2E run's weights at epoch E: the thesis
@@ -113,9 +117,16 @@ class Preset:
     imta_teacher: str = "pretrained"
     imta_kl: str = "mean"
     imta_seeds: int = 4
-    imta_seed_train: int = 2500
+    imta_seed_train: int = 2000
     imta_seed_test: int = 2000
+    maxmin_long_epochs: int = 0
+    train_record_size: int = 12000
+    svhn_extra: bool = False
     cell_timeout: int = 3600
+
+    def for_dataset(self, name: str) -> "Preset":
+        """The same preset with ``name`` as its main dataset (``datasets[0]``, which the experiments use)."""
+        return replace(self, datasets=(name,) + tuple(d for d in self.datasets if d != name))
 
     @property
     def run_dir(self) -> Path:
@@ -137,7 +148,7 @@ PRESETS: dict[str, Preset] = {
         lr_milestones=(), lr_schedule="onecycle", batch_size=64, eval_batch_size=256, lr=0.1, seed=0,
         maxmin_base="fashion_mnist", maxmin=MaxMinSizes(train=400, val=120, test=120), maxmin_epochs=1,
         figures_dir="runs/smoke/figures", policy_width=8, policy_epochs=1, stoch_runs=3, stoch_train=300,
-        stoch_epochs=1, cell_timeout=600, imta_seeds=2, imta_seed_train=300, imta_seed_test=200,
+        stoch_epochs=1, cell_timeout=600, imta_seeds=2, imta_seed_train=300, imta_seed_test=200, maxmin_long_epochs=2,
     ),
     # The default main job on a 2-core CPU: the whole suite in <= 30 minutes.
     "cpu": Preset(
@@ -157,7 +168,7 @@ PRESETS: dict[str, Preset] = {
         maxmin_base="mnist", maxmin=MaxMinSizes(train=80000, val=20000, test=20000), maxmin_epochs=5,
         figures_dir="figures/paper", imta_epochs=50, policy_depth=34, policy_width=64, policy_epochs=100,
         stoch_runs=5, stoch_train=40000, stoch_epochs=50, cell_timeout=7 * 24 * 3600,
-        imta_seeds=3, imta_seed_train=0, imta_seed_test=0,
+        imta_seeds=3, imta_seed_train=0, imta_seed_test=0, maxmin_long_epochs=200, train_record_size=0, svhn_extra=True,
     ),
 }
 

@@ -46,7 +46,9 @@ class Experiment:
 def load_splits(preset: Preset, dataset: str, seed: int | None = None) -> dict[str, ImageSet]:
     """train / val / test of ``dataset`` with the preset's split and subset settings."""
     seed = preset.seed if seed is None else seed
-    return {s: get_dataset(dataset, s, val_fraction=preset.val_fraction, split_seed=seed, fraction=preset.data_fraction)
+    extra = {"svhn_extra": True} if dataset == "svhn" and preset.svhn_extra else {}
+    return {s: get_dataset(dataset, s, val_fraction=preset.val_fraction, split_seed=seed, fraction=preset.data_fraction,
+                           **extra)
             for s in ("train", "val", "test")}
 
 
@@ -277,6 +279,45 @@ def maxmin_experiment(preset: Preset, seed: int | None = None, progress: bool = 
     spec = model_spec(splits["train"])
     model, history, run = train_or_load(preset, spec, train_config(preset, preset.maxmin_epochs, seed), splits, progress=progress)
     return Experiment(model, history, run, splits, records_for(model, splits, preset, run))
+
+
+def maxmin_short_and_long(preset: Preset, seed: int | None = None, progress: bool = True) -> dict[str, ExitRecord]:
+    """Test records of the Max-Min M trained for two lengths (Fig 4.4's two panels; the thesis: 5 and 200 epochs).
+
+    With ``preset.maxmin_long_epochs`` > 0: M (``maxmin_epochs``) and a second M trained that long. Without (the
+    ``cpu`` preset: no time for a long M): M and its own half-way snapshot (``maxmin_epochs`` / 2 epochs, when even), so
+    the figure compares shorter with short. Keys name the epochs.
+    """
+    from .train import HALFWAY
+
+    seed = preset.seed if seed is None else seed
+    mmx = maxmin_experiment(preset, seed, progress=progress)
+    e = preset.maxmin_epochs
+    out = {}
+    if preset.maxmin_long_epochs:
+        long_model, _, long_run = train_or_load(preset, model_spec(mmx.splits["train"]),
+                                                train_config(preset, preset.maxmin_long_epochs, seed), mmx.splits,
+                                                progress=progress)
+        out[f"{e} epochs"] = mmx.records["test"]
+        out[f"{preset.maxmin_long_epochs} epochs"] = records_for(long_model, mmx.splits, preset, long_run, ("test",))["test"]
+        return out
+    if not (mmx.run / HALFWAY).exists():
+        raise ConfigError(f"the Max-Min run {mmx.run} has no half-way snapshot (odd maxmin_epochs = {e}) and the preset "
+                          f"sets no maxmin_long_epochs: nothing to compare M with")
+    half, _ = model_from_checkpoint(mmx.run / HALFWAY, get_device(preset.device))
+    out[f"{e // 2} epochs (half-way)"] = records_for(half, mmx.splits, preset, mmx.run, ("test",),
+                                                     checkpoint=mmx.run / HALFWAY)["test"]
+    out[f"{e} epochs"] = mmx.records["test"]
+    return out
+
+
+def training_record(preset: Preset, seed: int | None = None) -> ExitRecord:
+    """The main MSDNet's record on (a seeded ``preset.train_record_size``-image subset of; 0 = all) its own training
+    split, without augmentation: what the thesis's Fig 4.1 builds D_ee from before it moves to the validation split."""
+    exp = main_experiment(preset, seed)
+    sub = subset_splits(preset, preset.seed if seed is None else seed, preset.train_record_size, salt=31)["train"]
+    rec = records_for(exp.model, {"train": sub}, preset, exp.run, ("train",))["train"]
+    return rec
 
 
 IMTA_PARENTS = ("branch", "separate")

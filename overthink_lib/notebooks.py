@@ -88,6 +88,9 @@ def _rule_int(name: str, minimum: int = 0) -> Callable[[Any], None]:
 def _rule_dataset(v: Any) -> None:
     from .data import list_datasets
 
+    if v == "":  # the preset's main dataset
+        return
+
     if v not in list_datasets():
         raise ConfigError(f"unknown dataset {v!r}: choose one of {', '.join(list_datasets())}")
 
@@ -185,7 +188,9 @@ def start(**params: Any) -> SimpleNamespace:
     Returns:
         A namespace with the parameters, but ``preset`` is the :class:`~overthink_lib.config.Preset` itself (its
         ``name`` is the parameter), plus ``run_dir`` and
-        ``fig_dir``. ``seed`` defaults to the preset's seed when the notebook passes ``seed=None``. With a non-empty
+        ``fig_dir``. ``seed`` defaults to the preset's seed when the notebook passes ``seed=None``. A non-empty
+        ``dataset`` makes it the preset's main dataset (:meth:`~overthink_lib.config.Preset.for_dataset`); figures of a
+        dataset other than the preset's own first one go to ``<figures>/<dataset>/``. With a non-empty
         ``record`` parameter (a given record instead of the preset's model), ``fig_dir`` is that record's own
         folder under the preset's figures (:func:`record_figure_dir`).
     """
@@ -200,6 +205,12 @@ def start(**params: Any) -> SimpleNamespace:
     seed_everything(seed)
     preset.run_dir.mkdir(parents=True, exist_ok=True)
     fig_dir = preset.figure_dir
+    dataset = (params.get("dataset") or "").strip()
+    if dataset and dataset != preset.datasets[0]:  # another dataset of the preset (or any known one): its own figures
+        fig_dir = fig_dir / dataset
+        print(f"dataset {dataset!r} (the preset's main dataset is {preset.datasets[0]!r}); figures → {fig_dir}")
+    if dataset:
+        preset = preset.for_dataset(dataset)
     if (params.get("record") or "").strip():
         fig_dir = record_figure_dir(fig_dir, params["record"])
         print(f"analysing the given record {params['record']}; figures → {fig_dir}")
@@ -315,7 +326,7 @@ def export_notebooks(executed: list[Path], html_dir: Path, res: dict[str, Any] |
 def run_suite(preset: str, *, only: list[str] | None = None, params: dict[str, Any] | None = None,
               kernel: str = "python3", progress: bool = True, folder: Path = NOTEBOOK_DIR,
               out_dir: Path | None = None, cell_timeout: int | None = None,
-              export_html: bool = True) -> list[dict[str, Any]]:
+              export_html: bool = True, datasets: list[str] | None = None) -> list[dict[str, Any]]:
     """Execute the suite's notebooks in order with papermill; stop at the first failure.
 
     Args:
@@ -331,6 +342,10 @@ def run_suite(preset: str, *, only: list[str] | None = None, params: dict[str, A
             trains), each line prefixed with the notebook's number.
         export_html: write ``html/`` beside the results: every executed notebook as a self-contained page and an
             ``index.html``.
+        datasets: the datasets to run (default: every dataset of the preset). A notebook that declares a
+            ``dataset`` parameter runs once per dataset; for any dataset but the preset's first its executed copy,
+            results part and figures carry the dataset's name (``07_imta-svhn.ipynb``, section ``imta@svhn``,
+            ``<figures>/svhn/``).
     Notebooks that declare ``show_widgets`` get ``show_widgets=False`` unless it is given: nothing headless
     can display a widget. At the end the headline numbers the notebooks recorded (:mod:`overthink_lib.results`)
     are printed and written to ``results.json`` and ``results.md`` (``runs/<preset>/``, or beside the executed
@@ -342,7 +357,7 @@ def run_suite(preset: str, *, only: list[str] | None = None, params: dict[str, A
     from nbclient.exceptions import CellTimeoutError
     from papermill.exceptions import PapermillExecutionError
 
-    from .results import ENV as RESULTS_ENV, collect, table
+    from .results import ENV as RESULTS_ENV, TAG_ENV as RESULTS_TAG_ENV, collect, table
     from .train import HEADLESS_ENV
 
     cfg = get_preset(preset)
@@ -363,6 +378,11 @@ def run_suite(preset: str, *, only: list[str] | None = None, params: dict[str, A
     if str(all_params.get("record") or "").strip():  # notebooks run in notebooks/: paths relative to the caller
         all_params["record"] = ",".join(str(Path(part.strip()).expanduser().resolve())
                                         for part in str(all_params["record"]).split(","))
+    run_sets = list(datasets) if datasets else list(cfg.datasets)
+    for name in run_sets:
+        _rule_dataset(name)
+    if "dataset" in all_params:
+        run_sets = [all_params.pop("dataset")]
     for book in books:  # validate everything before running anything
         check_declared(book, all_params)
     own = out_dir is None and not str(all_params.get("record") or "").strip()
@@ -380,18 +400,29 @@ def run_suite(preset: str, *, only: list[str] | None = None, params: dict[str, A
         fig_dir = record_figure_dir(fig_dir, all_params["record"])
     print(f"running {len(books)} notebook(s) with preset {preset!r}; executed copies → {out_dir}, "
           f"figures → {fig_dir}", flush=True)
+    jobs = []
     for book in books:
-        out = out_dir / book.name
-        part = parts_dir / f"{book.stem}.json"
+        if "dataset" in declared_parameters(book):
+            jobs += [(book, name) for name in run_sets]
+        else:
+            jobs.append((book, None))
+    for book, dataset in jobs:
+        other = dataset is not None and dataset != cfg.datasets[0]
+        stem = f"{book.stem}-{dataset}" if other else book.stem
+        out = out_dir / f"{stem}{book.suffix}"
+        part = parts_dir / f"{stem}.json"
         part.unlink(missing_ok=True)  # this notebook's numbers come from this run or not at all
         book_params = dict(all_params)
+        if dataset is not None:
+            book_params["dataset"] = dataset
         if "show_widgets" in declared_parameters(book) and "show_widgets" not in book_params:
             book_params["show_widgets"] = False  # headless: no frontend could show a widget (see README)
         if progress:
-            print(f"▶ {book.name}", flush=True)
+            print(f"▶ {out.name}", flush=True)
         t0 = time.perf_counter()
+        env = {RESULTS_ENV: str(part), "TQDM_DISABLE": "1", HEADLESS_ENV: "1", RESULTS_TAG_ENV: dataset if other else ""}
         try:
-            with _kernel_env({RESULTS_ENV: str(part), "TQDM_DISABLE": "1", HEADLESS_ENV: "1"}):
+            with _kernel_env(env):
                 papermill.execute_notebook(
                     str(book), str(out), parameters=book_params, kernel_name=kernel, cwd=str(book.parent),
                     progress_bar=False, log_output=False, execution_timeout=timeout,
@@ -407,8 +438,8 @@ def run_suite(preset: str, *, only: list[str] | None = None, params: dict[str, A
                                  f"{err.ename}: {err.evalue.splitlines()[0] if err.evalue else ''} — executed copy "
                                  f"with the traceback: {out}") from None
         dt = time.perf_counter() - t0
-        rows.append({"notebook": book.name, "seconds": round(dt, 1), "output": str(out)})
-        print(f"  {book.name}: {dt:.1f} s", flush=True)
+        rows.append({"notebook": out.name, "seconds": round(dt, 1), "output": str(out)})
+        print(f"  {out.name}: {dt:.1f} s", flush=True)
     timings = summary_dir / "notebook_timings.csv"
     with open(timings, "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=["notebook", "seconds", "output"])

@@ -9,7 +9,10 @@ Labels:
   label = argmax_i score_i (flops in FLOPs, so flops·10⁻⁶ is MFLOPs; conf = max softmax). Small λ favours cheap exits,
   large λ favours confident ones;
 - ``binary`` (paper Eq 6): the score method with only the first and the last exit allowed to score (label 0 = first,
-  1 = last).
+  1 = last). Samples that only middle exits get right score 0 at both ends; Eq 6 read literally would label them by
+  argmax over two zeros, i.e. "first" by the tie rule, an artefact of the implementation rather than a statement
+  about the sample. We drop them, like the samples no exit gets right, and count them apart
+  (``ExitLabels.dropped_middle``).
 """
 from __future__ import annotations
 
@@ -26,7 +29,8 @@ LABELINGS = ("first", "score", "binary")
 
 @dataclass
 class ExitLabels:
-    """D_ee labels of one record: ``rows`` (record rows kept), ``labels`` (0-based; for ``binary`` 0/1), ``dropped``."""
+    """D_ee labels of one record: ``rows`` (record rows kept), ``labels`` (0-based; for ``binary`` 0/1), ``dropped``
+    (samples left out), of which ``dropped_middle`` (``binary`` only) some middle exit gets right."""
 
     rows: torch.Tensor
     labels: torch.Tensor
@@ -34,6 +38,7 @@ class ExitLabels:
     num_labels: int
     method: str
     lam: float | None
+    dropped_middle: int = 0
 
     def distribution(self) -> np.ndarray:
         return np.bincount(self.labels.numpy(), minlength=self.num_labels) / max(1, len(self.labels))
@@ -58,7 +63,9 @@ def exit_labels(rec: ExitRecord, method: str = "score", lam: float = 5.0) -> Exi
     if method not in LABELINGS:
         raise ConfigError(f"unknown D_ee labelling {method!r}: choose one of {', '.join(LABELINGS)}")
     correct = rec.correct
+    middle = 0
     if method == "binary":
+        middle = int((correct.any(1) & ~correct[:, [0, -1]].any(1)).sum())
         correct = correct[:, [0, -1]]
     keep = correct.any(1)
     rows = torch.nonzero(keep).squeeze(1)
@@ -72,7 +79,7 @@ def exit_labels(rec: ExitRecord, method: str = "score", lam: float = 5.0) -> Exi
         labels = s.argmax(1)
         lam_used = float(lam)
     n_labels = 2 if method == "binary" else rec.num_exits
-    return ExitLabels(rows, labels[rows], int((~keep).sum()), n_labels, method, lam_used)
+    return ExitLabels(rows, labels[rows], int((~keep).sum()), n_labels, method, lam_used, middle)
 
 
 def label_distribution(rec: ExitRecord, method: str, lams) -> "pd.DataFrame":

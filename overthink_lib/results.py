@@ -21,6 +21,8 @@ from typing import Any
 from .config import ConfigError, atomic_write_bytes, code_version
 
 ENV = "OVERTHINK_RESULTS"
+#: Set by ``reproduce`` for a notebook run on a dataset other than the preset's first: sections become ``<section>@<tag>``.
+TAG_ENV = "OVERTHINK_RESULTS_TAG"
 UNITS = {"%": 100.0, "pts": 100.0, "": 1.0, "s": 1.0, "×": 1.0, "MFLOPs": 1.0, "img/s": 1.0}
 #: The tolerance a new reference metric gets: absolute, in the metric's own scale (0.03 = 3 points of a fraction).
 DEFAULT_ABS_TOL = 0.03
@@ -66,6 +68,9 @@ def put(section: str, key: str, value: Any, label: str = "", unit: str = "") -> 
     target = os.environ.get(ENV)
     if not target:
         return value
+    tag = os.environ.get(TAG_ENV, "").strip()
+    if tag:
+        section = f"{section}@{tag}"
     path = Path(target)
     part = json.loads(path.read_text()) if path.exists() else {"values": {}, "meta": {}}
     part["values"].setdefault(section, {})[key] = _plain(value)

@@ -116,3 +116,38 @@ def test_smoke_numbers_match_the_reference():
     problems = compare(json.loads(path.read_text()), ref)
     assert not problems, ("smoke numbers drifted from tests/reference/smoke.json (after a deliberate change: "
                           "make reference):\n  " + "\n  ".join(problems))
+
+
+def test_two_datasets_give_one_table_3_1_row_each(tmp_path, monkeypatch):
+    """A preset's every dataset: reproduce runs notebook 07 once per dataset (here smoke with Fashion-MNIST and a
+    made-up MNIST in the IDX format), each with its own executed copy, figures and results section."""
+    import json
+
+    import numpy as np
+
+    from overthink_lib.data import sources
+    from overthink_lib.notebooks import run_suite
+
+    data = tmp_path / "data"
+    raw = data / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 15000), ("test", 5000)):
+        img, lab = sources._IDX_FILES[split]
+        sources.write_idx(raw / img, rng.integers(0, 256, (n, 28, 28)).astype(np.uint8))
+        sources.write_idx(raw / lab, (np.arange(n) % 10).astype(np.uint8))
+    fashion = sources.DATA_ROOT / "FashionMNIST"
+    if fashion.exists():  # else the loader copies Debian's files into the temporary root
+        (data / "FashionMNIST").symlink_to(fashion)
+    monkeypatch.setenv("OVERTHINK_DATA", str(data))  # the kernels inherit it
+    out = tmp_path / "out"
+    rows = run_suite("smoke", only=["07"], datasets=["fashion_mnist", "mnist"], out_dir=out, progress=False,
+                     export_html=False)
+    assert [r["notebook"] for r in rows] == ["07_imta.ipynb", "07_imta-mnist.ipynb"]
+    res = json.loads((out / "results.json").read_text())
+    for section in ("imta", "imta@mnist"):  # Table 3.1, one row per dataset, each with its verdict over seeds
+        assert {"overthought_E", "overthought_2E", "isc_ofa_minus_2E", "seed_level_isc_ofa_minus_2E"} <= set(res[section])
+    assert res["imta"]["overthought_2E"] != res["imta@mnist"]["overthought_2E"]
+    assert (get_preset("smoke").figure_dir / "mnist" / "07_imta.png").exists()
+    executed = json.loads((out / "07_imta-mnist.ipynb").read_text())
+    assert any("mnist" in "".join(o.get("text", "")) for c in executed["cells"] for o in c.get("outputs", []))

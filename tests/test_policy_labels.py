@@ -46,7 +46,12 @@ def test_binary_labels():
     lab = exit_labels(rec(), "binary", 1.0)
     # only exits 1 and 3 may score: s0 1.60 vs 1.24 → 0; s1 0 vs 1.24 → 1; s2 → 1; s3 dropped; s4 1.51 vs 1.24 → 0
     assert lab.rows.tolist() == [0, 1, 2, 4] and lab.labels.tolist() == [0, 1, 1, 0] and lab.num_labels == 2
-    assert exit_labels(make_record([[0, 1, 0]], [[.9, .9, .9]], FLOPS), "binary").dropped == 1
+    assert lab.dropped == 1 and lab.dropped_middle == 0  # s3: no exit right
+    # only the middle exit right: Eq 6 scores it 0 at both ends; dropped and counted apart (not labelled "first")
+    mid = exit_labels(make_record([[0, 1, 0], [0, 0, 0], [1, 1, 0]], [[.9, .9, .9]] * 3, FLOPS), "binary")
+    assert mid.rows.tolist() == [2] and mid.labels.tolist() == [0]
+    assert mid.dropped == 2 and mid.dropped_middle == 1
+    assert exit_labels(rec(), "score").dropped_middle == 0
 
 
 def test_class_weights_eq_4_3():
