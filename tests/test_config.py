@@ -21,6 +21,29 @@ def test_presets_are_frozen_data():
     assert get_preset("paper").datasets[0] == "cifar100"
 
 
+def test_for_dataset_makes_another_dataset_the_main_one():
+    paper = get_preset("paper")
+    svhn = paper.for_dataset("svhn")
+    assert svhn.datasets == ("svhn", "cifar100", "mnist") and svhn.name == "paper" and svhn.run_dir == paper.run_dir
+    assert paper.for_dataset("cifar100") == paper
+    assert get_preset("smoke").for_dataset("mnist").datasets == ("mnist", "fashion_mnist")
+    assert paper.svhn_extra and not get_preset("cpu").svhn_extra
+
+
+def test_paired_differences_over_seeds_by_hand():
+    import pandas as pd
+    from scipy import stats
+
+    from overthink_lib.experiment import paired_over_seeds
+
+    t = pd.DataFrame({"seed": [0, 0, 1, 1, 2, 2], "arm": ["2E", "ISC", "2E", "ISC", "2E", "ISC"],
+                      "overthought": [0.10, 0.07, 0.12, 0.10, 0.09, 0.08]})
+    m, lo, hi = paired_over_seeds(t, "overthought", "ISC", "2E")
+    d = [-0.03, -0.02, -0.01]  # per seed
+    half = stats.t.ppf(0.975, 2) * pd.Series(d).std() / 3 ** 0.5
+    assert m == pytest.approx(-0.02) and lo == pytest.approx(-0.02 - half) and hi == pytest.approx(-0.02 + half)
+
+
 def test_unknown_preset_is_one_clear_error():
     with pytest.raises(ConfigError, match=r"unknown preset 'gpu': choose one of smoke, cpu, paper"):
         get_preset("gpu")
@@ -46,3 +69,18 @@ def test_device_selection():
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="no CUDA device"):
             get_device("cuda")
+
+
+def test_subset_splits_are_seeded_subsets_and_zero_means_all():
+    from overthink_lib.experiment import imta_over_seeds, load_splits, subset_splits
+
+    smoke = get_preset("smoke")
+    full = load_splits(smoke, "fashion_mnist", 0)
+    a, b = subset_splits(smoke, 0, 100, 50), subset_splits(smoke, 0, 100, 50)
+    assert len(a["train"]) == 100 and len(a["test"]) == 50
+    assert torch.equal(a["train"].indices, b["train"].indices) and torch.equal(a["test"].indices, b["test"].indices)
+    assert set(a["train"].indices.tolist()) <= set(full["train"].indices.tolist())
+    whole = subset_splits(smoke, 0, 0, 0)
+    assert len(whole["train"]) == len(full["train"]) and len(whole["test"]) == len(full["test"])
+    with pytest.raises(ConfigError, match="at least 2 seeds"):
+        imta_over_seeds(smoke, seeds=1)

@@ -23,6 +23,17 @@ def test_put_writes_only_under_the_runner(tmp_path, monkeypatch):
         results.put("s", "k", 1.0, unit="furlongs")
 
 
+def test_put_under_a_dataset_tag_names_the_dataset_in_the_section(tmp_path, monkeypatch):
+    part = tmp_path / "07_imta-svhn.json"
+    monkeypatch.setenv(results.ENV, str(part))
+    monkeypatch.setenv(results.TAG_ENV, "svhn")
+    results.put("imta", "verdict", "lowered")
+    assert json.loads(part.read_text())["values"] == {"imta@svhn": {"verdict": "lowered"}}
+    monkeypatch.setenv(results.TAG_ENV, "")  # the preset's first dataset: plain section names
+    results.put("imta", "verdict", "raised")
+    assert json.loads(part.read_text())["values"]["imta"] == {"verdict": "raised"}
+
+
 def test_collect_merges_parts_in_order_and_formats(tmp_path, monkeypatch):
     parts = tmp_path / "results"
     for name, value in (("03_a", 0.5), ("04_b", (0.1234, 0.1, 0.15))):
