@@ -3,8 +3,8 @@
 The package needs a model with one tensor output, so each exit gets a wrapper that runs the network only up to that
 exit and returns its logits. The target layer must output a plain tensor that requires grad: by default the model's
 ``cam_layers()`` (MSDNet: ``heads.k.tap``, the coarsest-scale feature map that exit k reads); any module name of the
-model may be given instead. One target class per image (its label, or the exit's own prediction); hooks are released
-by the package's context manager.
+model may be given instead. One target class per image: by default the exit's own prediction (what Fig 3.9 explains),
+or its label; hooks are released by the package's context manager.
 
 EigenCAM uses no gradients: its map is the first principal component of the activations, whose sign is arbitrary, so
 it can light up exactly the region the exit ignores; prefer the gradient methods for "where does this exit look".
@@ -91,7 +91,7 @@ def target_layer(model: nn.Module, name: str) -> nn.Module:
 
 
 def exit_cams(model: nn.Module, x: torch.Tensor, *, exits: Sequence[int] | None = None, labels=None,
-              target: str = "label", method: str = "gradcam", layers: Sequence[str] | None = None) -> ExitCams:
+              target: str = "pred", method: str = "gradcam", layers: Sequence[str] | None = None) -> ExitCams:
     """Heatmaps of every requested exit for a batch of (normalised) images.
 
     Args:
@@ -99,7 +99,8 @@ def exit_cams(model: nn.Module, x: torch.Tensor, *, exits: Sequence[int] | None 
         x: ``[B, C, H, W]`` normalised images on the model's device.
         exits: 0-based exits (default: all).
         labels: ``[B]`` true classes (needed for ``target='label'``).
-        target: ``label`` (explain the true class) or ``pred`` (explain what the exit predicts).
+        target: ``pred`` (default, the thesis's Fig 3.9: explain what the exit predicts) or ``label`` (explain the
+            true class).
         method: one of :data:`METHODS`.
         layers: target layer name per requested exit (default: ``model.cam_layers()``).
     Returns:
@@ -135,7 +136,10 @@ def exit_cams(model: nn.Module, x: torch.Tensor, *, exits: Sequence[int] | None 
             conf, pred = probs.max(-1)
             classes = (torch.as_tensor(labels) if target == "label" else pred).tolist()
             with cam_cls(model=wrapper, target_layers=[module]) as cam:
-                maps = cam(input_tensor=x, targets=[ClassifierOutputTarget(int(c)) for c in classes])
+                # an input that requires grad makes every activation require it, also in frozen parts of a model
+                # (IMTA's pretrained network), where the target layer's output would otherwise have no gradient
+                maps = cam(input_tensor=x.detach().clone().requires_grad_(True),
+                           targets=[ClassifierOutputTarget(int(c)) for c in classes])
             cams.append(np.clip(maps, 0.0, 1.0))
             preds.append(pred.cpu())
             confs.append(conf.cpu())
@@ -202,7 +206,7 @@ def cam_grid(images: np.ndarray, out: ExitCams, labels, class_names=None, row_ti
     return fig
 
 
-def cams_for_rows(model: nn.Module, ds, rows, *, target: str = "label", method: str = "gradcam",
+def cams_for_rows(model: nn.Module, ds, rows, *, target: str = "pred", method: str = "gradcam",
                   batch: int = 64) -> ExitCams:
     """:func:`exit_cams` over the rows ``rows`` of an :class:`~overthink_lib.data.ImageSet`, in batches."""
     from .data import normalize

@@ -20,7 +20,7 @@ def test_maps_per_exit_shape_range_and_hooks(channels, size):
     model = get_model("msdnet_cifar", num_classes=10, in_channels=channels, channels=4, growth=2, head_channels=8)
     x = torch.randn(4, channels, size, size)
     before = _hooks(model)
-    out = exit_cams(model, x, labels=torch.tensor([0, 1, 2, 3]))
+    out = exit_cams(model, x, labels=torch.tensor([0, 1, 2, 3]), target="label")
     assert out.cams.shape == (4, 5, size, size)
     assert out.cams.min() >= 0 and out.cams.max() <= 1
     assert out.preds.shape == (4, 5) and out.exits == [0, 1, 2, 3, 4]
@@ -32,7 +32,7 @@ def test_one_target_per_image():
     torch.manual_seed(0)
     model = get_model("msdnet_cifar", num_classes=10, in_channels=1, channels=4, growth=2, head_channels=8)
     x = torch.randn(1, 1, 28, 28).repeat(3, 1, 1, 1)  # the same image three times, three different targets
-    maps = exit_cams(model, x, labels=torch.tensor([0, 5, 0]), exits=[2], method="hirescam").cams[:, 0]
+    maps = exit_cams(model, x, labels=torch.tensor([0, 5, 0]), exits=[2], method="hirescam", target="label").cams[:, 0]
     assert np.allclose(maps[0], maps[2], atol=1e-5)
     assert not np.allclose(maps[0], maps[1], atol=1e-3)
 
@@ -96,4 +96,20 @@ def test_bad_input_is_one_clear_error():
     with pytest.raises(ConfigError, match="unknown CAM method"):
         exit_cams(model, x, labels=[0, 1], method="scorecam++")
     with pytest.raises(ConfigError, match="needs the labels"):
-        exit_cams(model, x)
+        exit_cams(model, x, target="label")
+
+
+def test_default_explains_each_exit_prediction_and_works_on_a_frozen_imta_network():
+    from overthink_lib.models.imta import load_backbone
+
+    torch.manual_seed(0)
+    spec = {"name": "msdnet_cifar", "kwargs": dict(num_classes=10, in_channels=1, channels=4, growth=2, head_channels=8)}
+    backbone = get_model(spec["name"], **spec["kwargs"])
+    x = torch.randn(3, 1, 28, 28)
+    pred = exit_cams(model=backbone, x=x, exits=[1])
+    by_pred = exit_cams(backbone, x, exits=[1], target="label", labels=pred.preds[:, 0])
+    assert np.allclose(pred.cams, by_pred.cams)  # the default target is the exit's own prediction
+    imta = get_model("imta", backbone=spec)  # the official stage 2: everything pretrained frozen
+    load_backbone(imta, backbone)
+    out = exit_cams(imta, x, exits=[0, 4])
+    assert out.cams.shape == (3, 2, 28, 28) and np.isfinite(out.cams).all() and out.cams.max() > 0
