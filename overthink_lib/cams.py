@@ -125,6 +125,10 @@ def exit_cams(model: nn.Module, x: torch.Tensor, *, exits: Sequence[int] | None 
     if len(layers) != len(exits):
         raise ConfigError(f"{len(layers)} target layers given for {len(exits)} exits")
     modules = [target_layer(model, name) for name in layers]
+    # A model with frozen parts (IMTA's pretrained network): an input that requires grad makes every activation
+    # require it, where the target layer's output would otherwise have no gradient. Only then: it costs time.
+    frozen = any(not p.requires_grad for p in model.parameters())
+    x_in = x.detach().clone().requires_grad_(True) if frozen else x
     was_training = model.training
     model.eval()
     cams, preds, confs = [], [], []
@@ -136,10 +140,7 @@ def exit_cams(model: nn.Module, x: torch.Tensor, *, exits: Sequence[int] | None 
             conf, pred = probs.max(-1)
             classes = (torch.as_tensor(labels) if target == "label" else pred).tolist()
             with cam_cls(model=wrapper, target_layers=[module]) as cam:
-                # an input that requires grad makes every activation require it, also in frozen parts of a model
-                # (IMTA's pretrained network), where the target layer's output would otherwise have no gradient
-                maps = cam(input_tensor=x.detach().clone().requires_grad_(True),
-                           targets=[ClassifierOutputTarget(int(c)) for c in classes])
+                maps = cam(input_tensor=x_in, targets=[ClassifierOutputTarget(int(c)) for c in classes])
             cams.append(np.clip(maps, 0.0, 1.0))
             preds.append(pred.cpu())
             confs.append(conf.cpu())
