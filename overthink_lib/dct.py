@@ -29,7 +29,9 @@ from .config import ConfigError
 ORDERS = ("row", "zigzag", "radial")
 MEASURES = ("abs", "sum", "energy")
 COLOURS = ("gray", "channel")
-LITERAL = {"order": "row", "measure": "abs"}  # the thesis's replication (see the module docstring)
+LITERAL = {"order": "row", "measure": "abs"}
+#: Measures that give every image a score, so a notebook can group and test them (``sum`` is shown beside them).
+ANALYSIS_MEASURES = ("abs", "energy")  # the thesis's replication (see the module docstring)
 
 
 def frequency_order(h: int, w: int, order: str = "row") -> np.ndarray:

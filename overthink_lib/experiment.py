@@ -173,7 +173,8 @@ def record_images(rec: ExitRecord, preset: Preset) -> ImageSet | None:
         return None
     try:
         ds = get_dataset(name, split, val_fraction=d.get("val_fraction", preset.val_fraction),
-                         split_seed=d.get("split_seed", preset.seed), download=False)
+                         split_seed=d.get("split_seed", preset.seed), download=False,
+                         svhn_extra=bool(d.get("svhn_extra")))
     except ConfigError:
         return None
     pos = {int(i): r for r, i in enumerate(ds.indices.tolist())}

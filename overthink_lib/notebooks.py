@@ -85,6 +85,12 @@ def _rule_int(name: str, minimum: int = 0) -> Callable[[Any], None]:
     return check
 
 
+def _rule_seeds(v: Any) -> None:
+    if isinstance(v, bool) or not isinstance(v, int) or v < 0 or v == 1:
+        raise ConfigError(f"parameter n_seeds must be 0 (the preset's imta_seeds) or an integer >= 2 (a CI over seeds "
+                          f"needs two), got {v!r}")
+
+
 def _rule_dataset(v: Any) -> None:
     from .data import list_datasets
 
@@ -156,12 +162,12 @@ RULES: dict[str, Callable[[Any], None]] = {
     "show_widgets": _rule_bool("show_widgets"),
     "criterion": lambda v: _rule_choice("criterion", v, "exits", "CRITERIA"),
     "n_boot": _rule_int("n_boot"),
-    "n_seeds": _rule_int("n_seeds"),
+    "n_seeds": _rule_seeds,
     "cam_method": lambda v: _rule_choice("cam_method", v, "cams", "METHODS"),
     "cam_target": lambda v: _rule_choice("cam_target", v, "cams", "TARGETS"),
     "n_stat": _rule_int("n_stat"),
     "dct_share": _rule_fraction("dct_share"),
-    "dct_measure": lambda v: _rule_choice("dct_measure", v, "dct", "MEASURES"),
+    "dct_measure": lambda v: _rule_choice("dct_measure", v, "dct", "ANALYSIS_MEASURES"),
     "imta_freeze": lambda v: _rule_choice("imta_freeze", v, "models.imta", "FREEZE"),
     "imta_teacher": lambda v: _rule_choice("imta_teacher", v, "models.imta", "TEACHERS"),
     "imta_kl": lambda v: _rule_choice("imta_kl", v, "models.imta", "KL_REDUCTIONS"),
@@ -378,11 +384,15 @@ def run_suite(preset: str, *, only: list[str] | None = None, params: dict[str, A
     if str(all_params.get("record") or "").strip():  # notebooks run in notebooks/: paths relative to the caller
         all_params["record"] = ",".join(str(Path(part.strip()).expanduser().resolve())
                                         for part in str(all_params["record"]).split(","))
+    if "dataset" in all_params:  # one dataset named as a parameter: that one only ("": the preset's first)
+        if datasets:
+            raise ConfigError("give the datasets either with --datasets or as the parameter dataset, not both")
+        datasets = [all_params.pop("dataset") or cfg.datasets[0]]
     run_sets = list(datasets) if datasets else list(cfg.datasets)
     for name in run_sets:
         _rule_dataset(name)
-    if "dataset" in all_params:
-        run_sets = [all_params.pop("dataset")]
+        if not name:
+            raise ConfigError("an empty dataset name in the list of datasets: leave it out")
     for book in books:  # validate everything before running anything
         check_declared(book, all_params)
     own = out_dir is None and not str(all_params.get("record") or "").strip()

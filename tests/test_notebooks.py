@@ -45,6 +45,22 @@ def test_start_validates_values():
     with pytest.raises(ConfigError, match="n_images must be an integer >= 1"):
         start(preset="smoke", n_images=0)
     assert start(preset="smoke", speed="bf16,fold_bn", repeats=2, batch_size=8).speed == "bf16,fold_bn"
+    with pytest.raises(ConfigError, match=r"n_seeds must be 0 .* or an integer >= 2"):
+        start(preset="smoke", n_seeds=1)
+    with pytest.raises(ConfigError, match="parameter dct_measure must be one of abs, energy, got 'sum'"):
+        start(preset="smoke", dct_measure="sum")  # the signed sum leaves some images without a score
+    other = start(preset="smoke", dataset="mnist")
+    assert other.preset.datasets[0] == "mnist" and other.fig_dir == get_preset("smoke").figure_dir / "mnist"
+    assert start(preset="smoke", dataset="").preset.datasets[0] == "fashion_mnist"
+
+
+def test_datasets_are_checked_before_anything_runs():
+    from overthink_lib.notebooks import run_suite
+
+    with pytest.raises(ConfigError, match="unknown dataset 'imagenet'"):
+        run_suite("smoke", only=["07"], datasets=["fashion_mnist", "imagenet"], progress=False)
+    with pytest.raises(ConfigError, match="either with --datasets or as the parameter dataset"):
+        run_suite("smoke", only=["07"], datasets=["mnist"], params={"dataset": "mnist"}, progress=False)
 
 
 def test_parse_param():
@@ -141,6 +157,7 @@ def test_two_datasets_give_one_table_3_1_row_each(tmp_path, monkeypatch):
         (data / "FashionMNIST").symlink_to(fashion)
     monkeypatch.setenv("OVERTHINK_DATA", str(data))  # the kernels inherit it
     out = tmp_path / "out"
+    (get_preset("smoke").figure_dir / "mnist" / "07_imta.png").unlink(missing_ok=True)  # no figure of an earlier run
     rows = run_suite("smoke", only=["07"], datasets=["fashion_mnist", "mnist"], out_dir=out, progress=False,
                      export_html=False)
     assert [r["notebook"] for r in rows] == ["07_imta.ipynb", "07_imta-mnist.ipynb"]

@@ -21,7 +21,7 @@ from ..config import ROOT, ConfigError
 #: Where Debian's ``dataset-fashion-mnist`` puts the IDX files.
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 #: Our data folder (ignored by git); ``OVERTHINK_DATA`` may move it.
-DATA_ROOT = Path(os.environ.get("OVERTHINK_DATA") or ROOT / "data")
+DATA_ROOT = Path(os.environ.get("OVERTHINK_DATA") or ROOT / "data").expanduser().resolve()
 
 _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 

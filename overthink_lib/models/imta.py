@@ -11,6 +11,7 @@
   is the option.
 - **GE** (gradient equilibrium): around head i of n (0-based), the gradient reaching the coarsest feature is scaled by
   1/(n − i) before the head and the gradient of the path that continues by (n − i − 1); forward values are unchanged.
+  It only acts where the blocks train (``freeze='none'``; the official code uses it in stage 1).
 
 :class:`IMTANet` wraps a trained backbone of the multi-exit contract that exposes ``blocks`` and ``heads`` (MSDNet),
 kept whole as ``base`` and always frozen (``requires_grad=False``, BatchNorm statistics fixed): it is the teacher.
@@ -75,6 +76,9 @@ class IMTANet(MultiExit):
         if not (hasattr(backbone, "blocks") and hasattr(backbone, "heads")):
             raise ConfigError(f"IMTA needs a backbone with blocks and heads (MSDNet), got {type(backbone).__name__}")
         self.freeze, self.teacher = _choice("freeze", freeze, FREEZE), _choice("teacher", teacher, TEACHERS)
+        if ge and freeze != "none":
+            raise ConfigError(f"IMTA gradient equilibrium rescales gradients that reach the blocks, which freeze={freeze!r} "
+                              f"keeps frozen: use ge=True with freeze='none'")
         self.base = backbone
         for p in self.base.parameters():
             p.requires_grad_(False)
