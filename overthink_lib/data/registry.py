@@ -173,7 +173,8 @@ def get_dataset(name: str, split: str, *, root=None, val_fraction: float = 0.2, 
     if svhn_extra and name != "svhn":
         raise ConfigError("svhn_extra=True applies only to the 'svhn' dataset")
     spec = _REGISTRY[name]
-    arrays = spec.loader(root, download, extra=True) if svhn_extra else spec.loader(root, download)
+    topup = svhn_extra and split in ("val", "test")  # the training split never reads the 531k-image extra file
+    arrays = spec.loader(root, download, extra=True) if topup else spec.loader(root, download)
     info: dict[str, Any] = {"val_fraction": val_fraction, "split_seed": split_seed, "fraction": fraction}
     if split == "test":
         images, labels = arrays["test"]
@@ -183,7 +184,7 @@ def get_dataset(name: str, split: str, *, root=None, val_fraction: float = 0.2, 
         train_rows, val_rows = split_rows(len(labels), val_fraction, split_seed)
         rows = train_rows if split == "train" else val_rows
         images, labels, indices = images[rows], labels[rows], rows
-    if svhn_extra and split in ("val", "test"):
+    if topup:
         ex_x, ex_y = arrays["extra"]
         perm = np.random.default_rng(split_seed + 7).permutation(len(ex_y))
         part = perm[:SVHN_EXTRA_TOPUP] if split == "val" else perm[SVHN_EXTRA_TOPUP:2 * SVHN_EXTRA_TOPUP]
