@@ -8,7 +8,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .config import PRESETS, ConfigError
+from .config import PRESETS, ConfigError, get_preset
 
 
 def _cmd_reproduce(args: argparse.Namespace) -> None:
@@ -67,6 +67,12 @@ def _cmd_train(args: argparse.Namespace) -> None:
     from .experiment import train_main_model
 
     train_main_model(args.preset, dataset=args.dataset, epochs=args.epochs, resume=args.resume, speed=args.speed)
+
+
+def _cmd_job(args: argparse.Namespace) -> None:
+    from .jobs import run_job
+
+    run_job(args.preset, args.dataset or get_preset(args.preset).datasets[0], args.name)
 
 
 def _cmd_record(args: argparse.Namespace) -> None:
@@ -158,6 +164,11 @@ def build_parser() -> argparse.ArgumentParser:
                            "where native, compile only past its break-even; see README Performance) or a "
                            "comma-separated subset; default: the preset's")
         t.set_defaults(func=func)
+    j = sub.add_parser("job", help="one of the jobs reproduce runs ahead of the notebooks (see overthink_lib.jobs)")
+    j.add_argument("name")
+    j.add_argument("--preset", default="cpu")
+    j.add_argument("--dataset", default=None, help="default: the preset's first dataset")
+    j.set_defaults(func=_cmd_job)
     i = sub.add_parser("import-record", help="turn logits computed elsewhere (an .npz of arrays) into an ExitRecord")
     i.add_argument("source", help="an .npz with logits [N, E, C] and labels [N] (optional flops [E], indices [N])")
     i.add_argument("out", help="the record file to write (.npz), e.g. myrecords/test.npz")

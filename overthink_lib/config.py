@@ -81,6 +81,10 @@ class Preset:
         device: ``auto`` (CUDA when present), ``cpu`` or ``cuda``.
         cell_timeout: seconds any one notebook cell may run before ``reproduce`` stops with one line naming the
             notebook and cell (a hung kernel never holds a run for good); generous on ``paper``.
+        train_threads: CPU threads of every training of the preset (``TrainConfig.threads``; 0: torch's default).
+            ``smoke`` and ``cpu`` pin 1: a CPU training's numbers depend on its thread count, and on a 2-core machine
+            two one-thread trainings at once do 1.41× the work of one on two threads (measured), which is how
+            ``reproduce`` trains the suite's networks ahead of its notebooks (:mod:`overthink_lib.jobs`).
         speed: training speed settings, as :meth:`overthink_lib.speed.Speed.parse` reads them: ``fp32`` (default:
             fp32 eager, bit-reproducible on CPU), ``fast`` or a comma-separated subset (``bf16,channels_last``).
     """
@@ -122,6 +126,7 @@ class Preset:
     maxmin_long_epochs: int = 0
     train_record_size: int = 12000
     svhn_extra: bool = False
+    train_threads: int = 0
     cell_timeout: int = 3600
 
     def for_dataset(self, name: str) -> "Preset":
@@ -149,6 +154,7 @@ PRESETS: dict[str, Preset] = {
         maxmin_base="fashion_mnist", maxmin=MaxMinSizes(train=400, val=120, test=120), maxmin_epochs=1,
         figures_dir="runs/smoke/figures", policy_width=8, policy_epochs=1, stoch_runs=3, stoch_train=300,
         stoch_epochs=1, cell_timeout=600, imta_seeds=2, imta_seed_train=300, imta_seed_test=200, maxmin_long_epochs=2,
+        train_threads=1,
     ),
     # The default main job on a 2-core CPU: the whole suite in <= 30 minutes.
     "cpu": Preset(
@@ -158,7 +164,7 @@ PRESETS: dict[str, Preset] = {
         # hard composites by 12.0 [7.6, 16.2] points); val 4,000 so that the policy learns from enough D_ee labels
         maxmin_base="fashion_mnist", maxmin=MaxMinSizes(train=12000, val=4000, test=2000), maxmin_epochs=4,
         maxmin_canvas=36, maxmin_item=14,
-        figures_dir="figures", policy_width=8, suite_skip=("09",),
+        figures_dir="figures", policy_width=8, suite_skip=("09",), train_threads=1,
     ),
     # The thesis's settings (§3.1, ch. 4): 200 epochs, lr x0.1 at epochs 75 and 150; meant for a GPU.
     "paper": Preset(

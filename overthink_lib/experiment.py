@@ -62,7 +62,7 @@ def train_config(preset: Preset, epochs: int | None = None, seed: int | None = N
     seed = preset.seed if seed is None else seed
     base = dict(epochs=preset.epochs if epochs is None else epochs, batch_size=preset.batch_size, lr=preset.lr,
                 schedule=preset.lr_schedule, milestones=preset.lr_milestones, init_seed=seed, data_seed=seed,
-                eval_batch_size=preset.eval_batch_size, speed=Speed.parse(preset.speed))
+                eval_batch_size=preset.eval_batch_size, speed=Speed.parse(preset.speed), threads=preset.train_threads)
     return TrainConfig(**{**base, **overrides})
 
 

@@ -332,7 +332,8 @@ def export_notebooks(executed: list[Path], html_dir: Path, res: dict[str, Any] |
 def run_suite(preset: str, *, only: list[str] | None = None, params: dict[str, Any] | None = None,
               kernel: str = "python3", progress: bool = True, folder: Path = NOTEBOOK_DIR,
               out_dir: Path | None = None, cell_timeout: int | None = None,
-              export_html: bool = True, datasets: list[str] | None = None) -> list[dict[str, Any]]:
+              export_html: bool = True, datasets: list[str] | None = None,
+              prefetch: bool = True) -> list[dict[str, Any]]:
     """Execute the suite's notebooks in order with papermill; stop at the first failure.
 
     Args:
@@ -348,6 +349,9 @@ def run_suite(preset: str, *, only: list[str] | None = None, params: dict[str, A
             trains), each line prefixed with the notebook's number.
         export_html: write ``html/`` beside the results: every executed notebook as a self-contained page and an
             ``index.html``.
+        prefetch: first train the suite's networks in parallel worker processes (:mod:`overthink_lib.jobs`; only
+            for a preset that pins ``train_threads`` and when no parameter beyond ``preset``/``dataset`` is given);
+            their timings go to ``jobs_timings.csv`` beside the notebook timings.
         datasets: the datasets to run (default: every dataset of the preset). A notebook that declares a
             ``dataset`` parameter runs once per dataset; for any dataset but the preset's first its executed copy,
             results part and figures carry the dataset's name (``07_imta-svhn.ipynb``, section ``imta@svhn``,
@@ -416,6 +420,19 @@ def run_suite(preset: str, *, only: list[str] | None = None, params: dict[str, A
             jobs += [(book, name) for name in run_sets]
         else:
             jobs.append((book, None))
+    ahead = []
+    if prefetch:
+        from .experiment import load_splits
+        from .jobs import plan, run_jobs
+
+        overridden = sorted(k for k in all_params if k != "preset")
+        if overridden:
+            print(f"parameters given ({', '.join(overridden)}): the notebooks train what they need themselves",
+                  flush=True)
+        else:
+            for name in run_sets:  # load each dataset once here, so the workers never install one at the same time
+                load_splits(cfg.for_dataset(name), name)
+            ahead = run_jobs(cfg, plan(cfg, [b.name for b in books], run_sets), progress=progress)
     for book, dataset in jobs:
         other = dataset is not None and dataset != cfg.datasets[0]
         stem = f"{book.stem}-{dataset}" if other else book.stem
@@ -455,6 +472,11 @@ def run_suite(preset: str, *, only: list[str] | None = None, params: dict[str, A
         w = csv.DictWriter(fh, fieldnames=["notebook", "seconds", "output"])
         w.writeheader()
         w.writerows(rows)
+    if ahead:
+        with open(summary_dir / "jobs_timings.csv", "w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=["job", "dataset", "seconds", "log"])
+            w.writeheader()
+            w.writerows(ahead)
     total = sum(r["seconds"] for r in rows)
     res = collect(parts_dir, summary_dir, preset=preset, timings=rows)
     print(f"done: {len(rows)} notebook(s) in {total:.1f} s; timings in {timings}\n\nheadline numbers "

@@ -22,6 +22,7 @@ augmented on the device as whole tensors (:mod:`overthink_lib.data.batches`), th
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import math
@@ -238,6 +239,20 @@ def estimate_train_seconds(model: nn.Module, x: torch.Tensor, steps: int, probe_
     finally:
         torch.set_rng_state(rng)
     return steps * sorted(times)[len(times) // 2]
+
+
+@contextlib.contextmanager
+def cpu_threads(n: int):
+    """torch's intra-op CPU threads set to ``n`` inside the block (0: unchanged), restored after."""
+    if not n:
+        yield
+        return
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
 
 
 @torch.no_grad()

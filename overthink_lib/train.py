@@ -33,7 +33,7 @@ from .config import (ConfigError, atomic_torch_save, atomic_write_bytes, code_ve
                      safe_torch_load, seed_everything)
 from .data import ImageSet, iterate
 from .models import MultiExit, model_from_spec
-from .speed import Speed, cpu_has_bf16, estimate_train_seconds, for_inference
+from .speed import Speed, cpu_has_bf16, cpu_threads, estimate_train_seconds, for_inference
 
 CHECKPOINT = "checkpoint.pt"
 #: The weights half-way through a run of an even number of epochs (a checkpoint without optimizer state): what the
@@ -64,6 +64,11 @@ class TrainConfig:
             1,357 img/s, a real epoch 43.1 vs 32.7 s; ``benchmarks/cuda_check.py``).
         eval_batch_size: batch size of evaluation.
         speed: how fast (and how exactly) to compute: :class:`~overthink_lib.speed.Speed` (default fp32 eager).
+        threads: CPU threads of the training (0: leave torch's setting). A CPU training's numbers depend on its
+            thread count (the backward pass sums over threads in another order), so a preset pins it
+            (``Preset.train_threads``): the same run gives the same network on a machine of any core count, in a
+            notebook or in the suite's job workers, which run two one-thread trainings at once (see
+            :mod:`overthink_lib.jobs`). Part of the run's hash when set.
     """
 
     epochs: int
@@ -82,6 +87,7 @@ class TrainConfig:
     amp: bool = False
     eval_batch_size: int = 512
     speed: Speed = Speed()
+    threads: int = 0
 
     def __post_init__(self):
         if isinstance(self.speed, dict):  # a config read back from a checkpoint
@@ -91,15 +97,19 @@ class TrainConfig:
         if self.epochs < 0 or self.batch_size < 1 or self.lr <= 0:
             raise ConfigError(f"TrainConfig needs epochs >= 0, batch_size >= 1, lr > 0 (got {self.epochs}, "
                               f"{self.batch_size}, {self.lr})")
+        if not isinstance(self.threads, int) or self.threads < 0:
+            raise ConfigError(f"TrainConfig.threads must be an integer >= 0 (0: torch's setting), got {self.threads!r}")
         if self.schedule not in ("step", "onecycle", "constant"):
             raise ConfigError(f"schedule must be 'step', 'onecycle' or 'constant', got {self.schedule!r}")
 
     def hashed_fields(self) -> dict[str, Any]:
-        """What the run's hash covers: every field, except ``speed`` when it is the default (fp32 eager), so runs
-        from before the speed settings existed keep their hash and their checkpoints."""
+        """What the run's hash covers: every field, except ``speed`` when it is the default (fp32 eager) and
+        ``threads`` when 0, so runs from before those settings existed keep their hash and their checkpoints."""
         d = asdict(self)
         if self.speed.is_default:
             d.pop("speed")
+        if not self.threads:
+            d.pop("threads")
         return d
 
     def lr_at(self, step: int, steps_per_epoch: int) -> float:
@@ -354,7 +364,7 @@ def fit(model: MultiExit, train_ds: ImageSet, val_ds: ImageSet | None, cfg: Trai
         resume: bool = False, device: torch.device | None = None, loss_fn: LossFn | None = None,
         params: list[nn.Parameter] | None = None, progress: bool = True, extra: dict[str, Any] | None = None,
         stop_after_epoch: int | None = None) -> list[dict[str, Any]]:
-    """Train ``model`` on ``train_ds``; evaluate on ``val_ds`` after every epoch; checkpoint every epoch.
+    """Train ``model`` on ``train_ds`` (on ``cfg.threads`` CPU threads when set and on the CPU); evaluate on ``val_ds`` after every epoch; checkpoint every epoch.
 
     Args:
         model: a multi-exit model built with ``model.spec`` (see :func:`build_model`).
@@ -368,6 +378,15 @@ def fit(model: MultiExit, train_ds: ImageSet, val_ds: ImageSet | None, cfg: Trai
     Returns:
         One row per epoch: lr, train loss/accuracy per exit, validation loss/accuracy per exit, seconds.
     """
+    device = device or next(model.parameters()).device
+    with cpu_threads(cfg.threads if device.type == "cpu" else 0):
+        return _fit(model, train_ds, val_ds, cfg, out_dir=out_dir, resume=resume, device=device, loss_fn=loss_fn,
+                    params=params, progress=progress, extra=extra, stop_after_epoch=stop_after_epoch)
+
+
+def _fit(model: MultiExit, train_ds: ImageSet, val_ds: ImageSet | None, cfg: TrainConfig, *, out_dir: Path,
+         resume: bool, device: torch.device, loss_fn: LossFn | None, params: list[nn.Parameter] | None,
+         progress: bool, extra: dict[str, Any] | None, stop_after_epoch: int | None) -> list[dict[str, Any]]:
     rank, world = _dist()
     device = device or next(model.parameters()).device
     model.to(device)

@@ -94,6 +94,16 @@ def test_smoke_suite_runs_headless_and_writes_figures():
         assert f"{book.name}:" in res.stdout
     for fig in ("01_class_distribution.png", "01_class_distribution.html", "01_maxmin_gallery.png"):
         assert (preset.figure_dir / fig).stat().st_size > 1000
+    # the jobs trained every network ahead (overthink_lib.jobs); the notebooks that use them only reused them
+    import json
+    import re
+
+    assert "jobs done in" in res.stdout and (preset.run_dir / "jobs_timings.csv").exists()
+    for book in list_notebooks():
+        if book.name[:2] in ("02", "03", "04", "05", "06", "07", "08"):
+            nb = json.loads((preset.run_dir / "notebooks" / book.name).read_text())
+            text = "".join("".join(o.get("text", "")) for c in nb["cells"] for o in c.get("outputs", []))
+            assert not re.findall(r"^training \S+ on .*$", text, re.M), f"{book.name} trained what a job should have"
 
 
 def test_a_cell_past_the_timeout_ends_the_run_with_one_line(tmp_path):

@@ -104,7 +104,7 @@ def _install_debian_fashion(raw: Path) -> bool:
             target = raw / stem
             if target.exists():
                 continue
-            tmp = raw / f".{stem}.tmp"
+            tmp = raw / f".{stem}.{os.getpid()}.tmp"  # two processes may install it at once
             with gzip.open(DEBIAN_FASHION_MNIST / f"{stem}.gz", "rb") as src, open(tmp, "wb") as dst:
                 shutil.copyfileobj(src, dst)
             tmp.replace(target)

@@ -1,0 +1,220 @@
+"""Train the suite's networks ahead of its notebooks, several at a time, so the notebooks only analyse.
+
+Training is most of the suite's time, and small convolutions scale badly over threads: on a 2-core machine one
+training on 2 threads ran 1.35× faster than on 1 thread, while two one-thread trainings at once did 1.41× the work of
+one two-thread training (msdnet_cifar on Fashion-MNIST, batch 64, Zen 4; ``benchmarks/threads.py``). So ``reproduce``
+first runs the expensive, independent work of the notebooks as *jobs*, in worker processes of
+``Preset.train_threads`` threads each (as many as the cores allow), then runs the notebooks, which find every network
+and record cached under the same run hashes and reuse them ("reusing the finished run ...").
+
+A job calls exactly the library functions its notebooks call, with the notebooks' default parameters. Because a
+preset with jobs pins its training threads (``TrainConfig.threads``, part of the run hash), a network is the same
+whether a job or a notebook trained it. Records do not depend on threads (checked: identical logits on 1 and 2).
+
+Jobs run only for a plain suite: with ``--param`` overrides (another seed, λ, ...) the notebooks train what they need
+themselves, as before; with ``--only`` only the jobs the chosen notebooks use run.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from .config import ROOT, ConfigError, Preset, get_preset
+
+
+@dataclass(frozen=True)
+class Job:
+    """One unit of prefetched work.
+
+    Attributes:
+        name: the job's name (``python -m overthink_lib job NAME``).
+        after: jobs that must finish first (it reads what they trained).
+        notebooks: name prefixes of the notebooks that use what it makes.
+        per_dataset: runs once per dataset of the suite (else once, with the first).
+    """
+
+    name: str
+    after: tuple[str, ...]
+    notebooks: tuple[str, ...]
+    per_dataset: bool = True
+
+
+#: In priority order: a free worker takes the first job whose ``after`` jobs are done (longest first).
+JOBS: tuple[Job, ...] = (
+    Job("main", (), ("02", "03", "04", "05", "06", "07", "08", "10")),
+    Job("maxmin", (), ("06", "08"), per_dataset=False),
+    Job("imta-seeds", (), ("07",)),
+    Job("imta", ("main",), ("07",)),
+    Job("policy-binary", ("main",), ("08",)),
+    Job("policy-maxmin", ("maxmin",), ("08",), per_dataset=False),
+)
+
+
+def _job_main(P: Preset) -> None:
+    from .experiment import main_experiment, training_record
+
+    main_experiment(P, progress=True)
+    if P.train_record_size >= 0:
+        training_record(P)
+
+
+def _job_maxmin(P: Preset) -> None:
+    from .experiment import maxmin_experiment, maxmin_short_and_long
+
+    maxmin_experiment(P)
+    maxmin_short_and_long(P)
+
+
+def _imta_options(P: Preset) -> dict:
+    # notebook 07's parameter defaults (imta_freeze="all", imta_teacher="pretrained", imta_kl="mean",
+    # imta_parent="branch") are the preset's; test_jobs checks that they agree
+    return dict(freeze=P.imta_freeze, teacher=P.imta_teacher, kl=P.imta_kl, parent=P.imta_parent)
+
+
+def _job_imta(P: Preset) -> None:
+    from .experiment import imta_protocol
+
+    imta_protocol(P, **_imta_options(P))
+
+
+def _job_imta_seeds(P: Preset) -> None:
+    from .experiment import imta_over_seeds
+
+    if P.imta_seeds:
+        imta_over_seeds(P, **_imta_options(P))
+
+
+#: notebook 08's default λ of the Max-Min score labels (its ``lam`` parameter)
+MAXMIN_LAMBDA = 5.0
+
+
+def _job_policy_binary(P: Preset) -> None:
+    from . import policy
+    from .experiment import main_experiment, policy_experiment
+
+    exp = main_experiment(P)
+    lam = policy.balancing_lambda(exp.records["val"])
+    policy_experiment(P, exp.records["val"], exp.records["test"], exp.splits, "binary", lam, n_boot=10)
+
+
+def _job_policy_maxmin(P: Preset) -> None:
+    from .experiment import maxmin_experiment, policy_experiment
+
+    mmx = maxmin_experiment(P)
+    policy_experiment(P, mmx.records["val"], mmx.records["test"], mmx.splits, "score", MAXMIN_LAMBDA, n_boot=10)
+
+
+RUNNERS: dict[str, Callable[[Preset], None]] = {
+    "main": _job_main, "maxmin": _job_maxmin, "imta-seeds": _job_imta_seeds, "imta": _job_imta,
+    "policy-binary": _job_policy_binary, "policy-maxmin": _job_policy_maxmin,
+}
+
+
+def run_job(preset: str, dataset: str, name: str) -> None:
+    """Run job ``name`` in this process on ``Preset.train_threads`` threads (the worker's entry point)."""
+    import torch
+
+    if name not in RUNNERS:
+        raise ConfigError(f"unknown job {name!r}: choose one of {', '.join(RUNNERS)}")
+    P = get_preset(preset).for_dataset(dataset)
+    if P.train_threads:
+        torch.set_num_threads(P.train_threads)
+    RUNNERS[name](P)
+
+
+def plan(preset: Preset, notebooks: list[str], datasets: list[str]) -> list[tuple[Job, str]]:
+    """The (job, dataset) pairs that the given notebooks (file names) use, in priority order; none when the preset
+    does not pin its training threads (jobs would then train other networks than the notebooks)."""
+    if not preset.train_threads:
+        return []
+    out = []
+    for job in JOBS:
+        if not any(n.startswith(job.notebooks) for n in notebooks):
+            continue
+        for ds in (datasets if job.per_dataset else datasets[:1]):
+            out.append((job, ds))
+    return out
+
+
+def workers_for(preset: Preset) -> int:
+    """Worker processes: the cores this process may use divided by the preset's training threads (at least 1)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // max(1, preset.train_threads))
+
+
+def job_command(preset: str, dataset: str, name: str) -> list[str]:
+    """The worker's command line for one job."""
+    return [sys.executable, "-m", "overthink_lib", "job", "--preset", preset, "--dataset", dataset, name]
+
+
+def run_jobs(preset: Preset, pairs: list[tuple[Job, str]], *, workers: int | None = None, log_dir: Path | None = None,
+             progress: bool = True, poll: float = 0.5,
+             command: Callable[[str, str, str], list[str]] = job_command) -> list[dict]:
+    """Run ``pairs`` in worker processes (``python -m overthink_lib job``), at most ``workers`` at once, each when
+    the jobs it comes after (same dataset, or the only run of a dataset-free job) are done. Each job's output goes to
+    ``log_dir/<job>[-<dataset>].log`` (default ``runs/<preset>/jobs/``); ``command`` makes a worker's command line. A failed job stops the others and raises
+    :class:`ConfigError` with the end of its log. Returns one row per job: name, dataset, seconds, log."""
+    from .train import HEADLESS_ENV
+
+    workers = workers or workers_for(preset)
+    log_dir = Path(log_dir or preset.run_dir / "jobs")
+    log_dir.mkdir(parents=True, exist_ok=True)
+    first = pairs[0][1] if pairs else ""
+    key = {(j.name, d): (j.name, d if j.per_dataset else first) for j, d in pairs}
+    pending = list(pairs)
+    running: dict[tuple[str, str], tuple[subprocess.Popen, float, Path, object]] = {}
+    done: set[tuple[str, str]] = set()
+    rows = []
+    if progress:
+        print(f"training ahead of the notebooks: {len(pairs)} job(s) in {workers} worker(s) of "
+              f"{preset.train_threads} thread(s); logs → {log_dir}", flush=True)
+    t_all = time.perf_counter()
+    try:
+        while pending or running:
+            for (name, ds), (proc, t0, log, fh) in list(running.items()):
+                rc = proc.poll()
+                if rc is None:
+                    continue
+                fh.close()
+                del running[(name, ds)]
+                dt = time.perf_counter() - t0
+                if rc != 0:
+                    tail = "".join(log.read_text(errors="replace").splitlines(keepends=True)[-15:])
+                    raise ConfigError(f"job {name} ({ds}) failed with exit code {rc}; its log {log} ends:\n{tail}")
+                done.add((name, ds))
+                rows.append({"job": name, "dataset": ds, "seconds": round(dt, 1), "log": str(log)})
+                if progress:
+                    print(f"  job {name} ({ds}): {dt:.1f} s", flush=True)
+            for pair in list(pending):
+                if len(running) >= workers:
+                    break
+                job, ds = pair
+                if any(key[(a, ds)] not in done for a in job.after if (a, ds) in key):
+                    continue
+                pending.remove(pair)
+                stem = job.name if not job.per_dataset or ds == first else f"{job.name}-{ds}"
+                log = log_dir / f"{stem}.log"
+                fh = open(log, "w")
+                env = {**os.environ, "TQDM_DISABLE": "1", HEADLESS_ENV: "1", "PYTHONUNBUFFERED": "1",
+                       "OMP_NUM_THREADS": str(preset.train_threads)}
+                proc = subprocess.Popen(command(preset.name, ds, job.name), stdout=fh, stderr=subprocess.STDOUT,
+                                        env=env, cwd=str(ROOT))
+                running[(job.name, ds)] = (proc, time.perf_counter(), log, fh)
+                if progress:
+                    print(f"▶ job {job.name} ({ds}) → {log}", flush=True)
+            if pending and not running:
+                raise ConfigError(f"jobs {[j.name for j, _ in pending]} wait for jobs that are not planned")
+            time.sleep(poll)
+    finally:
+        for proc, _, _, fh in running.values():
+            proc.kill()
+            proc.wait()
+            fh.close()
+    if progress:
+        print(f"jobs done in {time.perf_counter() - t_all:.1f} s", flush=True)
+    return rows
