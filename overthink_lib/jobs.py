@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -147,6 +148,12 @@ def workers_for(preset: Preset) -> int:
     return max(1, cores // max(1, preset.train_threads))
 
 
+def _say(text: str) -> None:
+    """One line in one write (the notebook runner prints from another thread)."""
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+
+
 def job_command(preset: str, dataset: str, name: str) -> list[str]:
     """The worker's command line for one job."""
     return [sys.executable, "-m", "overthink_lib", "job", "--preset", preset, "--dataset", dataset, name]
@@ -154,11 +161,14 @@ def job_command(preset: str, dataset: str, name: str) -> list[str]:
 
 def run_jobs(preset: Preset, pairs: list[tuple[Job, str]], *, workers: int | None = None, log_dir: Path | None = None,
              progress: bool = True, poll: float = 0.5,
-             command: Callable[[str, str, str], list[str]] = job_command) -> list[dict]:
+             command: Callable[[str, str, str], list[str]] = job_command, done: set | None = None,
+             stop: threading.Event | None = None) -> list[dict]:
     """Run ``pairs`` in worker processes (``python -m overthink_lib job``), at most ``workers`` at once, each when
     the jobs it comes after (same dataset, or the only run of a dataset-free job) are done. Each job's output goes to
     ``log_dir/<job>[-<dataset>].log`` (default ``runs/<preset>/jobs/``); ``command`` makes a worker's command line. A failed job stops the others and raises
-    :class:`ConfigError` with the end of its log. Returns one row per job: name, dataset, seconds, log."""
+    :class:`ConfigError` with the end of its log. ``done`` (a set) receives each finished (job, dataset) as it
+    ends; ``stop`` set from another thread kills the running jobs and returns. Returns one row per job: name,
+    dataset, seconds, log."""
     from .train import HEADLESS_ENV
 
     workers = workers or workers_for(preset)
@@ -168,14 +178,14 @@ def run_jobs(preset: Preset, pairs: list[tuple[Job, str]], *, workers: int | Non
     key = {(j.name, d): (j.name, d if j.per_dataset else first) for j, d in pairs}
     pending = list(pairs)
     running: dict[tuple[str, str], tuple[subprocess.Popen, float, Path, object]] = {}
-    done: set[tuple[str, str]] = set()
+    done = set() if done is None else done
     rows = []
     if progress:
-        print(f"training ahead of the notebooks: {len(pairs)} job(s) in {workers} worker(s) of "
-              f"{preset.train_threads} thread(s); logs → {log_dir}", flush=True)
+        _say(f"training ahead of the notebooks: {len(pairs)} job(s) in {workers} worker(s) of "
+             f"{preset.train_threads} thread(s); logs → {log_dir}")
     t_all = time.perf_counter()
     try:
-        while pending or running:
+        while (pending or running) and not (stop is not None and stop.is_set()):
             for (name, ds), (proc, t0, log, fh) in list(running.items()):
                 rc = proc.poll()
                 if rc is None:
@@ -189,7 +199,7 @@ def run_jobs(preset: Preset, pairs: list[tuple[Job, str]], *, workers: int | Non
                 done.add((name, ds))
                 rows.append({"job": name, "dataset": ds, "seconds": round(dt, 1), "log": str(log)})
                 if progress:
-                    print(f"  job {name} ({ds}): {dt:.1f} s", flush=True)
+                    _say(f"  job {name} ({ds}): {dt:.1f} s")
             for pair in list(pending):
                 if len(running) >= workers:
                     break
@@ -206,7 +216,7 @@ def run_jobs(preset: Preset, pairs: list[tuple[Job, str]], *, workers: int | Non
                                         env=env, cwd=str(ROOT))
                 running[(job.name, ds)] = (proc, time.perf_counter(), log, fh)
                 if progress:
-                    print(f"▶ job {job.name} ({ds}) → {log}", flush=True)
+                    _say(f"▶ job {job.name} ({ds}) → {log}")
             if pending and not running:
                 raise ConfigError(f"jobs {[j.name for j, _ in pending]} wait for jobs that are not planned")
             time.sleep(poll)
@@ -216,5 +226,59 @@ def run_jobs(preset: Preset, pairs: list[tuple[Job, str]], *, workers: int | Non
             proc.wait()
             fh.close()
     if progress:
-        print(f"jobs done in {time.perf_counter() - t_all:.1f} s", flush=True)
+        _say(f"jobs done in {time.perf_counter() - t_all:.1f} s")
     return rows
+
+
+class JobRunner:
+    """:func:`run_jobs` in a background thread, so notebooks can run as soon as the jobs they read are done (the
+    notebook runner waits on :meth:`wait_for` before each notebook)."""
+
+    def __init__(self, preset: Preset, pairs: list[tuple[Job, str]], **kwargs):
+        self.preset, self.pairs = preset, pairs
+        self.first = pairs[0][1] if pairs else ""
+        self.done: set[tuple[str, str]] = set()
+        self.rows: list[dict] = []
+        self.error: BaseException | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, kwargs=kwargs, daemon=True)
+
+    def _run(self, **kwargs) -> None:
+        try:
+            self.rows = run_jobs(self.preset, self.pairs, done=self.done, stop=self._stop, **kwargs)
+        except BaseException as err:  # noqa: BLE001 - handed to the waiting notebook runner
+            self.error = err
+
+    def start(self) -> "JobRunner":
+        self._thread.start()
+        return self
+
+    def busy(self) -> bool:
+        """Jobs are still running."""
+        return self._thread.is_alive()
+
+    def needs(self, notebook: str, dataset: str | None) -> set[tuple[str, str]]:
+        """The (job, dataset) pairs notebook ``notebook`` (file name) reads for ``dataset`` (None: the first)."""
+        ds = dataset or self.first
+        return {(j.name, d) for j, d in self.pairs if notebook.startswith(j.notebooks) and (d == ds or not j.per_dataset)}
+
+    def wait_for(self, notebook: str, dataset: str | None, poll: float = 0.2) -> float:
+        """Block until every job ``notebook`` reads is done; raise a job's failure. Returns the seconds waited."""
+        need, t0 = self.needs(notebook, dataset), time.perf_counter()
+        while not need <= self.done and self._thread.is_alive():
+            time.sleep(poll)
+        if self.error is not None:
+            raise self.error
+        return time.perf_counter() - t0
+
+    def stop(self) -> None:
+        """Kill the running jobs (after a notebook failed)."""
+        self._stop.set()
+        self._thread.join()
+
+    def finish(self) -> list[dict]:
+        """Wait for every job; raise a job's failure; the jobs' rows."""
+        self._thread.join()
+        if self.error is not None:
+            raise self.error
+        return self.rows

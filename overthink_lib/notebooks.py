@@ -329,6 +329,59 @@ def export_notebooks(executed: list[Path], html_dir: Path, res: dict[str, Any] |
     return index
 
 
+def _run_books(jobs, runner, cfg, all_params, out_dir, parts_dir, timeout, kernel, progress) -> list[dict[str, Any]]:
+    """Execute (notebook, dataset) pairs in order; each waits for the jobs it reads (``runner``, or None)."""
+    import papermill
+    from nbclient.exceptions import CellTimeoutError
+    from papermill.exceptions import PapermillExecutionError
+
+    from .results import ENV as RESULTS_ENV, TAG_ENV as RESULTS_TAG_ENV
+    from .train import HEADLESS_ENV
+
+    rows = []
+    for book, dataset in jobs:
+        other = dataset is not None and dataset != cfg.datasets[0]
+        stem = f"{book.stem}-{dataset}" if other else book.stem
+        out = out_dir / f"{stem}{book.suffix}"
+        part = parts_dir / f"{stem}.json"
+        part.unlink(missing_ok=True)  # this notebook's numbers come from this run or not at all
+        book_params = dict(all_params)
+        if dataset is not None:
+            book_params["dataset"] = dataset
+        if "show_widgets" in declared_parameters(book) and "show_widgets" not in book_params:
+            book_params["show_widgets"] = False  # headless: no frontend could show a widget (see README)
+        if progress:
+            print(f"▶ {out.name}", flush=True)
+        if runner is not None:
+            waited = runner.wait_for(book.name, dataset)
+            if progress and waited > 1:
+                print(f"  (waited {waited:.0f} s for the jobs it reads)", flush=True)
+        t0 = time.perf_counter()
+        env = {RESULTS_ENV: str(part), "TQDM_DISABLE": "1", HEADLESS_ENV: "1", RESULTS_TAG_ENV: dataset if other else ""}
+        if runner is not None and runner.busy():  # share the cores with the job workers (records: thread-independent)
+            env["OMP_NUM_THREADS"] = "1"
+        try:
+            with _kernel_env(env):
+                papermill.execute_notebook(
+                    str(book), str(out), parameters=book_params, kernel_name=kernel, cwd=str(book.parent),
+                    progress_bar=False, log_output=False, execution_timeout=timeout,
+                    # the kernel app's own log (a TCP-on-localhost warning per notebook) is not the notebook's output
+                    extra_arguments=["--IPKernelApp.log_level=ERROR"],
+                    **({"stdout_file": _Prefixed(sys.stdout, f"  [{book.name[:2]}] "),
+                        "stderr_file": _Prefixed(sys.stderr, f"  [{book.name[:2]}] ")} if progress else {}))
+        except CellTimeoutError:
+            raise NotebookFailed(f"{book.name}: cell {_running_cell(out)} ran past the preset's cell timeout of "
+                                 f"{timeout} s and was stopped — executed copy up to there: {out}") from None
+        except PapermillExecutionError as err:
+            raise NotebookFailed(f"{book.name} failed in cell {err.cell_index} (execution count {err.exec_count}): "
+                                 f"{err.ename}: {err.evalue.splitlines()[0] if err.evalue else ''} — executed copy "
+                                 f"with the traceback: {out}") from None
+        dt = time.perf_counter() - t0
+        rows.append({"notebook": out.name, "seconds": round(dt, 1), "output": str(out)})
+        print(f"  {out.name}: {dt:.1f} s", flush=True)
+    return rows
+
+
 def run_suite(preset: str, *, only: list[str] | None = None, params: dict[str, Any] | None = None,
               kernel: str = "python3", progress: bool = True, folder: Path = NOTEBOOK_DIR,
               out_dir: Path | None = None, cell_timeout: int | None = None,
@@ -363,12 +416,7 @@ def run_suite(preset: str, *, only: list[str] | None = None, params: dict[str, A
     Returns:
         One row per notebook: name, seconds, output path. Also written to ``runs/<preset>/notebook_timings.csv``.
     """
-    import papermill
-    from nbclient.exceptions import CellTimeoutError
-    from papermill.exceptions import PapermillExecutionError
-
-    from .results import ENV as RESULTS_ENV, TAG_ENV as RESULTS_TAG_ENV, collect, table
-    from .train import HEADLESS_ENV
+    from .results import collect, table
 
     cfg = get_preset(preset)
     books = list_notebooks(folder)
@@ -420,53 +468,27 @@ def run_suite(preset: str, *, only: list[str] | None = None, params: dict[str, A
             jobs += [(book, name) for name in run_sets]
         else:
             jobs.append((book, None))
-    ahead = []
+    runner = None
     if prefetch:
         from .experiment import load_splits
-        from .jobs import plan, run_jobs
+        from .jobs import JobRunner, plan
 
         overridden = sorted(k for k in all_params if k != "preset")
+        pairs = plan(cfg, [b.name for b in books], run_sets)
         if overridden:
             print(f"parameters given ({', '.join(overridden)}): the notebooks train what they need themselves",
                   flush=True)
-        else:
+        elif pairs:
             for name in run_sets:  # load each dataset once here, so the workers never install one at the same time
                 load_splits(cfg.for_dataset(name), name)
-            ahead = run_jobs(cfg, plan(cfg, [b.name for b in books], run_sets), progress=progress)
-    for book, dataset in jobs:
-        other = dataset is not None and dataset != cfg.datasets[0]
-        stem = f"{book.stem}-{dataset}" if other else book.stem
-        out = out_dir / f"{stem}{book.suffix}"
-        part = parts_dir / f"{stem}.json"
-        part.unlink(missing_ok=True)  # this notebook's numbers come from this run or not at all
-        book_params = dict(all_params)
-        if dataset is not None:
-            book_params["dataset"] = dataset
-        if "show_widgets" in declared_parameters(book) and "show_widgets" not in book_params:
-            book_params["show_widgets"] = False  # headless: no frontend could show a widget (see README)
-        if progress:
-            print(f"▶ {out.name}", flush=True)
-        t0 = time.perf_counter()
-        env = {RESULTS_ENV: str(part), "TQDM_DISABLE": "1", HEADLESS_ENV: "1", RESULTS_TAG_ENV: dataset if other else ""}
-        try:
-            with _kernel_env(env):
-                papermill.execute_notebook(
-                    str(book), str(out), parameters=book_params, kernel_name=kernel, cwd=str(book.parent),
-                    progress_bar=False, log_output=False, execution_timeout=timeout,
-                    # the kernel app's own log (a TCP-on-localhost warning per notebook) is not the notebook's output
-                    extra_arguments=["--IPKernelApp.log_level=ERROR"],
-                    **({"stdout_file": _Prefixed(sys.stdout, f"  [{book.name[:2]}] "),
-                        "stderr_file": _Prefixed(sys.stderr, f"  [{book.name[:2]}] ")} if progress else {}))
-        except CellTimeoutError:
-            raise NotebookFailed(f"{book.name}: cell {_running_cell(out)} ran past the preset's cell timeout of "
-                                 f"{timeout} s and was stopped — executed copy up to there: {out}") from None
-        except PapermillExecutionError as err:
-            raise NotebookFailed(f"{book.name} failed in cell {err.cell_index} (execution count {err.exec_count}): "
-                                 f"{err.ename}: {err.evalue.splitlines()[0] if err.evalue else ''} — executed copy "
-                                 f"with the traceback: {out}") from None
-        dt = time.perf_counter() - t0
-        rows.append({"notebook": out.name, "seconds": round(dt, 1), "output": str(out)})
-        print(f"  {out.name}: {dt:.1f} s", flush=True)
+            runner = JobRunner(cfg, pairs, progress=progress).start()
+    try:
+        rows = _run_books(jobs, runner, cfg, all_params, out_dir, parts_dir, timeout, kernel, progress)
+    except BaseException:
+        if runner is not None:
+            runner.stop()
+        raise
+    ahead = runner.finish() if runner is not None else []
     timings = summary_dir / "notebook_timings.csv"
     with open(timings, "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=["notebook", "seconds", "output"])

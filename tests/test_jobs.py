@@ -90,6 +90,25 @@ def test_a_failed_job_stops_the_run_with_its_log(tmp_path):
     assert not (tmp_path / "logs" / "b.log").exists()  # what depends on it never started
 
 
+def test_notebooks_wait_only_for_the_jobs_they_read(tmp_path):
+    from overthink_lib.jobs import JobRunner
+
+    P = get_preset("smoke")
+    slow = lambda preset, ds, name: _fake(tmp_path)(preset, ds, name) if name != "b" else \
+        [sys.executable, "-c", "import time; time.sleep(3)"]
+    pairs = [(Job("a", (), ("02",)), "fashion_mnist"), (Job("b", (), ("07",)), "fashion_mnist")]
+    runner = JobRunner(P, pairs, workers=2, log_dir=tmp_path / "logs", progress=False, poll=0.05, command=slow).start()
+    assert runner.needs("02_train.ipynb", None) == {("a", "fashion_mnist")} and runner.needs("01_data.ipynb", None) == set()
+    runner.wait_for("02_train.ipynb", "fashion_mnist", poll=0.05)
+    assert ("a", "fashion_mnist") in runner.done and runner.busy()  # 02 may start while b still trains
+    runner.wait_for("07_imta.ipynb", None, poll=0.05)
+    assert [r["job"] for r in runner.finish()] == ["a", "b"] and not runner.busy()
+    failing = JobRunner(P, [(Job("a", (), ("02",)), "fashion_mnist")], workers=1, log_dir=tmp_path / "logs2",
+                        progress=False, poll=0.05, command=_fake(tmp_path, fail="a")).start()
+    with pytest.raises(ConfigError, match="job a .* failed"):
+        failing.wait_for("02_train.ipynb", None, poll=0.05)
+
+
 def test_unknown_job_is_one_error_line():
     from overthink_lib.jobs import run_job
 
