@@ -83,7 +83,7 @@ class Preset:
             notebook and cell (a hung kernel never holds a run for good); generous on ``paper``.
         train_threads: CPU threads of every training of the preset (``TrainConfig.threads``; 0: torch's default).
             ``smoke`` and ``cpu`` pin 1: a CPU training's numbers depend on its thread count, and on a 2-core machine
-            two one-thread trainings at once do 1.41× the work of one on two threads (measured), which is how
+            two one-thread trainings at once do more work than one on two threads (1.14–1.41×, measured), which is how
             ``reproduce`` trains the suite's networks ahead of its notebooks (:mod:`overthink_lib.jobs`).
         speed: training speed settings, as :meth:`overthink_lib.speed.Speed.parse` reads them: ``fp32`` (default:
             fp32 eager, bit-reproducible on CPU), ``fast`` or a comma-separated subset (``bf16,channels_last``).

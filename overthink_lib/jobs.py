@@ -1,8 +1,9 @@
 """Train the suite's networks ahead of its notebooks, several at a time, so the notebooks only analyse.
 
-Training is most of the suite's time, and small convolutions scale badly over threads: on a 2-core machine one
-training on 2 threads ran 1.35× faster than on 1 thread, while two one-thread trainings at once did 1.41× the work of
-one two-thread training (msdnet_cifar on Fashion-MNIST, batch 64, Zen 4; ``benchmarks/threads.py``). So ``reproduce``
+Training is most of the suite's time, and small convolutions do not scale perfectly over threads: on a 2-core Zen 4
+machine two one-thread trainings at once did 1.14× the work of one two-thread training (``benchmarks/threads.py``,
+median of 3 rounds; 1.41× in a one-off measurement at a busier moment of this shared machine), and in the real ``cpu``
+suite ≈1.2×. Running the notebooks beside the jobs, each as soon as what it reads exists, saves the rest. So ``reproduce``
 first runs the expensive, independent work of the notebooks as *jobs*, in worker processes of
 ``Preset.train_threads`` threads each (as many as the cores allow), then runs the notebooks, which find every network
 and record cached under the same run hashes and reuse them ("reusing the finished run ...").
