@@ -48,13 +48,24 @@ class Job:
 
 #: In priority order: a free worker takes the first job whose ``after`` jobs are done (longest first).
 JOBS: tuple[Job, ...] = (
-    Job("main", (), ("02", "03", "04", "05", "06", "07", "08", "10")),
-    Job("maxmin", (), ("06", "08"), per_dataset=False),
-    Job("imta-seeds", (), ("07",)),
+    # loads (installs, where Debian's copy must be unpacked) the dataset and the Max-Min base once, before any
+    # two workers could do it at the same time
+    Job("data", (), ("02", "03", "04", "05", "06", "07", "08", "10")),
+    Job("main", ("data",), ("02", "03", "04", "05", "06", "07", "08", "10")),
+    Job("maxmin", ("data",), ("06", "08"), per_dataset=False),
+    Job("imta-seeds", ("data",), ("07",)),
     Job("imta", ("main",), ("07",)),
     Job("policy-binary", ("main",), ("08",)),
     Job("policy-maxmin", ("maxmin",), ("08",), per_dataset=False),
 )
+
+
+def _job_data(P: Preset) -> None:
+    from .data import get_dataset
+    from .experiment import load_splits
+
+    load_splits(P, P.datasets[0])
+    get_dataset(P.maxmin_base, "train")
 
 
 def _job_main(P: Preset) -> None:
@@ -112,7 +123,7 @@ def _job_policy_maxmin(P: Preset) -> None:
 
 
 RUNNERS: dict[str, Callable[[Preset], None]] = {
-    "main": _job_main, "maxmin": _job_maxmin, "imta-seeds": _job_imta_seeds, "imta": _job_imta,
+    "data": _job_data, "main": _job_main, "maxmin": _job_maxmin, "imta-seeds": _job_imta_seeds, "imta": _job_imta,
     "policy-binary": _job_policy_binary, "policy-maxmin": _job_policy_maxmin,
 }
 
@@ -129,16 +140,17 @@ def run_job(preset: str, dataset: str, name: str) -> None:
     RUNNERS[name](P)
 
 
-def plan(preset: Preset, notebooks: list[str], datasets: list[str]) -> list[tuple[Job, str]]:
-    """The (job, dataset) pairs that the given notebooks (file names) use, in priority order; none when the preset
-    does not pin its training threads (jobs would then train other networks than the notebooks)."""
+def plan(preset: Preset, books: list[tuple[str, str | None]]) -> list[tuple[Job, str]]:
+    """The (job, dataset) pairs that the given (notebook file name, dataset) runs use, in priority order (a notebook
+    without a ``dataset`` parameter, None, reads the preset's first dataset; a dataset-free job runs once, with the
+    first dataset it is needed for); none when the preset does not pin its training threads (jobs would then train
+    other networks than the notebooks)."""
     if not preset.train_threads:
         return []
-    out = []
+    out: list[tuple[Job, str]] = []
     for job in JOBS:
-        if not any(n.startswith(job.notebooks) for n in notebooks):
-            continue
-        for ds in (datasets if job.per_dataset else datasets[:1]):
+        needed = [ds or preset.datasets[0] for name, ds in books if name.startswith(job.notebooks)]
+        for ds in dict.fromkeys(needed if job.per_dataset else needed[:1]):
             out.append((job, ds))
     return out
 
@@ -155,6 +167,18 @@ def _say(text: str) -> None:
     sys.stdout.flush()
 
 
+def _die_with_parent() -> None:
+    """In the worker, before it starts: ask Linux to end it when the runner dies (killed, or a CI timeout), so no
+    orphaned training goes on writing checkpoints. Elsewhere a no-op."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def job_command(preset: str, dataset: str, name: str) -> list[str]:
     """The worker's command line for one job."""
     return [sys.executable, "-m", "overthink_lib", "job", "--preset", preset, "--dataset", dataset, name]
@@ -163,20 +187,21 @@ def job_command(preset: str, dataset: str, name: str) -> list[str]:
 def run_jobs(preset: Preset, pairs: list[tuple[Job, str]], *, workers: int | None = None, log_dir: Path | None = None,
              progress: bool = True, poll: float = 0.5,
              command: Callable[[str, str, str], list[str]] = job_command, done: set | None = None,
-             stop: threading.Event | None = None) -> list[dict]:
+             stop: threading.Event | None = None, env: dict[str, str] | None = None) -> list[dict]:
     """Run ``pairs`` in worker processes (``python -m overthink_lib job``), at most ``workers`` at once, each when
     the jobs it comes after (same dataset, or the only run of a dataset-free job) are done. Each job's output goes to
     ``log_dir/<job>[-<dataset>].log`` (default ``runs/<preset>/jobs/``); ``command`` makes a worker's command line. A failed job stops the others and raises
     :class:`ConfigError` with the end of its log. ``done`` (a set) receives each finished (job, dataset) as it
-    ends; ``stop`` set from another thread kills the running jobs and returns. Returns one row per job: name,
-    dataset, seconds, log."""
+    ends; ``stop`` set from another thread kills the running jobs and returns; ``env``: the workers' environment
+    (default a copy of this process's, taken now). Returns one row per job: name, dataset, seconds, log."""
     from .train import HEADLESS_ENV
 
+    base_env = dict(os.environ) if env is None else dict(env)
     workers = workers or workers_for(preset)
     log_dir = Path(log_dir or preset.run_dir / "jobs")
     log_dir.mkdir(parents=True, exist_ok=True)
-    first = pairs[0][1] if pairs else ""
-    key = {(j.name, d): (j.name, d if j.per_dataset else first) for j, d in pairs}
+    free = {j.name: d for j, d in pairs if not j.per_dataset}  # a dataset-free job's one run
+    key = {(j.name, d): (j.name, d) for j, d in pairs}
     pending = list(pairs)
     running: dict[tuple[str, str], tuple[subprocess.Popen, float, Path, object]] = {}
     done = set() if done is None else done
@@ -205,16 +230,17 @@ def run_jobs(preset: Preset, pairs: list[tuple[Job, str]], *, workers: int | Non
                 if len(running) >= workers:
                     break
                 job, ds = pair
-                if any(key[(a, ds)] not in done for a in job.after if (a, ds) in key):
+                deps = [(a, free.get(a, ds)) for a in job.after]
+                if any(d in key and d not in done for d in deps):
                     continue
                 pending.remove(pair)
-                stem = job.name if not job.per_dataset or ds == first else f"{job.name}-{ds}"
+                stem = job.name if not job.per_dataset or ds == preset.datasets[0] else f"{job.name}-{ds}"
                 log = log_dir / f"{stem}.log"
                 fh = open(log, "w")
-                env = {**os.environ, "TQDM_DISABLE": "1", HEADLESS_ENV: "1", "PYTHONUNBUFFERED": "1",
-                       "OMP_NUM_THREADS": str(preset.train_threads)}
+                wenv = {**base_env, "TQDM_DISABLE": "1", HEADLESS_ENV: "1", "PYTHONUNBUFFERED": "1",
+                        "OMP_NUM_THREADS": str(preset.train_threads)}
                 proc = subprocess.Popen(command(preset.name, ds, job.name), stdout=fh, stderr=subprocess.STDOUT,
-                                        env=env, cwd=str(ROOT))
+                                        env=wenv, cwd=str(ROOT), preexec_fn=_die_with_parent)
                 running[(job.name, ds)] = (proc, time.perf_counter(), log, fh)
                 if progress:
                     _say(f"▶ job {job.name} ({ds}) → {log}")
@@ -226,7 +252,7 @@ def run_jobs(preset: Preset, pairs: list[tuple[Job, str]], *, workers: int | Non
             proc.kill()
             proc.wait()
             fh.close()
-    if progress:
+    if progress and not (stop is not None and stop.is_set()):
         _say(f"jobs done in {time.perf_counter() - t_all:.1f} s")
     return rows
 
@@ -237,7 +263,7 @@ class JobRunner:
 
     def __init__(self, preset: Preset, pairs: list[tuple[Job, str]], **kwargs):
         self.preset, self.pairs = preset, pairs
-        self.first = pairs[0][1] if pairs else ""
+        kwargs.setdefault("env", dict(os.environ))  # taken now, before any notebook sets its own variables
         self.done: set[tuple[str, str]] = set()
         self.rows: list[dict] = []
         self.error: BaseException | None = None
@@ -256,11 +282,12 @@ class JobRunner:
 
     def busy(self) -> bool:
         """Jobs are still running."""
-        return self._thread.is_alive()
+        return self._thread.is_alive() and not {(j.name, d) for j, d in self.pairs} <= self.done
 
     def needs(self, notebook: str, dataset: str | None) -> set[tuple[str, str]]:
-        """The (job, dataset) pairs notebook ``notebook`` (file name) reads for ``dataset`` (None: the first)."""
-        ds = dataset or self.first
+        """The (job, dataset) pairs notebook ``notebook`` (file name) reads for ``dataset`` (None: the preset's
+        first)."""
+        ds = dataset or self.preset.datasets[0]
         return {(j.name, d) for j, d in self.pairs if notebook.startswith(j.notebooks) and (d == ds or not j.per_dataset)}
 
     def wait_for(self, notebook: str, dataset: str | None, poll: float = 0.2) -> float:

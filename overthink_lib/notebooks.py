@@ -470,17 +470,14 @@ def run_suite(preset: str, *, only: list[str] | None = None, params: dict[str, A
             jobs.append((book, None))
     runner = None
     if prefetch:
-        from .experiment import load_splits
         from .jobs import JobRunner, plan
 
         overridden = sorted(k for k in all_params if k != "preset")
-        pairs = plan(cfg, [b.name for b in books], run_sets)
+        pairs = plan(cfg, [(b.name, ds) for b, ds in jobs])
         if overridden:
             print(f"parameters given ({', '.join(overridden)}): the notebooks train what they need themselves",
                   flush=True)
         elif pairs:
-            for name in run_sets:  # load each dataset once here, so the workers never install one at the same time
-                load_splits(cfg.for_dataset(name), name)
             runner = JobRunner(cfg, pairs, progress=progress).start()
     try:
         rows = _run_books(jobs, runner, cfg, all_params, out_dir, parts_dir, timeout, kernel, progress)

@@ -15,21 +15,25 @@ from overthink_lib.train import TrainConfig, fit
 
 from helpers import random_set, tiny_spec
 
-BOOKS = [b.name for b in list_notebooks()]
+BOOKS = [(b.name, None) for b in list_notebooks()]
 
 
 def test_plan_covers_what_the_notebooks_use():
     cpu = get_preset("cpu")
-    assert [(j.name, d) for j, d in plan(cpu, BOOKS, ["fashion_mnist"])] == [
-        ("main", "fashion_mnist"), ("maxmin", "fashion_mnist"), ("imta-seeds", "fashion_mnist"),
+    assert [(j.name, d) for j, d in plan(cpu, BOOKS)] == [
+        ("data", "fashion_mnist"), ("main", "fashion_mnist"), ("maxmin", "fashion_mnist"), ("imta-seeds", "fashion_mnist"),
         ("imta", "fashion_mnist"), ("policy-binary", "fashion_mnist"), ("policy-maxmin", "fashion_mnist")]
-    assert [j.name for j, _ in plan(cpu, ["03_anytime_and_budgeted.ipynb"], ["fashion_mnist"])] == ["main"]
-    assert plan(cpu, ["01_data.ipynb"], ["fashion_mnist"]) == []
-    two = [(j.name, d) for j, d in plan(cpu, ["07_imta.ipynb", "08_policy_network.ipynb"], ["fashion_mnist", "mnist"])]
+    assert [j.name for j, _ in plan(cpu, [("03_anytime_and_budgeted.ipynb", "fashion_mnist")])] == ["data", "main"]
+    assert plan(cpu, [("01_data.ipynb", None)]) == []
+    two = [(j.name, d) for j, d in plan(cpu, [(b, ds) for b in ("07_imta.ipynb", "08_policy_network.ipynb")
+                                              for ds in ("fashion_mnist", "mnist")])]
     assert ("maxmin", "fashion_mnist") in two and ("maxmin", "mnist") not in two  # Max-Min is dataset-free
     assert ("imta", "mnist") in two and ("policy-binary", "mnist") in two
+    # another dataset only: a notebook without a dataset parameter (10) still reads the preset's first dataset
+    other = [(j.name, d) for j, d in plan(cpu, [("07_imta.ipynb", "mnist"), ("10_speed.ipynb", None)])]
+    assert ("main", "mnist") in other and ("main", "fashion_mnist") in other and ("imta", "fashion_mnist") not in other
     # a preset that does not pin its training threads: the notebooks train (a job would train another network)
-    assert plan(replace(cpu, train_threads=0), BOOKS, ["fashion_mnist"]) == []
+    assert plan(replace(cpu, train_threads=0), BOOKS) == []
 
 
 def test_jobs_call_with_the_notebooks_defaults():
@@ -102,7 +106,8 @@ def test_notebooks_wait_only_for_the_jobs_they_read(tmp_path):
     runner.wait_for("02_train.ipynb", "fashion_mnist", poll=0.05)
     assert ("a", "fashion_mnist") in runner.done and runner.busy()  # 02 may start while b still trains
     runner.wait_for("07_imta.ipynb", None, poll=0.05)
-    assert [r["job"] for r in runner.finish()] == ["a", "b"] and not runner.busy()
+    assert not runner.busy()  # every job done: the next notebook gets all threads, even before the thread ends
+    assert [r["job"] for r in runner.finish()] == ["a", "b"]
     failing = JobRunner(P, [(Job("a", (), ("02",)), "fashion_mnist")], workers=1, log_dir=tmp_path / "logs2",
                         progress=False, poll=0.05, command=_fake(tmp_path, fail="a")).start()
     with pytest.raises(ConfigError, match="job a .* failed"):
@@ -112,7 +117,7 @@ def test_notebooks_wait_only_for_the_jobs_they_read(tmp_path):
 def test_unknown_job_is_one_error_line():
     from overthink_lib.jobs import run_job
 
-    with pytest.raises(ConfigError, match="unknown job 'mian': choose one of main, maxmin"):
+    with pytest.raises(ConfigError, match="unknown job 'mian': choose one of data, main, maxmin"):
         run_job("smoke", "fashion_mnist", "mian")
 
 

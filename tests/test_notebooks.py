@@ -98,7 +98,12 @@ def test_smoke_suite_runs_headless_and_writes_figures():
     import json
     import re
 
-    assert "jobs done in" in res.stdout and (preset.run_dir / "jobs_timings.csv").exists()
+    timings = (preset.run_dir / "jobs_timings.csv").read_text()
+    assert all(f"{j}," in timings for j in ("data", "main", "maxmin", "imta-seeds", "imta", "policy-binary", "policy-maxmin"))
+    jobs_end = max(p.stat().st_mtime for p in (preset.run_dir / "jobs").glob("*.log"))
+    late = [p.parent.name for p in (preset.run_dir / "models").glob("*/checkpoint.pt")
+            if "stoch" not in p.parent.name and p.stat().st_mtime > jobs_end + 1]  # 09 trains its own runs
+    assert not late, f"trained after the jobs ended, by a notebook: {late}"
     for book in list_notebooks():
         if book.name[:2] in ("02", "03", "04", "05", "06", "07", "08"):
             nb = json.loads((preset.run_dir / "notebooks" / book.name).read_text())
