@@ -10,7 +10,7 @@
    autocast in training), so the check is that the numbers agree to within the spread of one seed, not exactly.
 2. **fp32 logits, CPU vs CUDA** of one network (TF32 off): the largest absolute difference.
 3. **The paper preset's MSDNet** (CIFAR-100 configuration, 32×32×3, batch 64): training and eval img/s under fp32,
-   bf16 autocast (the default on CUDA: ``TrainConfig.amp``) and bf16 + channels_last, then one real epoch of
+   bf16 autocast (``TrainConfig.amp``, off by default since this check) and bf16 + channels_last, compile, then one real epoch of
    :func:`~overthink_lib.train.fit` (40,000 images, validation included) → the projected 200-epoch time. CIFAR-100 is
    written as random images in the official python-pickle format (no internet on such machines): only the timings
    mean anything there.
