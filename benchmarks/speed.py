@@ -215,6 +215,65 @@ def throughput(args) -> dict:
     return {"train": train, "eval": ev, "pipeline": pipe, "compile": compile_cost}
 
 
+#: Fresh processes of the process comparison: (name, model, OVERTHINK_MALLOC). The official code's users run it with
+#: glibc's malloc as it is; the lab keeps freed memory (overthink_lib/malloc.py) unless told otherwise.
+PROCESS_ARMS = (("ours, lab default", "ours", "keep"), ("official, as its users run it", "official", "default"),
+                ("ours, glibc malloc as it is", "ours", "default"), ("official, memory kept", "official", "keep"))
+
+
+def worker(args) -> None:
+    """One fresh process of :func:`processes`: warm up, then the median training step and eval; one JSON line."""
+    from overthink_lib import malloc
+
+    torch.manual_seed(0)
+    base = official_model(args.official) if args.worker == "official" else get_model("msdnet_cifar", num_classes=100)
+    x, y = torch.randn(64, 3, 32, 32), torch.randint(0, 100, (64,))
+    train = timed(train_step_fn(base, Speed(), x, y), args.repeats * 2, warmup=3)
+    ev = timed(eval_step_fn(base, Speed(), torch.randn(256, 3, 32, 32)), args.repeats, warmup=2)
+    print(json.dumps({"train_img_s": 64 / train, "eval_img_s": 256 / ev, "malloc": malloc.state(),
+                      "threads": torch.get_num_threads()}))
+
+
+def processes(args) -> dict:
+    """Ours vs the official code each in fresh processes, as each is run: the lab's default (memory kept) against
+    glibc's malloc as it is, and both the other way round to show what the allocator alone does. Rounds alternate
+    the arms (rotating order); ratios are per round, so the machine's drift hits every arm alike."""
+    import subprocess
+    import sys
+
+    print(f"\nfresh processes ({args.process_rounds} rounds, {torch.get_num_threads()} threads): ours vs official "
+          f"fp32 eager, each as it is run", flush=True)
+    res = {name: [] for name, _, _ in PROCESS_ARMS}
+    for r in range(args.process_rounds):
+        arms = PROCESS_ARMS[r % len(PROCESS_ARMS):] + PROCESS_ARMS[:r % len(PROCESS_ARMS)]
+        for name, model, mall in arms:
+            env = {**os.environ, "OVERTHINK_MALLOC": mall, "OMP_NUM_THREADS": str(torch.get_num_threads())}
+            out = subprocess.run([sys.executable, __file__, "--worker", model, "--official", args.official,
+                                  "--repeats", str(args.repeats)], env=env, capture_output=True, text=True)
+            if out.returncode:
+                raise SystemExit(f"process {name!r} failed:\n{out.stderr[-2000:]}")
+            one = json.loads(out.stdout.strip().splitlines()[-1])
+            if mall == "default" and one["malloc"] != "default":
+                raise SystemExit(f"process {name!r}: OVERTHINK_MALLOC=default was not honoured ({one})")
+            res[name].append(one)
+            print(f"  round {r + 1} {name:32s} train {one['train_img_s']:6.1f} eval {one['eval_img_s']:6.1f} img/s "
+                  f"(malloc {one['malloc']})", flush=True)
+    ref = res[PROCESS_ARMS[1][0]]
+    out = {}
+    print(f"\n{'fresh processes':32s} {'train img/s':>11} {'× official':>10} {'(min–max)':>11} {'eval img/s':>10} "
+          f"{'× official':>10} {'(min–max)':>11}")
+    for name, runs in res.items():
+        row = {}
+        for k in ("train", "eval"):
+            ratios = [a[f"{k}_img_s"] / b[f"{k}_img_s"] for a, b in zip(runs, ref)]
+            row[k] = {"img_s": statistics.median(a[f"{k}_img_s"] for a in runs), "x_official":
+                      statistics.median(ratios), "min": min(ratios), "max": max(ratios)}
+        out[name] = {**row, "malloc": runs[0]["malloc"]}
+        print(f"{name:32s} " + " ".join(f"{row[k]['img_s']:11.1f} {row[k]['x_official']:9.2f}× "
+                                        f"{row[k]['min']:5.2f}–{row[k]['max']:<5.2f}" for k in ("train", "eval")))
+    return out
+
+
 def accuracy(args) -> dict:
     import pandas as pd
 
@@ -269,7 +328,15 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=4)
     ap.add_argument("--fast", default="fast", help="the settings the accuracy check compares with fp32")
     ap.add_argument("--official", metavar="PATH", help="a local clone of kalviny/MSDNet-PyTorch to time side by side")
+    ap.add_argument("--process-rounds", type=int, default=5,
+                    help="with --official: rounds of ours vs official in fresh processes (0: none)")
+    ap.add_argument("--only-processes", action="store_true", help="with --official: only the fresh-process comparison")
+    ap.add_argument("--worker", choices=("ours", "official"), help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.worker:
+        return worker(args)
+    if args.only_processes and not args.official:
+        ap.error("--only-processes needs --official PATH (a clone of kalviny/MSDNet-PyTorch)")
     if args.seeds < 2 or args.rounds < 1 or args.repeats < 1:
         ap.error("--seeds needs at least 2 (an interval over seeds), --rounds and --repeats at least 1")
     try:  # a bad setting name fails here, in one line, before any timing
@@ -281,11 +348,14 @@ def main() -> None:
     result = {"torch": torch.__version__, "threads": torch.get_num_threads(), "cpu": cpu.model, "cpu_kind": cpu.kind,
               "bf16_units": cpu.native_bf16, "code_version": code_version(), "args": vars(args),
               "official_table": OFFICIAL.get(cpu.kind)}
-    if not args.only_accuracy:
+    if not (args.only_accuracy or args.only_processes):
         result["throughput"] = throughput(args)
+    if args.official and args.process_rounds > 0 and not args.only_accuracy:
+        result["processes"] = processes(args)
     if args.accuracy or args.only_accuracy:
         result["accuracy"] = accuracy(args)
-    path = ROOT / "runs" / "benchmarks" / ("speed-accuracy.json" if args.only_accuracy else "speed.json")
+    path = ROOT / "runs" / "benchmarks" / ("speed-accuracy.json" if args.only_accuracy else
+                                            "speed-processes.json" if args.only_processes else "speed.json")
     atomic_write_bytes(path, json.dumps(result, indent=1, default=str).encode())
     print(f"\nwrote {path}")
 

@@ -30,7 +30,8 @@ DEFAULT_ABS_TOL = 0.03
 NOT_REFERENCED = ("speed",)
 
 
-_HEADER = ("preset", "code_version", "cpu", "cpu_id", "capability", "torch", "threads", "python", "timings", "meta")
+_HEADER = ("preset", "code_version", "cpu", "cpu_id", "capability", "torch", "threads", "malloc", "python", "timings",
+           "meta")
 _KIND_KEYS = ("cpu", "cpu_id", "capability", "torch", "threads")
 #: Within this of the reference counts as the same number on the machine kind that made the reference.
 EXACT_TOL = 1e-9
@@ -128,6 +129,7 @@ def collect(parts_dir: Path, out_dir: Path, *, preset: str, timings: list[dict[s
 
     import torch
 
+    from . import malloc
     from .speed import cpu_info
 
     parts = sorted(Path(parts_dir).glob("*.json"))
@@ -143,7 +145,7 @@ def collect(parts_dir: Path, out_dir: Path, *, preset: str, timings: list[dict[s
     seconds = {r["notebook"]: r["seconds"] for r in timings}
     res = {"preset": preset, "code_version": code_version(), "cpu": cpu_info().describe(), "cpu_id": cpu_id(),
            "capability": torch.backends.cpu.get_cpu_capability(), "torch": torch.__version__,
-           "threads": torch.get_num_threads(), "python": platform.python_version(),
+           "threads": torch.get_num_threads(), "malloc": malloc.state(), "python": platform.python_version(),
            **values, "timings": {"notebook_seconds": seconds, "total_seconds": round(sum(seconds.values()), 1)},
            "meta": {"labels": meta, "sources": sources}}
     out_dir = Path(out_dir)
@@ -171,7 +173,7 @@ def rows(res: dict[str, Any]) -> list[tuple[str, str, str]]:
 
 def markdown(res: dict[str, Any]) -> str:
     head = (f"# Results of the `{res['preset']}` run\n\ncode {res['code_version']}, torch {res['torch']}, "
-            f"{res['threads']} threads, CPU {res['cpu']}. 95 % CIs in brackets.\n\n")
+            f"{res['threads']} threads, malloc {res.get('malloc', 'default')}, CPU {res['cpu']}. 95 % CIs in brackets.\n\n")
     lines = ["| section | what | value |", "|---|---|---|"]
     lines += [f"| {s} | {w} | {v} |" for s, w, v in rows(res)]
     mixed = sorted(set(res.get("meta", {}).get("sources", {}).values()))

@@ -379,9 +379,13 @@ def fit(model: MultiExit, train_ds: ImageSet, val_ds: ImageSet | None, cfg: Trai
         One row per epoch: lr, train loss/accuracy per exit, validation loss/accuracy per exit, seconds.
     """
     device = device or next(model.parameters()).device
-    with cpu_threads(cfg.threads if device.type == "cpu" else 0):
-        return _fit(model, train_ds, val_ds, cfg, out_dir=out_dir, resume=resume, device=device, loss_fn=loss_fn,
-                    params=params, progress=progress, extra=extra, stop_after_epoch=stop_after_epoch)
+    try:
+        with cpu_threads(cfg.threads if device.type == "cpu" else 0):
+            return _fit(model, train_ds, val_ds, cfg, out_dir=out_dir, resume=resume, device=device, loss_fn=loss_fn,
+                        params=params, progress=progress, extra=extra, stop_after_epoch=stop_after_epoch)
+    finally:  # trained in channels_last or not, the model comes back as a checkpoint loads it (NCHW): what the
+        # caller computes from it next (records, CAMs) runs the same kernels as from a cached checkpoint
+        model.to(memory_format=torch.contiguous_format)
 
 
 def _fit(model: MultiExit, train_ds: ImageSet, val_ds: ImageSet | None, cfg: TrainConfig, *, out_dir: Path,

@@ -1,4 +1,6 @@
 """Speed settings: off by default, each equivalent to fp32 eager within its stated tolerance, none mutates the model."""
+import os
+
 import pytest
 import torch
 
@@ -7,7 +9,8 @@ from overthink_lib.config import ConfigError, config_hash
 from overthink_lib.models import get_model
 from overthink_lib.speed import (Speed, compile_break_even, cpu_has_bf16, cpu_info, fold_batchnorm, for_inference,
                                  parse_cpuinfo)
-from overthink_lib.train import CHECKPOINT, TrainConfig, build_model, fit, load_checkpoint, predict, state_hash
+from overthink_lib.train import (CHECKPOINT, TrainConfig, build_model, fit, load_checkpoint, model_from_checkpoint,
+                                 predict, state_hash)
 
 BASE_FLAGS = "fpu sse sse2 ssse3 sse4_1 sse4_2 avx f16c fma"
 AVX2 = f"processor\t: 0\nmodel name\t: AMD EPYC 7B13\nflags\t\t: {BASE_FLAGS} avx2\n"
@@ -153,6 +156,68 @@ def test_fused_sgd_trains_to_the_same_weights(tmp_path):
     fit(b, ds, None, TrainConfig(**base, speed=Speed(fused_sgd=True)), out_dir=tmp_path / "b", progress=False)
     for (n, p), q in zip(a.state_dict().items(), b.state_dict().values()):
         torch.testing.assert_close(q, p, rtol=1e-5, atol=1e-6, msg=n)
+
+
+def test_channels_last_training_is_deterministic_and_hands_back_an_nchw_model(tmp_path):
+    """The smoke and cpu presets train in channels_last: the same run twice gives the same weights bit for bit, the
+    weights stay within fp32 rounding of NCHW training, and the model comes back NCHW, so what is computed from it
+    next equals what a loaded checkpoint gives."""
+    ds = random_set(64, size=16)
+    base = dict(epochs=1, batch_size=16, lr=0.05, schedule="constant", eval_batch_size=32)
+    cl = TrainConfig(**base, speed=Speed.parse("channels_last"))
+    runs = []
+    for name, cfg in (("a", cl), ("b", cl), ("nchw", TrainConfig(**base))):
+        model = build_model(tiny_spec(), 0)
+        fit(model, ds, ds, cfg, out_dir=tmp_path / name, progress=False)
+        runs.append(model)
+    a, b, nchw = runs
+    for (n, p), q, r in zip(a.state_dict().items(), b.state_dict().values(), nchw.state_dict().values()):
+        assert torch.equal(p, q), n
+        torch.testing.assert_close(p, r, rtol=1e-4, atol=1e-5, msg=n)
+    assert all(p.is_contiguous() for p in a.parameters())
+    loaded, _ = model_from_checkpoint(tmp_path / "a" / CHECKPOINT)
+    assert torch.equal(predict(a.eval(), ds, batch_size=32)[0], predict(loaded, ds, batch_size=32)[0])
+    assert config_hash(cl.hashed_fields()) != config_hash(TrainConfig(**base).hashed_fields())
+
+
+def test_malloc_keeps_freed_memory_by_default_and_changes_no_number():
+    """The lab keeps freed memory in the process (glibc); OVERTHINK_MALLOC=default leaves malloc alone; a bad value
+    fails in one line; training and inference give the same bits either way (fresh processes)."""
+    import platform
+    import subprocess
+    import sys
+
+    from overthink_lib import malloc
+
+    glibc = platform.libc_ver()[0] == "glibc"
+    assert malloc.state() == ("keep" if glibc else "default")
+    with pytest.raises(ValueError, match="OVERTHINK_MALLOC='huge' is not one of keep, default"):
+        malloc.configure("huge")
+    code = ("import hashlib, torch, overthink_lib\n"
+            "from overthink_lib import malloc\n"
+            "from overthink_lib.train import build_model, multi_exit_loss\n"
+            "m = build_model({'name': 'msdnet_cifar', 'kwargs': {'num_classes': 10, 'in_channels': 1}}, 0).train()\n"
+            "opt = torch.optim.SGD(m.parameters(), lr=0.05, momentum=0.9)\n"
+            "g = torch.Generator().manual_seed(1)\n"
+            "for _ in range(2):\n"
+            "    x, y = torch.randn(64, 1, 28, 28, generator=g), torch.randint(0, 10, (64,), generator=g)\n"
+            "    loss, _ = multi_exit_loss(list(m(x)), y); opt.zero_grad(); loss.backward(); opt.step()\n"
+            "with torch.no_grad():\n"
+            "    out = torch.cat(m.eval()(torch.randn(256, 1, 28, 28, generator=g)), 1)\n"
+            "h = hashlib.sha256(out.numpy().tobytes())\n"
+            "[h.update(t.numpy().tobytes()) for t in m.state_dict().values()]\n"
+            "print(malloc.state(), h.hexdigest())\n")
+    seen = {}
+    for setting in ("keep", "default"):
+        env = {**os.environ, "OVERTHINK_MALLOC": setting, "OMP_NUM_THREADS": "1"}
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+        state, digest = out.stdout.split()
+        seen[setting] = digest
+        assert state == (setting if glibc else "default")
+    assert seen["keep"] == seen["default"]
+    bad = subprocess.run([sys.executable, "-c", "import overthink_lib"], capture_output=True, text=True,
+                         env={**os.environ, "OVERTHINK_MALLOC": "huge"})
+    assert bad.returncode != 0 and "OVERTHINK_MALLOC='huge' is not one of keep, default" in bad.stderr
 
 
 def test_bf16_training_learns_like_fp32_and_is_recorded(tmp_path):
