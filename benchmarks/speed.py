@@ -20,6 +20,12 @@ same one); we report the median img/s and the median per-round ratio to fp32 eag
 and the official MSDNet-PyTorch code's ≈150 / ≈460 img/s on the same machine (SPEC §1) for reference. ``compile``
 settings report their first step (the compile, minus what the inductor cache already holds) separately.
 
+With ``--official`` also (``--only-processes``: only this): ours vs the official model each in **fresh processes**,
+as each is run — the lab with its allocator setting (``overthink_lib/malloc.py``, freed memory kept), the official
+code with glibc's malloc as it is — and both the other way round, so what the allocator alone does is visible, plus
+channels_last training (not a preset setting: ``benchmarks/onednn_nhwc_bug.py``). ``OMP_NUM_THREADS=1 ...
+--only-processes`` measures one-thread training, as the ``cpu`` preset's jobs train.
+
 Also: the input pipeline (in-memory uint8 tensor, batch slicing and augmentation as whole-tensor ops) against
 per-image PIL transforms through a DataLoader, which is what the official code does.
 
@@ -215,10 +221,14 @@ def throughput(args) -> dict:
     return {"train": train, "eval": ev, "pipeline": pipe, "compile": compile_cost}
 
 
-#: Fresh processes of the process comparison: (name, model, OVERTHINK_MALLOC). The official code's users run it with
-#: glibc's malloc as it is; the lab keeps freed memory (overthink_lib/malloc.py) unless told otherwise.
-PROCESS_ARMS = (("ours, lab default", "ours", "keep"), ("official, as its users run it", "official", "default"),
-                ("ours, glibc malloc as it is", "ours", "default"), ("official, memory kept", "official", "keep"))
+#: Fresh processes of the process comparison: (name, model, OVERTHINK_MALLOC, speed). The official code's users run it
+#: with glibc's malloc as it is; the lab keeps freed memory (overthink_lib/malloc.py) unless told otherwise, and its
+#: ``smoke``/``cpu`` presets train in channels_last (``Preset.speed``).
+PROCESS_ARMS = (("ours, lab default", "ours", "keep", "fp32"),
+                ("official, as its users run it", "official", "default", "fp32"),
+                ("ours + channels_last training", "ours", "keep", "channels_last"),
+                ("ours, glibc malloc as it is", "ours", "default", "fp32"),
+                ("official, memory kept", "official", "keep", "fp32"))
 
 
 def worker(args) -> None:
@@ -228,8 +238,9 @@ def worker(args) -> None:
     torch.manual_seed(0)
     base = official_model(args.official) if args.worker == "official" else get_model("msdnet_cifar", num_classes=100)
     x, y = torch.randn(64, 3, 32, 32), torch.randint(0, 100, (64,))
-    train = timed(train_step_fn(base, Speed(), x, y), args.repeats * 2, warmup=3)
-    ev = timed(eval_step_fn(base, Speed(), torch.randn(256, 3, 32, 32)), args.repeats, warmup=2)
+    sp = Speed.parse(args.worker_speed)
+    train = timed(train_step_fn(base, sp, x, y), args.repeats * 2, warmup=3)
+    ev = timed(eval_step_fn(base, sp, torch.randn(256, 3, 32, 32)), args.repeats, warmup=2)
     print(json.dumps({"train_img_s": 64 / train, "eval_img_s": 256 / ev, "malloc": malloc.state(),
                       "threads": torch.get_num_threads()}))
 
@@ -237,19 +248,21 @@ def worker(args) -> None:
 def processes(args) -> dict:
     """Ours vs the official code each in fresh processes, as each is run: the lab's default (memory kept) against
     glibc's malloc as it is, and both the other way round to show what the allocator alone does. Rounds alternate
-    the arms (rotating order); ratios are per round, so the machine's drift hits every arm alike."""
+    the arms (rotating order); ratios are per round, so the machine's drift hits every arm alike. The number of
+    threads is this process's (``OMP_NUM_THREADS=1`` for the one-thread training of the ``cpu`` preset)."""
     import subprocess
     import sys
 
     print(f"\nfresh processes ({args.process_rounds} rounds, {torch.get_num_threads()} threads): ours vs official "
           f"fp32 eager, each as it is run", flush=True)
-    res = {name: [] for name, _, _ in PROCESS_ARMS}
+    res = {name: [] for name, *_ in PROCESS_ARMS}
     for r in range(args.process_rounds):
         arms = PROCESS_ARMS[r % len(PROCESS_ARMS):] + PROCESS_ARMS[:r % len(PROCESS_ARMS)]
-        for name, model, mall in arms:
+        for name, model, mall, sp in arms:
             env = {**os.environ, "OVERTHINK_MALLOC": mall, "OMP_NUM_THREADS": str(torch.get_num_threads())}
             out = subprocess.run([sys.executable, __file__, "--worker", model, "--official", args.official,
-                                  "--repeats", str(args.repeats)], env=env, capture_output=True, text=True)
+                                  "--repeats", str(args.repeats), "--worker-speed", sp], env=env, capture_output=True,
+                                 text=True)
             if out.returncode:
                 raise SystemExit(f"process {name!r} failed:\n{out.stderr[-2000:]}")
             one = json.loads(out.stdout.strip().splitlines()[-1])
@@ -332,6 +345,7 @@ def main() -> None:
                     help="with --official: rounds of ours vs official in fresh processes (0: none)")
     ap.add_argument("--only-processes", action="store_true", help="with --official: only the fresh-process comparison")
     ap.add_argument("--worker", choices=("ours", "official"), help=argparse.SUPPRESS)
+    ap.add_argument("--worker-speed", default="fp32", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
         return worker(args)

@@ -404,6 +404,10 @@ def _fit(model: MultiExit, train_ds: ImageSet, val_ds: ImageSet | None, cfg: Tra
     if sp.bf16 and device.type == "cpu" and not cpu_has_bf16() and rank == 0:
         warnings.warn("speed.bf16 on a CPU without AMX/AVX-512-bf16: bf16 is emulated there and runs slower than fp32",
                       stacklevel=2)
+    if sp.channels_last and device.type == "cpu" and not sp.bf16 and rank == 0:
+        warnings.warn("fp32 channels_last training on CPU: torch 2.14.1's oneDNN corrupts memory in the input gradient "
+                      "of some NHWC strided convolutions (benchmarks/onednn_nhwc_bug.py); no preset uses it",
+                      stacklevel=2)
     if sp.channels_last:
         model.to(memory_format=torch.channels_last)
     params = list(model.parameters()) if params is None else params
