@@ -17,7 +17,7 @@ from .data import ImageSet, get_dataset
 from .recording import cached_record
 from .records import ExitRecord
 from .speed import Speed, cpu_info
-from .train import (CHECKPOINT, TrainConfig, build_model, fit, load_checkpoint, model_from_checkpoint,
+from .train import (CHECKPOINT, PREDICTIONS, TrainConfig, build_model, fit, load_checkpoint, model_from_checkpoint,
                     resolve_speed)
 
 
@@ -142,7 +142,7 @@ def records_for(model: torch.nn.Module, splits: dict[str, ImageSet], preset: Pre
     prov = {"checkpoint": str(checkpoint), "train_config": ckpt["train_config"], "epoch": ckpt["epoch"],
             "init_seed": ckpt.get("init_seed"), "data_seed": ckpt.get("data_seed"), "preset": preset.name}
     return {s: cached_record(model, splits[s], preset.run_dir / "records", batch_size=preset.eval_batch_size,
-                             provenance=prov, progress=progress) for s in which}
+                             provenance=prov, progress=progress, predictions=run / PREDICTIONS) for s in which}
 
 
 def main_records(name: str, *, dataset: str | None = None, epochs: int | None = None) -> dict[str, ExitRecord]:

@@ -24,12 +24,15 @@ from .records import SUFFIX, ExitRecord
 
 def make_record(model, ds: ImageSet, *, device: torch.device | None = None, batch_size: int = 512,
                 provenance: dict[str, Any] | None = None, progress: bool = False,
-                weights_hash: str | None = None, speed=None) -> ExitRecord:
+                weights_hash: str | None = None, speed=None,
+                predicted: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None) -> ExitRecord:
     """Run ``model`` (eval mode, no augmentation) over ``ds`` and keep every exit's logits.
 
     ``weights_hash``: the model's :func:`~overthink_lib.train.state_hash` when the caller already has it.
     ``speed``: inference :class:`~overthink_lib.speed.Speed` (default fp32 eager, what the lab's records use);
     anything else is written into the provenance.
+    ``predicted``: what :func:`~overthink_lib.train.predict` returned for exactly this model, ``ds``, batch size and
+    speed (e.g. :func:`~overthink_lib.train.load_predictions`); the model is then not run again.
     """
     from .flops import exit_flops
     from .speed import Speed
@@ -40,7 +43,8 @@ def make_record(model, ds: ImageSet, *, device: torch.device | None = None, batc
         raise ConfigError(f"model has {model.config.num_classes} classes but dataset {ds.name} has {ds.num_classes}: "
                           "train a model for this dataset")
     speed = (speed or Speed()).resolve()
-    logits, labels, indices = predict(model, ds, batch_size=batch_size, device=device, progress=progress, speed=speed)
+    logits, labels, indices = predicted if predicted is not None else \
+        predict(model, ds, batch_size=batch_size, device=device, progress=progress, speed=speed)
     flops = torch.tensor(exit_flops(model, tuple(ds.images.shape[1:])), dtype=torch.float64)
     prov = {"model_spec": getattr(model, "spec", None), "dataset": ds.provenance(),
             "weights_hash": weights_hash or state_hash(model), "code_version": code_version(),
@@ -48,9 +52,14 @@ def make_record(model, ds: ImageSet, *, device: torch.device | None = None, batc
     return ExitRecord(logits, labels, indices, flops, {k: v.clone() for k, v in ds.extras.items()}, prov)
 
 
-def cached_record(model, ds: ImageSet, cache_dir: Path, **kwargs) -> ExitRecord:
-    """:func:`make_record`, cached in ``cache_dir`` under a key of (weights hash, dataset description)."""
-    from .train import state_hash
+def cached_record(model, ds: ImageSet, cache_dir: Path, *, predictions: Path | None = None, **kwargs) -> ExitRecord:
+    """:func:`make_record`, cached in ``cache_dir`` under a key of (weights hash, dataset description).
+
+    ``predictions``: a run's folder of logits kept by :func:`~overthink_lib.train.fit` (``run/predictions``); a
+    record of fp32 eager inference that is not cached yet is built from the logits kept there for the same weights,
+    split, batch size and device, when there are any (the same numbers, without running the network again).
+    """
+    from .train import load_predictions, state_hash
 
     weights = state_hash(model)  # hashed once: the cache key and the record's provenance
     speed = kwargs.get("speed")
@@ -62,6 +71,9 @@ def cached_record(model, ds: ImageSet, cache_dir: Path, **kwargs) -> ExitRecord:
     path = Path(cache_dir) / f"{ds.name}-{ds.split}-{key}{SUFFIX}"
     if path.exists():
         return ExitRecord.load(path)
+    if predictions is not None and (speed is None or speed.is_default):
+        device = kwargs.get("device") or next(model.parameters()).device
+        kwargs["predicted"] = load_predictions(predictions, ds, weights, kwargs.get("batch_size", 512), device)
     rec = make_record(model, ds, weights_hash=weights, **kwargs)
     rec.save(path)
     return rec

@@ -40,6 +40,10 @@ CHECKPOINT = "checkpoint.pt"
 #: IMTA protocol branches from (the thesis fine-tunes "for the final 50 epochs of the training process").
 HALFWAY = "checkpoint-halfway.pt"
 METRICS = "metrics.csv"
+#: Folder in a run: the validation logits :func:`fit` computed after the last epoch (and at the half-way snapshot),
+#: keyed by the weights' hash, so that a record of those weights on that split reuses them instead of running the
+#: network over the split again (:func:`load_predictions`).
+PREDICTIONS = "predictions"
 
 
 @dataclass(frozen=True)
@@ -202,9 +206,56 @@ def evaluate(model: nn.Module, ds: ImageSet, *, batch_size: int = 512, device: t
              amp: bool = False, speed: Speed = Speed()) -> dict[str, list[float]]:
     """Per-exit cross-entropy and accuracy on ``ds`` (eval mode, no augmentation)."""
     logits, labels, _ = predict(model, ds, batch_size=batch_size, device=device, amp=amp, speed=speed)
+    return _scores(logits, labels)
+
+
+def _scores(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, list[float]]:
     loss = [F.cross_entropy(logits[:, k], labels).item() for k in range(logits.shape[1])]
     acc = (logits.argmax(-1) == labels[:, None]).float().mean(0).tolist()
     return {"loss": loss, "acc": acc}
+
+
+def _prediction_key(ds: ImageSet, weights: str, batch_size: int, device: torch.device) -> dict[str, Any]:
+    # everything the logits depend on besides the code: the weights, the samples, the batch size, the device kind
+    return {"weights": weights, "data": ds.provenance(), "batch_size": int(batch_size),
+            "device": torch.device(device).type}
+
+
+def prediction_path(folder: Path, ds: ImageSet, weights: str) -> Path:
+    """Where :func:`save_predictions` keeps the logits of weights ``weights`` on ``ds`` in ``folder``."""
+    return Path(folder) / f"{ds.split}-{weights}.pt"
+
+
+def save_predictions(folder: Path, ds: ImageSet, weights: str, batch_size: int, device: torch.device,
+                     logits: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor) -> Path:
+    """Keep fp32-eager logits of :func:`predict` (weights hash ``weights``, ``batch_size``, on ``device``) for
+    :func:`load_predictions`; written atomically."""
+    path = prediction_path(folder, ds, weights)
+    atomic_torch_save({**_prediction_key(ds, weights, batch_size, device), "logits": logits, "labels": labels,
+                       "indices": indices, "code_version": code_version()}, path)
+    return path
+
+
+def load_predictions(folder: Path, ds: ImageSet, weights: str, batch_size: int,
+                     device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+    """The (logits, labels, indices) that :func:`predict` gives for weights ``weights`` on ``ds`` with fp32 eager
+    inference, ``batch_size`` and ``device``, when :func:`save_predictions` kept exactly those; else None (also
+    for an unreadable file: then the caller just predicts)."""
+    path = prediction_path(folder, ds, weights)
+    if not path.exists():
+        return None
+    try:
+        saved = safe_torch_load(path, "predictions")
+    except ConfigError:
+        return None
+    key = _prediction_key(ds, weights, batch_size, device)
+    if not isinstance(saved, dict) or any(saved.get(k) != v for k, v in key.items()):
+        return None
+    logits, labels, indices = saved.get("logits"), saved.get("labels"), saved.get("indices")
+    if not all(torch.is_tensor(t) for t in (logits, labels, indices)) or logits.shape[0] != len(ds) \
+            or not torch.equal(labels, ds.labels) or not torch.equal(indices, ds.indices):
+        return None
+    return logits, labels, indices
 
 
 def _rng_state() -> dict[str, Any]:
@@ -438,13 +489,26 @@ def _fit(model: MultiExit, train_ds: ImageSet, val_ds: ImageSet | None, cfg: Tra
     n_exits = model.num_exits
     use_scaler = cfg.amp and device.type == "cuda" and not torch.cuda.is_bf16_supported()
     scaler = torch.amp.GradScaler("cuda") if use_scaler else None
+    # fp32 eager validation logits are what a record of the same weights computes: kept for the last epoch and the
+    # half-way snapshot (0-based epoch ``halfway_epoch``); the previous epoch's are deleted
+    keep_predictions = eval_speed.resolve(device=device).is_default and not cfg.amp
+    halfway_epoch = cfg.epochs // 2 - 1 if cfg.epochs % 2 == 0 else None
+    kept: tuple[str, int] | None = None
     for epoch in range(start_epoch, cfg.epochs):
         t0 = time.perf_counter()
         row = train_one_epoch(net, opt, train_ds, cfg, epoch, n_exits=n_exits, loss_fn=loss_fn,
                               device=device, scaler=scaler, rank=rank, world=world, progress=progress)
         if val_ds is not None and rank == 0:
-            ev = evaluate(model, val_ds, batch_size=cfg.eval_batch_size, device=device, amp=cfg.amp,
-                          speed=eval_speed)
+            logits, labels, indices = predict(model, val_ds, batch_size=cfg.eval_batch_size, device=device,
+                                              amp=cfg.amp, speed=eval_speed)
+            ev = _scores(logits, labels)
+            if keep_predictions:  # what a record of these weights on val would compute: keep it for the record
+                weights = state_hash(model)
+                save_predictions(out_dir / PREDICTIONS, val_ds, weights, cfg.eval_batch_size, device, logits,
+                                 labels, indices)
+                if kept is not None and kept[0] != weights and kept[1] != halfway_epoch:
+                    prediction_path(out_dir / PREDICTIONS, val_ds, kept[0]).unlink(missing_ok=True)
+                kept = (weights, epoch)
             for k in range(n_exits):
                 row[f"val_loss_{k + 1}"], row[f"val_acc_{k + 1}"] = ev["loss"][k], ev["acc"][k]
         row["seconds"] = round(time.perf_counter() - t0, 2)

@@ -169,3 +169,43 @@ def test_headless_training_prints_status_lines_with_eta(tmp_path, monkeypatch, c
     out = capsys.readouterr().out
     assert re.search(r"epoch 1/2: step 1/3, loss \d+\.\d{3}, \d+ img/s, epoch ETA \d+ s", out), out
     assert re.search(r"epoch 1/2: \d+ s, train loss \(last exit\) \d+\.\d{3}, train acc per exit .*, ETA \d+ s", out), out
+
+
+def test_records_reuse_the_validation_logits_of_training_bit_for_bit_and_only_for_the_same_weights(tmp_path,
+                                                                                                   monkeypatch):
+    import overthink_lib.train as train_mod
+    from overthink_lib.recording import cached_record, make_record
+    from overthink_lib.train import PREDICTIONS, load_predictions, prediction_path
+
+    tr, val = random_set(64), random_set(40, seed=1, split="val")
+    cfg = TrainConfig(epochs=4, batch_size=16, lr=0.05, schedule="onecycle", eval_batch_size=16)
+    run = tmp_path / "run"
+    fit(build_model(tiny_spec(), 0), tr, val, cfg, out_dir=run, progress=False)
+    final, _ = model_from_checkpoint(run / CHECKPOINT, torch.device("cpu"))
+    half, _ = model_from_checkpoint(run / HALFWAY, torch.device("cpu"))
+    kept = sorted(p.name for p in (run / PREDICTIONS).iterdir())
+    assert kept == sorted(prediction_path(run / PREDICTIONS, val, state_hash(m)).name for m in (final, half))
+
+    calls = []
+    real = train_mod.predict
+    monkeypatch.setattr(train_mod, "predict", lambda *a, **k: calls.append(1) or real(*a, **k))
+    for m in (final, half):
+        fresh = make_record(m, val, batch_size=16)
+        assert len(calls) == 1
+        reused = cached_record(m, val, tmp_path / f"records-{id(m)}", batch_size=16, predictions=run / PREDICTIONS)
+        assert len(calls) == 1, "the kept logits were not reused"
+        assert torch.equal(reused.logits, fresh.logits) and torch.equal(reused.labels, fresh.labels)
+        assert reused.provenance["weights_hash"] == fresh.provenance["weights_hash"]
+        calls.clear()
+    # another batch size, other weights, another split or a tampered file: predicted anew
+    assert load_predictions(run / PREDICTIONS, val, state_hash(final), 8, torch.device("cpu")) is None
+    other = build_model(tiny_spec(), 1)
+    cached_record(other, val, tmp_path / "records-other", batch_size=16, predictions=run / PREDICTIONS)
+    assert len(calls) == 1
+    path = prediction_path(run / PREDICTIONS, val, state_hash(final))
+    saved = torch.load(path, weights_only=True)
+    saved["labels"] = saved["labels"].flip(0)
+    torch.save(saved, path)
+    assert load_predictions(run / PREDICTIONS, val, state_hash(final), 16, torch.device("cpu")) is None
+    path.write_bytes(b"not a file torch wrote")
+    assert load_predictions(run / PREDICTIONS, val, state_hash(final), 16, torch.device("cpu")) is None
