@@ -112,6 +112,14 @@ if "pipeline" not in skip:
     pol, steps["policy_s"] = clock(lambda: policy_experiment(Pc, mm.records["val"], mm.records["test"], mm.splits,
                                                                "score", 5.0, progress=False, n_boot=200))
     steps["policy_balanced_accuracy"] = pol.policy.get("balanced_accuracy")
+    # the validation record was built from the logits fit kept (run/predictions); beside a fresh pass on the GPU
+    from overthink_lib.recording import make_record
+    fresh = make_record(main.model, main.splits["val"], batch_size=Pc.eval_batch_size)
+    kept = main.records["val"]
+    steps["val_record_from_kept_logits"] = {
+        "kept_files": sorted(p.name for p in (main.run / "predictions").glob("*.pt")),
+        "max_abs_diff_vs_fresh": float((kept.logits - fresh.logits).abs().max()),
+        "argmax_agree_pct": round(100 * float((kept.logits.argmax(-1) == fresh.logits.argmax(-1)).float().mean()), 3)}
     from overthink_lib.data import normalize
     xb = normalize(main.splits["test"], main.splits["test"].images[:16]).to(dev)
     cam_out, steps["gradcam_16_images_s"] = clock(lambda: cams.exit_cams(main.model, xb))

@@ -238,17 +238,16 @@ def policy_experiment(preset: Preset, rec_val: ExitRecord, rec_test: ExitRecord,
     """Steps 3–4 of the thesis's method on a trained M: D_ee from the validation record (``method`` labels with
     λ = ``lam``), the policy ResNet and its shuffled-label control trained on it (cached runs), both evaluated on
     the test record's D_ee with bootstrap CIs; the policy also as an exit rule for every test sample."""
-    from .policy import as_exit_policy, check_training_record, evaluate_policy, exit_labels, policy_set
+    from .policy import as_exit_policy, evaluate_policy, exit_labels, policy_set
     from .train import predict
 
     seed = preset.seed if seed is None else seed
-    check_training_record(rec_val)
-    lab_tr, lab_te = exit_labels(rec_val, method, lam), exit_labels(rec_test, method, lam)
-    d_tr, d_te = policy_set(sets["val"], rec_val, lab_tr), policy_set(sets["test"], rec_test, lab_te)
+    lab_tr, d_tr, source = policy_training_set(rec_val, sets["val"], method, lam)
+    lab_te = exit_labels(rec_test, method, lam)
+    d_te = policy_set(sets["test"], rec_test, lab_te)
     results, preds, exit_policy = {}, None, None
     for shuffle in (False, True):
-        m, _, _ = train_policy(preset, d_tr, seed, source=f"{rec_val.model_key()}-{method}-{lam}", shuffle=shuffle,
-                               progress=progress)
+        m, _, _ = train_policy(preset, d_tr, seed, source=source, shuffle=shuffle, progress=progress)
         p = predict(m, d_te, batch_size=preset.eval_batch_size)[0][:, 0].argmax(-1)
         results[shuffle] = evaluate_policy(p, d_te.labels, d_tr.labels, lab_tr.num_labels, n_boot=n_boot, seed=seed)
         if not shuffle:
@@ -256,6 +255,17 @@ def policy_experiment(preset: Preset, rec_val: ExitRecord, rec_test: ExitRecord,
             all_logits = predict(m, sets["test"], batch_size=preset.eval_batch_size)[0]
             exit_policy = as_exit_policy(all_logits[:, 0].argmax(-1), rec_test, method)
     return PolicyRun(lab_tr, lab_te, d_tr, d_te, results[False], results[True], preds, exit_policy)
+
+
+def policy_training_set(rec_val: ExitRecord, val_set: ImageSet, method: str, lam: float):
+    """The policy's training data of :func:`policy_experiment`: the validation record's D_ee labels (``method``,
+    λ = ``lam``), the D_ee image set, and the ``source`` tag that names its policy runs (for :func:`train_policy`).
+    Returns (labels, D_ee set, source)."""
+    from .policy import check_training_record, exit_labels, policy_set
+
+    check_training_record(rec_val)
+    labels = exit_labels(rec_val, method, lam)
+    return labels, policy_set(val_set, rec_val, labels), f"{rec_val.model_key()}-{method}-{lam}"
 
 
 def load_maxmin_splits(preset: Preset, seed: int | None = None) -> dict[str, ImageSet]:

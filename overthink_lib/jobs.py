@@ -55,8 +55,11 @@ JOBS: tuple[Job, ...] = (
     Job("maxmin", ("data",), ("06", "08"), per_dataset=False),
     Job("imta-seeds", ("data",), ("07",)),
     Job("imta", ("main",), ("07",)),
+    # each policy network and its shuffled-label control: two jobs, so that the last minutes keep both workers busy
     Job("policy-binary", ("main",), ("08",)),
+    Job("policy-binary-control", ("main",), ("08",)),
     Job("policy-maxmin", ("maxmin",), ("08",), per_dataset=False),
+    Job("policy-maxmin-control", ("maxmin",), ("08",), per_dataset=False),
 )
 
 
@@ -106,25 +109,39 @@ def _job_imta_seeds(P: Preset) -> None:
 MAXMIN_LAMBDA = 5.0
 
 
-def _job_policy_binary(P: Preset) -> None:
+def _binary_policy_data(P: Preset):
     from . import policy
-    from .experiment import main_experiment, policy_experiment
+    from .experiment import main_experiment
 
     exp = main_experiment(P)
-    lam = policy.balancing_lambda(exp.records["val"])
-    policy_experiment(P, exp.records["val"], exp.records["test"], exp.splits, "binary", lam, n_boot=10)
+    return exp.records["val"], exp.splits["val"], "binary", policy.balancing_lambda(exp.records["val"])
 
 
-def _job_policy_maxmin(P: Preset) -> None:
-    from .experiment import maxmin_experiment, policy_experiment
+def _maxmin_policy_data(P: Preset):
+    from .experiment import maxmin_experiment
 
     mmx = maxmin_experiment(P)
-    policy_experiment(P, mmx.records["val"], mmx.records["test"], mmx.splits, "score", MAXMIN_LAMBDA, n_boot=10)
+    return mmx.records["val"], mmx.splits["val"], "score", MAXMIN_LAMBDA
+
+
+def _policy_job(data: Callable[[Preset], tuple], shuffle: bool) -> Callable[[Preset], None]:
+    """Train the policy network of notebook 08's :func:`~overthink_lib.experiment.policy_experiment` on ``data``
+    (``shuffle``: its shuffled-label control); the notebook evaluates both from the cached runs."""
+    def run(P: Preset) -> None:
+        from .experiment import policy_training_set, train_policy
+
+        rec_val, val_set, method, lam = data(P)
+        _, d_tr, source = policy_training_set(rec_val, val_set, method, lam)
+        train_policy(P, d_tr, None, source=source, shuffle=shuffle)
+    return run
 
 
 RUNNERS: dict[str, Callable[[Preset], None]] = {
     "data": _job_data, "main": _job_main, "maxmin": _job_maxmin, "imta-seeds": _job_imta_seeds, "imta": _job_imta,
-    "policy-binary": _job_policy_binary, "policy-maxmin": _job_policy_maxmin,
+    "policy-binary": _policy_job(_binary_policy_data, False),
+    "policy-binary-control": _policy_job(_binary_policy_data, True),
+    "policy-maxmin": _policy_job(_maxmin_policy_data, False),
+    "policy-maxmin-control": _policy_job(_maxmin_policy_data, True),
 }
 
 

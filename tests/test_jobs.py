@@ -22,7 +22,8 @@ def test_plan_covers_what_the_notebooks_use():
     cpu = get_preset("cpu")
     assert [(j.name, d) for j, d in plan(cpu, BOOKS)] == [
         ("data", "fashion_mnist"), ("main", "fashion_mnist"), ("maxmin", "fashion_mnist"), ("imta-seeds", "fashion_mnist"),
-        ("imta", "fashion_mnist"), ("policy-binary", "fashion_mnist"), ("policy-maxmin", "fashion_mnist")]
+        ("imta", "fashion_mnist"), ("policy-binary", "fashion_mnist"), ("policy-binary-control", "fashion_mnist"),
+        ("policy-maxmin", "fashion_mnist"), ("policy-maxmin-control", "fashion_mnist")]
     assert [j.name for j, _ in plan(cpu, [("03_anytime_and_budgeted.ipynb", "fashion_mnist")])] == ["data", "main"]
     assert plan(cpu, [("01_data.ipynb", None)]) == []
     two = [(j.name, d) for j, d in plan(cpu, [(b, ds) for b in ("07_imta.ipynb", "08_policy_network.ipynb")

@@ -99,7 +99,8 @@ def test_smoke_suite_runs_headless_and_writes_figures():
     import re
 
     timings = (preset.run_dir / "jobs_timings.csv").read_text()
-    assert all(f"{j}," in timings for j in ("data", "main", "maxmin", "imta-seeds", "imta", "policy-binary", "policy-maxmin"))
+    assert all(f"{j}," in timings for j in ("data", "main", "maxmin", "imta-seeds", "imta", "policy-binary",
+                                          "policy-binary-control", "policy-maxmin", "policy-maxmin-control"))
     jobs_end = max(p.stat().st_mtime for p in (preset.run_dir / "jobs").glob("*.log"))
     late = [p.parent.name for p in (preset.run_dir / "models").glob("*/checkpoint.pt")
             if "stoch" not in p.parent.name and p.stat().st_mtime > jobs_end + 1]  # 09 trains its own runs
