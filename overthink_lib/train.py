@@ -489,11 +489,11 @@ def _fit(model: MultiExit, train_ds: ImageSet, val_ds: ImageSet | None, cfg: Tra
     n_exits = model.num_exits
     use_scaler = cfg.amp and device.type == "cuda" and not torch.cuda.is_bf16_supported()
     scaler = torch.amp.GradScaler("cuda") if use_scaler else None
-    # fp32 eager validation logits are what a record of the same weights computes: kept for the last epoch and the
-    # half-way snapshot (0-based epoch ``halfway_epoch``); the previous epoch's are deleted
+    # fp32 eager validation logits are what a record of the same weights computes: kept for the weights a run ends
+    # with (its last epoch, or where ``stop_after_epoch`` stops it) and for the half-way snapshot
     keep_predictions = eval_speed.resolve(device=device).is_default and not cfg.amp
-    halfway_epoch = cfg.epochs // 2 - 1 if cfg.epochs % 2 == 0 else None
-    kept: tuple[str, int] | None = None
+    last = cfg.epochs if stop_after_epoch is None else min(cfg.epochs, stop_after_epoch)
+    keep_after = {last} | ({cfg.epochs // 2} if cfg.epochs % 2 == 0 else set())  # 1-based epochs
     for epoch in range(start_epoch, cfg.epochs):
         t0 = time.perf_counter()
         row = train_one_epoch(net, opt, train_ds, cfg, epoch, n_exits=n_exits, loss_fn=loss_fn,
@@ -502,13 +502,9 @@ def _fit(model: MultiExit, train_ds: ImageSet, val_ds: ImageSet | None, cfg: Tra
             logits, labels, indices = predict(model, val_ds, batch_size=cfg.eval_batch_size, device=device,
                                               amp=cfg.amp, speed=eval_speed)
             ev = _scores(logits, labels)
-            if keep_predictions:  # what a record of these weights on val would compute: keep it for the record
-                weights = state_hash(model)
-                save_predictions(out_dir / PREDICTIONS, val_ds, weights, cfg.eval_batch_size, device, logits,
-                                 labels, indices)
-                if kept is not None and kept[0] != weights and kept[1] != halfway_epoch:
-                    prediction_path(out_dir / PREDICTIONS, val_ds, kept[0]).unlink(missing_ok=True)
-                kept = (weights, epoch)
+            if keep_predictions and epoch + 1 in keep_after:
+                save_predictions(out_dir / PREDICTIONS, val_ds, state_hash(model), cfg.eval_batch_size, device,
+                                 logits, labels, indices)
             for k in range(n_exits):
                 row[f"val_loss_{k + 1}"], row[f"val_acc_{k + 1}"] = ev["loss"][k], ev["acc"][k]
         row["seconds"] = round(time.perf_counter() - t0, 2)
