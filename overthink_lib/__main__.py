@@ -122,11 +122,27 @@ def _cmd_import_record(args: argparse.Namespace) -> None:
         flops = arrays["flops"]
     prov = {"imported_from": str(args.source)}
     if args.dataset:
+        from .data import list_datasets
+
+        if args.dataset not in list_datasets() or args.split not in ("train", "val", "test"):
+            raise ConfigError(f"--dataset {args.dataset!r} --split {args.split!r}: the dataset must be one of "
+                              f"{', '.join(list_datasets())} and the split train, val or test")
         prov["dataset"] = {"name": args.dataset, "split": args.split}
     rec = ExitRecord.from_arrays(arrays[args.logits], arrays[args.labels], flops=flops,
                                  indices=arrays.get(args.indices), model=args.model, provenance=prov)
-    path = rec.save(args.out)
-    print(f"wrote {path}: {rec.summary()}; FLOPs {'given' if rec.flops is not None else 'none'}")
+    out = Path(args.out)
+    if out.is_dir() or args.out.endswith(("/", "\\")):  # a folder: the record takes its split's name there
+        out = out / f"{args.split}.npz"
+    elif out.suffix not in ("", ".npz"):
+        raise ConfigError(f"record file {out} must end in .npz (or name a folder: then {args.split}.npz goes there)")
+    checked = ""
+    if args.dataset:  # refuse a record in another sample order now, not when its images are first shown
+        from .experiment import record_images
+
+        checked = ("; labels agree with the dataset's at every index" if record_images(rec, get_preset("cpu"))
+                   is not None else f"; {args.dataset} is not on disk here, so its labels were not compared")
+    path = rec.save(out)
+    print(f"wrote {path}: {rec.summary()}; FLOPs {'given' if rec.flops is not None else 'none'}{checked}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -171,7 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     j.set_defaults(func=_cmd_job)
     i = sub.add_parser("import-record", help="turn logits computed elsewhere (an .npz of arrays) into an ExitRecord")
     i.add_argument("source", help="an .npz with logits [N, E, C] and labels [N] (optional flops [E], indices [N])")
-    i.add_argument("out", help="the record file to write (.npz), e.g. myrecords/test.npz")
+    i.add_argument("out", help="the record file to write (.npz), e.g. myrecords/test.npz; a folder: <split>.npz in it")
     i.add_argument("--logits", default="logits", help="name of the logits array (default logits)")
     i.add_argument("--labels", default="labels", help="name of the labels array (default labels)")
     i.add_argument("--indices", default="indices", help="name of the sample-id array, if any (default indices)")

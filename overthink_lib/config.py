@@ -231,16 +231,98 @@ def config_hash(obj: Any) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
+def safe_name(text: str, max_len: int = 80) -> str:
+    """``text`` as one safe folder or file name: letters, digits, ``.``, ``_`` and ``-`` only, no leading dot, at
+    most ``max_len`` characters. A name that had to change gets a hash of the original appended, so two different
+    texts never share a name. Every name built from a file's contents or a parameter goes through here: ``../``, an
+    absolute path or a NUL byte never becomes part of a path."""
+    import re
+
+    text = str(text)
+    clean = re.sub(r"[^A-Za-z0-9._-]+", "_", text).lstrip("._-")[:max_len]
+    if clean != text or not clean:
+        clean = f"{clean[: max_len - 9]}-{hashlib.sha256(text.encode('utf-8', 'surrogatepass')).hexdigest()[:8]}"
+    return clean.lstrip("-") or "x"
+
+
+def _host() -> str:
+    import socket
+
+    return safe_name(socket.gethostname() or "host", 40)
+
+
+def remove_orphaned_temporaries(folder: Path) -> list[Path]:
+    """Delete the temporary files that writers on this host killed mid-write left in ``folder``
+    (``.<name>.tmp-<host>-<pid>`` whose process is gone); those of live processes and other hosts stay."""
+    import re
+
+    gone = []
+    pattern = re.compile(rf"^\..+\.tmp-{re.escape(_host())}-(\d+)$")
+    try:
+        entries = list(Path(folder).iterdir())
+    except OSError:
+        return gone
+    for entry in entries:
+        m = pattern.match(entry.name)
+        if not m or int(m.group(1)) == os.getpid():
+            continue
+        try:
+            os.kill(int(m.group(1)), 0)
+            continue  # its writer still runs
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue  # a live process of another user
+        try:
+            entry.unlink()
+            gone.append(entry)
+        except OSError:
+            pass
+    return gone
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (temporary file in the same folder, then rename)."""
+    """Write ``data`` to ``path`` atomically (temporary file in the same folder, then rename); temporaries that
+    killed writers left in that folder are removed first (:func:`remove_orphaned_temporaries`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    remove_orphaned_temporaries(path.parent)
+    tmp = path.with_name(f".{path.name}.tmp-{_host()}-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:  # a full disk, an interrupt: no temporary left behind
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _pickle_global(path: Path) -> str | None:
+    """The first callable a pickle (plain, or the ``data.pkl`` of a ``torch.save`` zip) names that is not one of
+    torch's own tensor rebuilders — read with ``pickletools``, so nothing in it runs; None when it names none."""
+    import pickletools
+    import zipfile
+
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as z:
+                member = next((n for n in z.namelist() if n.endswith("data.pkl")), None)
+                raw = z.read(member) if member else b""
+        else:
+            raw = Path(path).read_bytes()
+        strings: list[str] = []
+        for op, arg, _ in pickletools.genops(raw):
+            if op.name in ("SHORT_BINUNICODE", "BINUNICODE", "UNICODE", "BINUNICODE8"):
+                strings.append(arg)
+            name = (arg.replace(" ", ".") if op.name == "GLOBAL" else
+                    ".".join(strings[-2:]) if op.name == "STACK_GLOBAL" and len(strings) >= 2 else None)
+            if name and not name.startswith(("torch.", "collections.OrderedDict", "builtins.set")):
+                return name
+    except Exception:  # noqa: BLE001 - unreadable as a pickle: the caller says truncated or corrupt
+        return None
+    return None
 
 
 def safe_torch_load(path: Path, what: str, allow: list | None = None) -> Any:
@@ -256,10 +338,12 @@ def safe_torch_load(path: Path, what: str, allow: list | None = None) -> Any:
         with torch.serialization.safe_globals(allow or []):
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(err))
-        if found:  # the file asks for a class or function to be called while loading
+        # torch words it "Unsupported global: GLOBAL x.y" or "unsupported GLOBAL x.y whose module x is blocked"
+        found = re.search(r"unsupported global:? (?:GLOBAL )?([\w.]+)", str(err), re.IGNORECASE)
+        name = found.group(1) if found else _pickle_global(path)
+        if name:  # the file asks for a class or function to be called while loading
             raise ConfigError(f"{what} {path} carries objects that need code to load: refused (it asks for "
-                              f"{found.group(1)}); open "
+                              f"{name}); open "
                               "only files from sources you trust, or make it again") from None
         raise ConfigError(f"{what} {path} is truncated, corrupt or unreadable (UnpicklingError); make it "
                           "again") from None
@@ -279,5 +363,5 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
 
 __all__ = [
     "ROOT", "ConfigError", "MaxMinSizes", "Preset", "PRESETS", "get_preset", "seed_everything", "get_device",
-    "code_version", "config_hash", "atomic_write_bytes", "atomic_torch_save", "safe_torch_load",
+    "code_version", "config_hash", "safe_name", "atomic_write_bytes", "atomic_torch_save", "safe_torch_load",
 ]

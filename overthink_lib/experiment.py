@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from .config import ConfigError, Preset, config_hash, get_device, get_preset
+from .config import ConfigError, Preset, config_hash, get_device, get_preset, safe_name
 from .data import ImageSet, get_dataset
 from .recording import cached_record
 from .records import ExitRecord
@@ -68,7 +68,9 @@ def train_config(preset: Preset, epochs: int | None = None, seed: int | None = N
 
 def run_folder(preset: Preset, spec: dict[str, Any], cfg: TrainConfig, train_ds: ImageSet, tag: str = "") -> Path:
     key = config_hash({"spec": spec, "train": cfg.hashed_fields(), "data": train_ds.provenance(), "tag": tag})
-    return preset.run_dir / "models" / f"{spec['name']}-{train_ds.name}{('-' + tag) if tag else ''}-{key}"
+    # the tag may carry a record's model name, i.e. text from a file: never a path of its own
+    return preset.run_dir / "models" / safe_name(f"{spec['name']}-{train_ds.name}{('-' + tag) if tag else ''}-{key}",
+                                                 max_len=160)
 
 
 def train_or_load(preset: Preset, spec: dict[str, Any], cfg: TrainConfig, splits: dict[str, ImageSet], *,
@@ -179,9 +181,28 @@ def record_images(rec: ExitRecord, preset: Preset) -> ImageSet | None:
         return None
     pos = {int(i): r for r, i in enumerate(ds.indices.tolist())}
     rows = [pos.get(int(i)) for i in rec.indices.tolist()]
-    if any(r is None for r in rows):
-        return None
-    return ds.subset(rows)
+    missing = sum(r is None for r in rows)
+    if missing:
+        raise ConfigError(f"the record names {name}/{split}, but {missing} of its {rec.num_samples} sample indices are "
+                          f"not in that split ({len(ds)} samples, val_fraction {d.get('val_fraction', preset.val_fraction)}"
+                          f", split_seed {d.get('split_seed', preset.seed)}): record the split's own indices")
+    images = ds.subset(rows)
+    check_images_match(rec, images)
+    return images
+
+
+def check_images_match(rec: ExitRecord, images: ImageSet) -> None:
+    """Refuse a record whose labels differ from its images' labels at the same indices (a record made in another
+    sample order, or of another split, would otherwise show and analyse the wrong images): one line with the
+    agreement rate."""
+    if len(images) != rec.num_samples or not torch.equal(images.indices, rec.indices):
+        raise ConfigError(f"record and images hold different samples ({rec.num_samples} vs {len(images)}): make the "
+                          f"record from {images.name}/{images.split}")
+    agree = (images.labels == rec.labels).double().mean().item()
+    if agree < 1:
+        raise ConfigError(f"the record's labels agree with {images.name}/{images.split}'s labels at the same indices "
+                          f"for only {agree * 100:.1f} % of its {rec.num_samples} samples: its sample order (indices) "
+                          "is not the dataset's; give each sample's dataset index (indices=...) when making the record")
 
 
 def analysis_experiment(preset: Preset, seed: int | None = None, record: str = "",

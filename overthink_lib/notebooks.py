@@ -130,11 +130,11 @@ def _rule_record(v: Any) -> None:
 def record_figure_dir(preset_fig_dir: Path, record: str) -> Path:
     """Figures of a given record go to ``<figures>/records/<name>/`` (never over the preset's own figures); the name
     is the record folder's (or the validation file's) name."""
-    import re
+    from .config import safe_name
 
     first = Path(record.split(",")[0].strip()).expanduser()
     name = first.name if first.is_dir() else first.stem
-    return Path(preset_fig_dir) / "records" / (re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "record")
+    return Path(preset_fig_dir) / "records" / safe_name(name or "record")
 
 
 def _rule_fraction(name: str) -> Callable[[Any], None]:
@@ -188,6 +188,66 @@ def _refuse_record(v: Any, what: str) -> None:
                           "(record = \"\"), or call overthink_lib.cams on your own model")
 
 
+#: Parameters that never make a run a variant: which preset and dataset (their outputs are named by them already),
+#: whether widgets are built (changes no number), a given record (its outputs go to its own folder).
+PLAIN_PARAMS = ("preset", "dataset", "show_widgets", "record")
+#: A notebook may pass a declared parameter to :func:`start` under another name (05: its ``record`` must stay empty).
+_ALIASES = {"gradcam_record": "record"}
+
+
+def variant_name(params: dict[str, Any]) -> str | None:
+    """The folder name of a run with parameter overrides (``seed=1`` → ``seed-1``), or None for a plain run (no
+    parameter beyond :data:`PLAIN_PARAMS`). Its outputs go to ``runs/<preset>/variants/<name>/``, never over the
+    preset's own executed notebooks, figures and results."""
+    from .config import safe_name
+
+    over = {k: v for k, v in params.items() if k not in PLAIN_PARAMS}
+    if not over:
+        return None
+    return safe_name("_".join(f"{k}-{over[k]}" for k in sorted(over)))
+
+
+def variant_dir(preset, params: dict[str, Any]) -> Path | None:
+    """``runs/<preset>/variants/<name>/`` of a run with overrides (:func:`variant_name`), else None."""
+    name = variant_name(params)
+    return None if name is None else preset.run_dir / "variants" / name
+
+
+def injected_parameters() -> dict[str, Any] | None:
+    """The parameters papermill injected into this kernel (its ``# Parameters`` cell, found in the kernel's input
+    history), or None outside a papermill run. papermill injects any name it is given, declared or not."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return None
+    shell = get_ipython()
+    if shell is None:
+        return None
+    for source in reversed(list(shell.user_ns.get("In", []))):
+        if isinstance(source, str) and source.lstrip().startswith("# Parameters"):
+            found = {}
+            try:
+                tree = ast.parse(source)
+            except SyntaxError:
+                return None
+            for node in tree.body:
+                if isinstance(node, ast.Assign):
+                    for target in node.targets:
+                        if isinstance(target, ast.Name):
+                            found[target.id] = shell.user_ns.get(target.id)
+            return found
+    return None
+
+
+def check_values(params: dict[str, Any]) -> None:
+    """Every value against its rule in :data:`RULES` (unknown name or bad value → one ConfigError line)."""
+    for name, value in params.items():
+        if name not in RULES:
+            raise ConfigError(f"unknown notebook parameter {name!r}: known are {', '.join(sorted(RULES))}")
+        if value is not None:
+            RULES[name](value)
+
+
 def start(**params: Any) -> SimpleNamespace:
     """A notebook's first library call: validate its parameters, seed everything, return them with the preset.
 
@@ -200,17 +260,26 @@ def start(**params: Any) -> SimpleNamespace:
         ``record`` parameter (a given record instead of the preset's model), ``fig_dir`` is that record's own
         folder under the preset's figures (:func:`record_figure_dir`).
     """
-    for name, value in params.items():
-        if name not in RULES:
-            raise ConfigError(f"unknown notebook parameter {name!r}: known are {', '.join(sorted(RULES))}")
-        if value is not None:
-            RULES[name](value)
+    check_values(params)
+    injected = injected_parameters()
+    passed = {_ALIASES.get(k, k): v for k, v in params.items()}
+    if injected is not None:  # run by papermill: a name this notebook does not take would silently do nothing
+        unknown = sorted(set(injected) - set(passed))
+        if unknown:
+            raise ConfigError(f"this notebook has no parameter {unknown[0]!r} (given with papermill -p): it takes "
+                              f"{', '.join(sorted(passed))}")
     preset = get_preset(params.get("preset", "cpu"))
     seed = params.get("seed")
     seed = preset.seed if seed is None else seed
     seed_everything(seed)
     preset.run_dir.mkdir(parents=True, exist_ok=True)
     fig_dir = preset.figure_dir
+    # overrides given to papermill (by `reproduce --param` or by hand): figures apart from the preset's own
+    variant = variant_dir(preset, {k: passed[k] for k in (injected or {})})
+    if variant is not None:
+        fig_dir = variant / "figures"
+        print(f"parameters {', '.join(f'{k}={v!r}' for k, v in sorted(injected.items()) if k not in PLAIN_PARAMS)}: "
+              f"outputs apart from the preset's own; figures → {fig_dir}")
     dataset = (params.get("dataset") or "").strip()
     if dataset and dataset != preset.datasets[0]:  # another dataset of the preset (or any known one): its own figures
         fig_dir = fig_dir / dataset
@@ -221,7 +290,8 @@ def start(**params: Any) -> SimpleNamespace:
         fig_dir = record_figure_dir(fig_dir, params["record"])
         print(f"analysing the given record {params['record']}; figures → {fig_dir}")
     fig_dir.mkdir(parents=True, exist_ok=True)
-    return SimpleNamespace(**{**params, "seed": seed, "preset": preset}, run_dir=preset.run_dir, fig_dir=fig_dir)
+    return SimpleNamespace(**{**params, "seed": seed, "preset": preset}, run_dir=preset.run_dir, fig_dir=fig_dir,
+                           variant=variant)
 
 
 def _running_cell(executed: Path) -> str:
@@ -445,20 +515,24 @@ def run_suite(preset: str, *, only: list[str] | None = None, params: dict[str, A
         _rule_dataset(name)
         if not name:
             raise ConfigError("an empty dataset name in the list of datasets: leave it out")
-    for book in books:  # validate everything before running anything
+    for book in books:  # validate everything before running anything: names and types, then every value
         check_declared(book, all_params)
-    own = out_dir is None and not str(all_params.get("record") or "").strip()
+    check_values(all_params)
+    given_record = str(all_params.get("record") or "").strip()
+    variant = variant_dir(cfg, all_params)  # overrides: nothing of the preset's own outputs is touched
+    base = cfg.run_dir if variant is None else variant
+    own = out_dir is None and not given_record
     if out_dir is None:
-        out_dir = cfg.run_dir / "notebooks"
-        if str(all_params.get("record") or "").strip():  # a given record: executed copies apart from the preset's
-            out_dir = cfg.run_dir / "record-notebooks" / record_figure_dir(Path("."), all_params["record"]).name
+        out_dir = base / "notebooks"
+        if given_record:  # a given record: executed copies apart from the preset's
+            out_dir = base / "record-notebooks" / record_figure_dir(Path("."), all_params["record"]).name
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    summary_dir = cfg.run_dir if own else out_dir  # results.json/.md, html/ and the timings go here
+    summary_dir = base if own else out_dir  # results.json/.md, html/ and the timings go here
     parts_dir = summary_dir / "results"
     rows = []
-    fig_dir = cfg.figure_dir
-    if str(all_params.get("record") or "").strip():
+    fig_dir = cfg.figure_dir if variant is None else variant / "figures"
+    if given_record:
         fig_dir = record_figure_dir(fig_dir, all_params["record"])
     print(f"running {len(books)} notebook(s) with preset {preset!r}; executed copies → {out_dir}, "
           f"figures → {fig_dir}", flush=True)
@@ -497,7 +571,8 @@ def run_suite(preset: str, *, only: list[str] | None = None, params: dict[str, A
             w.writeheader()
             w.writerows(ahead)
     total = sum(r["seconds"] for r in rows)
-    res = collect(parts_dir, summary_dir, preset=preset, timings=rows)
+    res = collect(parts_dir, summary_dir, preset=preset, timings=rows,
+                  params={k: v for k, v in all_params.items() if k != "preset"})
     print(f"done: {len(rows)} notebook(s) in {total:.1f} s; timings in {timings}\n\nheadline numbers "
           f"(95 % CIs in brackets; {summary_dir / 'results.json'}, {summary_dir / 'results.md'}):\n{table(res)}",
           flush=True)

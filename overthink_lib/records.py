@@ -25,20 +25,139 @@ from .config import ConfigError, atomic_write_bytes, safe_torch_load
 FORMAT = "overthink.ExitRecord/1"
 #: The file suffix of records; ``.pt`` files of the older format still load (weights-only).
 SUFFIX = ".npz"
+#: Formats people send that a record is not read from (one line saying what to do instead).
+UNSUPPORTED = {".safetensors": "safetensors", ".pkl": "pickled", ".pickle": "pickled", ".h5": "HDF5",
+               ".hdf5": "HDF5"}
+
+
+class RecordWarning(UserWarning):
+    """A record that loads but looks wrong in a way that may be legitimate (e.g. two exits of equal cost)."""
+
+
+_INT_KINDS = "iub"  # numpy kinds of integer (and bool) arrays
 
 
 def _tensor(x: Any, dtype: torch.dtype | None, name: str) -> torch.Tensor:
-    """A CPU tensor of ``dtype`` (None: its own) from a tensor, numpy array or nested list; anything else → one
-    ConfigError."""
-    try:
-        t = x.detach().cpu() if torch.is_tensor(x) else torch.as_tensor(np.asarray(x))
-    except (TypeError, ValueError) as err:
-        raise ConfigError(f"ExitRecord {name} must be numeric (a numpy array or tensor), got {type(x).__name__}: "
-                          f"{err}") from None
-    if not (t.is_floating_point() or t.dtype in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8,
-                                                  torch.bool)):
-        raise ConfigError(f"ExitRecord {name} must be numeric, got dtype {t.dtype}")
+    """A CPU tensor of ``dtype`` (None: its own) from a tensor, numpy array or nested list; anything that is not a
+    plain numeric array → one ConfigError naming the field."""
+    if torch.is_tensor(x):
+        t = x.detach().cpu()
+        if t.is_complex():
+            raise ConfigError(f"ExitRecord {name} must be real numbers, got dtype {t.dtype}")
+    else:
+        try:
+            a = np.asarray(x)
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"ExitRecord {name} must be numeric (a numpy array or tensor), got "
+                              f"{type(x).__name__}: {err}") from None
+        if a.dtype.kind not in _INT_KINDS + "f":
+            raise ConfigError(f"ExitRecord {name} must be numeric, got dtype {a.dtype} ({type(x).__name__})")
+        if a.dtype.kind == "u" and a.dtype.itemsize > 1:  # torch has no full uint16/32/64 support
+            a = a.astype(np.int64)
+        elif a.dtype.kind == "f" and a.dtype.itemsize == 2:
+            a = a.astype(np.float32)  # float16 logits: kept exactly in float32
+        t = torch.from_numpy(np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("=")))
     return t if dtype is None else t.to(dtype)
+
+
+def _where(bad: torch.Tensor) -> str:
+    """``'first at sample 3, exit 2'`` for a boolean mask over ``[N, E, ...]`` logits (1-based exits)."""
+    first = bad.nonzero()[0].tolist()
+    return f"first at sample {first[0]}" + (f", exit {first[1] + 1}" if len(first) > 1 else "")
+
+
+def _check_logits(logits: torch.Tensor) -> torch.Tensor:
+    if logits.ndim != 3:
+        raise ConfigError(f"ExitRecord logits must be [N, E, C] (samples, exits, classes), got shape "
+                          f"{tuple(logits.shape)}")
+    if logits.dtype == torch.bool:
+        raise ConfigError("ExitRecord logits must be scores (floating point), got booleans")
+    logits = logits.float()
+    if logits.shape[1] < 1 or logits.shape[2] < 2:
+        raise ConfigError(f"ExitRecord logits {tuple(logits.shape)} need at least one exit and two classes")
+    bad = ~torch.isfinite(logits)
+    if bad.any():  # policy: refused, never guessed — a NaN would silently move accuracy and every threshold
+        nan, pos = int(torch.isnan(logits).sum()), int((logits == float("inf")).sum())
+        raise ConfigError(f"ExitRecord logits hold {int(bad.sum())} non-finite values (NaN {nan}, +Inf {pos}, "
+                          f"-Inf {int(bad.sum()) - nan - pos}; {_where(bad)}): fix the model or the export; for "
+                          "log-probabilities with log(0) clip first, e.g. np.log(np.clip(p, 1e-30, 1))")
+    return logits
+
+
+def _check_labels(labels: torch.Tensor, n: int, c: int) -> torch.Tensor:
+    if labels.ndim == 2 and labels.shape == (n, c):
+        raise ConfigError(f"ExitRecord labels must be class indices [N], got shape {tuple(labels.shape)} (one-hot?): "
+                          "pass labels.argmax(1)")
+    if labels.ndim != 1:
+        raise ConfigError(f"ExitRecord labels must be 1-D class indices [N], got shape {tuple(labels.shape)}")
+    if labels.is_floating_point():
+        raise ConfigError(f"ExitRecord labels must be integer class indices, got dtype {labels.dtype}: convert "
+                          "whole-number labels with labels.astype(np.int64)")
+    if labels.dtype == torch.bool:
+        raise ConfigError("ExitRecord labels must be integer class indices, got booleans")
+    labels = labels.long()
+    if len(labels) and (labels.min() < 0 or labels.max() >= c):
+        raise ConfigError(f"ExitRecord labels must lie in 0..{c - 1} (the classes of the logits), got "
+                          f"{int(labels.min())}..{int(labels.max())}")
+    return labels
+
+
+def _check_indices(indices: torch.Tensor, n: int) -> torch.Tensor:
+    if indices.ndim != 1 or indices.is_floating_point() or indices.dtype == torch.bool:
+        raise ConfigError(f"ExitRecord indices must be 1-D integer sample ids [N], got shape {tuple(indices.shape)} "
+                          f"dtype {indices.dtype}")
+    indices = indices.long()
+    if len(indices) and int(indices.min()) < 0:
+        raise ConfigError(f"ExitRecord indices must be >= 0 (dataset indices), got {int(indices.min())}")
+    if len(torch.unique(indices)) != len(indices):
+        raise ConfigError(f"ExitRecord indices repeat ({len(indices) - len(torch.unique(indices))} duplicates): each "
+                          "sample needs its own dataset index")
+    return indices
+
+
+def _check_flops(flops: torch.Tensor | None, e: int) -> torch.Tensor | None:
+    if flops is None:
+        return None
+    flops = flops.reshape(-1).double()
+    if len(flops) != e:
+        return flops  # the shape check of __post_init__ names every part
+    if not torch.isfinite(flops).all() or not (flops > 0).all():
+        raise ConfigError(f"ExitRecord flops must be finite and > 0 (cumulative cost per exit), got "
+                          f"{flops.tolist()}")
+    down = [k for k in range(1, e) if flops[k] < flops[k - 1]]  # 0-based: exit k + 1 costs less than exit k
+    if down:
+        raise ConfigError(f"ExitRecord flops must be cumulative (non-decreasing), but exit {down[0] + 1} costs less "
+                          f"than exit {down[0]}: {flops.tolist()}; give the cost of reaching each exit from the input")
+    same = [k + 1 for k in range(1, e) if flops[k] == flops[k - 1]]
+    if same:
+        import warnings
+
+        warnings.warn(f"ExitRecord flops: exit {', '.join(map(str, same))} cost as much as the exit before "
+                      f"({flops.tolist()}); a model whose forward ignores upto=k gives this", RecordWarning,
+                      stacklevel=3)
+    return flops
+
+
+_DATASET_TYPES = {"name": str, "split": str, "val_fraction": (int, float), "split_seed": int, "svhn_extra": bool}
+
+
+def _check_provenance(prov: Any) -> dict[str, Any]:
+    if not isinstance(prov, dict):
+        raise ConfigError(f"ExitRecord provenance must be a dict (JSON object), got {type(prov).__name__}")
+    if "weights_hash" in prov and not isinstance(prov["weights_hash"], str):
+        raise ConfigError(f"ExitRecord provenance weights_hash must be a string, got {prov['weights_hash']!r}")
+    d = prov.get("dataset")
+    if d is not None:
+        if not isinstance(d, dict):
+            raise ConfigError(f"ExitRecord provenance dataset must be a dict like {{'name': 'cifar100', 'split': "
+                              f"'test'}}, got {d!r}")
+        for key, kind in _DATASET_TYPES.items():
+            if key in d and d[key] is not None and (not isinstance(d[key], kind) or
+                                                   (kind is not bool and isinstance(d[key], bool))):
+                raise ConfigError(f"ExitRecord provenance dataset.{key} has the wrong type: {d[key]!r}")
+    if prov.get("model_spec") is not None and not isinstance(prov["model_spec"], dict):
+        raise ConfigError(f"ExitRecord provenance model_spec must be a dict, got {type(prov['model_spec']).__name__}")
+    return prov
 
 
 @dataclass
@@ -63,16 +182,23 @@ class ExitRecord:
     provenance: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self):
-        if self.logits.ndim != 3:
-            raise ConfigError(f"ExitRecord logits must be [N, E, C], got shape {tuple(self.logits.shape)}")
-        n, e, _ = self.logits.shape
+        # Every record passes here, wherever it comes from (arrays, a file, a model): one validation, once.
+        self.logits = _check_logits(_tensor(self.logits, None, "logits"))
+        n, e, c = self.logits.shape
+        self.labels = _check_labels(_tensor(self.labels, None, "labels"), n, c)
+        self.indices = _check_indices(_tensor(self.indices, None, "indices"), n)
+        self.flops = None if self.flops is None else _check_flops(_tensor(self.flops, None, "flops"), e)
         n_flops = e if self.flops is None else len(self.flops)
         if len(self.labels) != n or len(self.indices) != n or n_flops != e:
             raise ConfigError(f"ExitRecord parts disagree: logits {tuple(self.logits.shape)}, labels {len(self.labels)},"
                               f" indices {len(self.indices)}, flops {n_flops}")
+        if not isinstance(self.extras, dict):
+            raise ConfigError(f"ExitRecord extras must be a dict of arrays, got {type(self.extras).__name__}")
+        self.extras = {str(k): _tensor(v, None, f"extra {k!r}") for k, v in self.extras.items()}
         for k, v in self.extras.items():
-            if len(v) != n:
-                raise ConfigError(f"ExitRecord extra {k!r} has {len(v)} rows for {n} samples")
+            if v.ndim == 0 or len(v) != n:
+                raise ConfigError(f"ExitRecord extra {k!r} has {len(v) if v.ndim else 0} rows for {n} samples")
+        self.provenance = _check_provenance(self.provenance)
 
     @classmethod
     def from_arrays(cls, logits: Any, labels: Any, *, flops: Any = None, indices: Any = None,
@@ -91,19 +217,9 @@ class ExitRecord:
             provenance: anything else worth keeping (JSON-serialisable), e.g. ``{"dataset": {"name": "cifar100",
                 "split": "test"}}``.
         """
-        logits = _tensor(logits, torch.float32, "logits")
-        if logits.ndim != 3:
-            raise ConfigError(f"ExitRecord logits must be [N, E, C] (samples, exits, classes), got shape "
-                              f"{tuple(logits.shape)}")
-        labels = _tensor(labels, torch.int64, "labels")
-        if len(labels) and (labels.min() < 0 or labels.max() >= logits.shape[2]):
-            raise ConfigError(f"ExitRecord labels must lie in 0..{logits.shape[2] - 1} (the classes of the logits), "
-                              f"got {int(labels.min())}..{int(labels.max())}")
-        idx = torch.arange(len(logits)) if indices is None else _tensor(indices, torch.int64, "indices")
-        fl = None if flops is None else _tensor(flops, torch.float64, "flops").reshape(-1)
-        ex = {k: _tensor(v, None, f"extra {k}") for k, v in (extras or {}).items()}
+        idx = torch.arange(len(logits)) if indices is None else indices
         prov = {"source": "arrays", "weights_hash": model or "unknown", **(provenance or {})}
-        return cls(logits, labels, idx, fl, ex, prov)
+        return cls(logits, labels, idx, flops, dict(extras or {}), prov)
 
     # ------------------------------------------------------------------ views
     @property
@@ -209,6 +325,9 @@ class ExitRecord:
                               "(or ExitRecord.from_arrays(...).save(path))")
         if path.suffix == ".pt":
             return cls._load_legacy(path)
+        if path.suffix in UNSUPPORTED:
+            raise ConfigError(f"{path}: {UNSUPPORTED[path.suffix]} records are not supported; write an .npz instead "
+                              "(numpy.savez(path, logits=..., labels=...), then python -m overthink_lib import-record)")
         if not zipfile.is_zipfile(path):  # np.load would take any other bytes for a pickle
             raise ConfigError(f"ExitRecord {path} is truncated, corrupt or not an .npz archive; make it again")
         try:
@@ -227,10 +346,11 @@ class ExitRecord:
             prov = json.loads(str(blob["provenance"]))
         except json.JSONDecodeError:
             raise ConfigError(f"{path}: its provenance is not valid JSON; make the record again") from None
-        extras = {k.split("/", 1)[1]: torch.from_numpy(v) for k, v in blob.items() if k.startswith("extra/")}
-        flops = torch.from_numpy(blob["flops"]) if "flops" in blob else None
-        return cls(torch.from_numpy(blob["logits"]), torch.from_numpy(blob["labels"]),
-                   torch.from_numpy(blob["indices"]), flops, extras, prov)
+        extras = {k.split("/", 1)[1]: v for k, v in blob.items() if k.startswith("extra/")}
+        try:
+            return cls(blob["logits"], blob["labels"], blob["indices"], blob.get("flops"), extras, prov)
+        except ConfigError as err:
+            raise ConfigError(f"{path}: {err}") from None
 
     @classmethod
     def _load_legacy(cls, path: Path) -> "ExitRecord":
@@ -238,7 +358,13 @@ class ExitRecord:
         blob = safe_torch_load(path, "ExitRecord")
         if not isinstance(blob, dict) or blob.get("format") != FORMAT:
             raise ConfigError(f"{path} is not an ExitRecord file (format {FORMAT} expected)")
-        return cls(blob["logits"], blob["labels"], blob["indices"], blob["flops"], blob["extras"], blob["provenance"])
+        try:
+            return cls(blob["logits"], blob["labels"], blob["indices"], blob.get("flops"), blob.get("extras") or {},
+                       blob.get("provenance") or {})
+        except KeyError as err:
+            raise ConfigError(f"{path} is not a complete ExitRecord file (no {err})") from None
+        except ConfigError as err:
+            raise ConfigError(f"{path}: {err}") from None
 
 
 def load_records(where: str | Path) -> dict[str, ExitRecord]:
@@ -263,8 +389,11 @@ def load_records(where: str | Path) -> dict[str, ExitRecord]:
         for split in ("val", "test"):
             hits = [p for p in files if p.stem == split] or [p for p in files if split in p.stem]
             if len(hits) != 1:
+                other = [p.name for p in folder.iterdir() if p.suffix in UNSUPPORTED and split in p.stem]
                 raise ConfigError(f"record folder {folder}: expected one {split} record ({split}{SUFFIX}), found "
-                                  f"{len(hits)} ({', '.join(p.name for p in hits) or 'none'})")
+                                  f"{len(hits)} ({', '.join(p.name for p in hits) or 'none'})" +
+                                  (f"; {', '.join(other)} is not a supported format: convert it to .npz" if other
+                                   else ""))
             found[split] = hits[0]
         val_path, test_path = found["val"], found["test"]
     recs = {"val": ExitRecord.load(val_path), "test": ExitRecord.load(test_path)}

@@ -30,7 +30,7 @@ DEFAULT_ABS_TOL = 0.03
 NOT_REFERENCED = ("speed",)
 
 
-_HEADER = ("preset", "code_version", "cpu", "cpu_id", "capability", "torch", "threads", "malloc", "python", "timings",
+_HEADER = ("preset", "params", "code_version", "cpu", "cpu_id", "capability", "torch", "threads", "malloc", "python", "timings",
            "meta")
 _KIND_KEYS = ("cpu", "cpu_id", "capability", "torch", "threads")
 #: Within this of the reference counts as the same number on the machine kind that made the reference.
@@ -119,11 +119,13 @@ def cpu_id() -> str:
     return f"{fields.get('vendor_id', '?')} family {fields.get('cpu family', '?')} model {fields.get('model', '?')}"
 
 
-def collect(parts_dir: Path, out_dir: Path, *, preset: str, timings: list[dict[str, Any]]) -> dict[str, Any]:
+def collect(parts_dir: Path, out_dir: Path, *, preset: str, timings: list[dict[str, Any]],
+            params: dict[str, Any] | None = None) -> dict[str, Any]:
     """Merge every part under ``parts_dir`` (in notebook order) into ``out_dir/results.json`` and ``results.md``.
 
     ``timings``: the runner's rows of this run (notebook, seconds); notebooks not run this time keep their parts
-    (from an earlier ``--only`` run), and the file names the code version each part came from.
+    (from an earlier ``--only`` run), and the file names the code version each part came from. ``params``: the
+    notebook parameters of the run beyond the preset (recorded as ``params``; empty for a plain run).
     """
     import platform
 
@@ -143,7 +145,8 @@ def collect(parts_dir: Path, out_dir: Path, *, preset: str, timings: list[dict[s
         meta.update(part["meta"])
         sources[p.stem] = part.get("code_version", "?")
     seconds = {r["notebook"]: r["seconds"] for r in timings}
-    res = {"preset": preset, "code_version": code_version(), "cpu": cpu_info().describe(), "cpu_id": cpu_id(),
+    res = {"preset": preset, "params": dict(params or {}), "code_version": code_version(),
+           "cpu": cpu_info().describe(), "cpu_id": cpu_id(),
            "capability": torch.backends.cpu.get_cpu_capability(), "torch": torch.__version__,
            "threads": torch.get_num_threads(), "malloc": malloc.state(), "python": platform.python_version(),
            **values, "timings": {"notebook_seconds": seconds, "total_seconds": round(sum(seconds.values()), 1)},
@@ -172,7 +175,9 @@ def rows(res: dict[str, Any]) -> list[tuple[str, str, str]]:
 
 
 def markdown(res: dict[str, Any]) -> str:
-    head = (f"# Results of the `{res['preset']}` run\n\ncode {res['code_version']}, torch {res['torch']}, "
+    given = ", ".join(f"{k}={v!r}" for k, v in sorted(res.get("params", {}).items()))
+    head = (f"# Results of the `{res['preset']}` run{f' with {given}' if given else ''}\n\n"
+            f"code {res['code_version']}, torch {res['torch']}, "
             f"{res['threads']} threads, malloc {res.get('malloc', 'default')}, CPU {res['cpu']}. 95 % CIs in brackets.\n\n")
     lines = ["| section | what | value |", "|---|---|---|"]
     lines += [f"| {s} | {w} | {v} |" for s, w, v in rows(res)]

@@ -182,3 +182,49 @@ def test_batches_are_seeded_and_augment_on_tensor(fashion_train):
     r0 = torch.cat([t[2] for t in iterate(small, 16, shuffle=True, seed=1, rank=0, world_size=2)])
     r1 = torch.cat([t[2] for t in iterate(small, 16, shuffle=True, seed=1, rank=1, world_size=2)])
     assert len(r0) == len(r1) == 50 and not set(r0.tolist()) & set(r1.tolist())
+
+
+class _RunsCode:
+    """What a forged dataset file carries: unpickling it calls os.system (here: writes a marker file)."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return os.system, (f"touch {self.marker}",)
+
+
+@pytest.mark.parametrize("protocol", [2, 4])
+def test_forged_cifar_file_is_refused_and_its_code_never_runs(tmp_path, protocol):
+    folder = _write_cifar(tmp_path, "cifar100")
+    marker = tmp_path / "code-ran"
+    entry = {b"data": np.zeros((8, 3072), np.uint8), b"fine_labels": [0] * 8, b"payload": _RunsCode(marker)}
+    (folder / "test").write_bytes(pickle.dumps(entry, protocol=protocol))
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    with pytest.raises(DatasetUnavailable, match=r"asks to run posix.system while loading.*refused without running "
+                                                 r"it") as err:
+        get_dataset("cifar100", "test", root=tmp_path, download=False)
+    assert len(str(err.value).splitlines()) == 1
+    assert not marker.exists() and sorted(p.name for p in tmp_path.rglob("*")) == before
+
+
+def test_cifar_pickles_of_every_protocol_and_numpy_module_name_load(tmp_path):
+    """The official files are Python 2 pickles naming numpy.core.multiarray; numpy 2 writes numpy._core; a protocol-2
+    pickle from Python 3 stores bytes through _codecs.encode. All are data and load."""
+    folder = _write_cifar(tmp_path, "cifar10")
+    entry = {b"data": np.arange(8 * 3072, dtype=np.uint8).reshape(8, 3072) % 251, b"labels": list(range(8))}
+    raw = pickle.dumps(entry, protocol=2)
+    old_name = raw.replace(b"cnumpy._core.multiarray\n", b"cnumpy.core.multiarray\n")
+    assert old_name != raw
+    for blob in (raw, old_name, pickle.dumps(entry, protocol=5)):
+        (folder / "test_batch").write_bytes(blob)
+        te = get_dataset("cifar10", "test", root=tmp_path, download=False)
+        assert np.array_equal(te.images.numpy().reshape(8, -1), entry[b"data"]) and te.labels.tolist() == list(range(8))
+    (folder / "test_batch").write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(DatasetUnavailable, match="truncated or corrupt"):
+        get_dataset("cifar10", "test", root=tmp_path, download=False)
+    (folder / "test_batch").write_bytes(pickle.dumps([1, 2, 3]))
+    with pytest.raises(DatasetUnavailable, match="not a CIFAR python-format file"):
+        get_dataset("cifar10", "test", root=tmp_path, download=False)

@@ -86,4 +86,4 @@ def test_bad_files_and_mismatches(tmp_path, model_and_data):
     with pytest.raises(ConfigError, match="model has 5 classes but dataset random has 10"):
         make_record(build_model(tiny_spec(num_classes=5), 0), ds)
     with pytest.raises(ConfigError, match="parts disagree"):
-        ExitRecord(torch.zeros(4, 2, 3), torch.zeros(3, dtype=torch.long), torch.arange(4), torch.ones(2))
+        ExitRecord(torch.zeros(4, 2, 3), torch.zeros(3, dtype=torch.long), torch.arange(4), torch.tensor([1.0, 2.0]))

@@ -139,13 +139,61 @@ _CIFAR = {
 }
 
 
+class _DataOnlyUnpickler(pickle.Unpickler):
+    """Unpickles the CIFAR files' contents — dicts, lists, bytes, numbers and numpy arrays — and nothing else.
+
+    A pickle can name any importable callable and have it called while loading (``os.system``, say), so a forged
+    dataset file would run its code under plain ``pickle.load``. Here every global the file asks for must be one of
+    the few numpy constructors an array needs; anything else refuses the file before it is called.
+    """
+
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
+               ("numpy._core.multiarray", "scalar"),
+               ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),  # protocol 5
+               ("_codecs", "encode")}  # how a protocol-2 pickle written by Python 3 stores bytes
+
+    def find_class(self, module: str, name: str):
+        if (module, name) in self.ALLOWED:  # numpy.core (the files' own, Python 2 era) is numpy._core in numpy 2
+            return super().find_class(module.replace("numpy.core", "numpy._core"), name)
+        raise pickle.UnpicklingError(f"global {module}.{name}")
+
+
+def read_data_pickle(path: Path, what: str) -> object:
+    """A pickled dataset file read with :class:`_DataOnlyUnpickler`; a file that asks for code, or that is not a
+    readable pickle → one :class:`DatasetUnavailable` line (its code never runs)."""
+    try:
+        with open(path, "rb") as fh:
+            return _DataOnlyUnpickler(fh, encoding="bytes").load()
+    except pickle.UnpicklingError as err:
+        if str(err).startswith("global "):
+            raise DatasetUnavailable(f"{path} is not a {what} file: it asks to run {str(err)[7:]} while loading, which "
+                                     "a dataset file never does — refused without running it; delete it and fetch "
+                                     "the dataset again from its official source") from None
+        raise DatasetUnavailable(f"{path} is truncated or corrupt ({err}): delete it and fetch it again") from None
+    except (EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError, MemoryError) as err:
+        raise DatasetUnavailable(f"{path} is truncated or corrupt ({type(err).__name__}): delete it and fetch it "
+                                 "again") from None
+
+
 def _read_cifar_files(folder: Path, files: list[str], key: bytes) -> tuple[np.ndarray, np.ndarray]:
     images, labels = [], []
     for f in files:
-        with open(folder / f, "rb") as fh:
-            entry = pickle.load(fh, encoding="bytes")
-        images.append(np.asarray(entry[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
-        labels.append(np.asarray(entry[key], dtype=np.int64))
+        entry = read_data_pickle(folder / f, "CIFAR python-format")
+        if not isinstance(entry, dict) or b"data" not in entry or key not in entry:
+            raise DatasetUnavailable(f"{folder / f} is not a CIFAR python-format file (a dict with {b'data'!r} and "
+                                     f"{key!r} expected): delete it and fetch the dataset again")
+        try:
+            data = np.asarray(entry[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
+            lab = np.asarray(entry[key], dtype=np.int64).reshape(-1)
+        except (ValueError, TypeError) as err:
+            raise DatasetUnavailable(f"{folder / f}: its arrays do not have the CIFAR shapes ({err}): delete it and "
+                                     "fetch the dataset again") from None
+        if len(data) != len(lab):
+            raise DatasetUnavailable(f"{folder / f}: {len(data)} images but {len(lab)} labels: delete it and fetch the "
+                                     "dataset again")
+        images.append(data)
+        labels.append(lab)
     return np.concatenate(images), np.concatenate(labels)
 
 
