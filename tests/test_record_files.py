@@ -242,3 +242,30 @@ def test_the_readme_example_makes_records_of_a_model_outside_the_registry(tmp_pa
     flops = recs["test"].flops.tolist()
     assert flops == sorted(flops) and flops[0] > 0  # measured with flop_counter through forward(x, upto=k)
     assert recs["test"].provenance["dataset"]["name"] == "fashion_mnist"
+
+
+def test_notebooks_03_04_06_08_finish_on_a_record_without_flops_and_train_nothing_it_does_not_need(tmp_path):
+    """A record with images but no FLOPs: the cost-free parts run, the rest say so in one line; 06 and 08 leave out
+    the preset's Max-Min network and 08 trains no policy (the binary labels need FLOPs): no run folder appears."""
+    from overthink_lib.config import get_preset
+    from overthink_lib.experiment import main_records
+
+    preset = get_preset("smoke")
+    folder = tmp_path / "noflops"
+    for split, r in main_records("smoke").items():
+        ExitRecord(r.logits, r.labels, r.indices, None, r.extras, r.provenance).save(folder / f"{split}.npz")
+    models = preset.run_dir / "models"
+    before = sorted(p.name for p in models.iterdir())
+    res = _cli("reproduce", "--preset", "smoke", "--only", "03", "--only", "04", "--only", "06", "--only", "08",
+               "--param", f"record={folder}", "--no-html")
+    assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-4000:]
+    out = res.stdout
+    for line in ("this record has no per-exit FLOPs: the D_ee score labels (Eq 4.1) need them",
+                 "a given record: the Max-Min sanity check", "a given record: the Max-Min part",
+                 "this record has no per-exit FLOPs: the binary D_ee labels (Eq 6)", "skipped: no policy to place"):
+        assert line in out, line
+    import re
+
+    assert not re.search(r"training \w+ on ", out) and sorted(p.name for p in models.iterdir()) == before
+    results = json.loads((preset.run_dir / "record-notebooks" / "noflops" / "results.json").read_text())
+    assert "overthinking" in results and "dct" in results and "maxmin" not in results
