@@ -269,3 +269,15 @@ def test_notebooks_03_04_06_08_finish_on_a_record_without_flops_and_train_nothin
     assert not re.search(r"training \w+ on ", out) and sorted(p.name for p in models.iterdir()) == before
     results = json.loads((preset.run_dir / "record-notebooks" / "noflops" / "results.json").read_text())
     assert "overthinking" in results and "dct" in results and "maxmin" not in results
+
+
+def test_a_one_exit_record_says_there_is_nothing_to_budget(tmp_path):
+    logits, labels = arrays(n=200, e=1, c=10)
+    folder = tmp_path / "one-exit"
+    for split in ("val", "test"):
+        ExitRecord.from_arrays(logits, labels, flops=[5e6], model="single").save(folder / f"{split}.npz")
+    res = _cli("reproduce", "--preset", "smoke", "--only", "03", "--only", "04", "--param", f"record={folder}",
+               "--no-html")
+    assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-4000:]
+    assert "this record has one exit: there is no earlier exit to stop at" in res.stdout
+    assert "skipped: needs two exits or more" in res.stdout and "no sample can be overthought" in res.stdout
