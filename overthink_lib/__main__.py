@@ -195,7 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: the array 'flops' when present, else none)")
     i.add_argument("--model", default=None, help="the model's name: validation and test records must share it")
     i.add_argument("--dataset", default=None, help="the registry dataset the samples come from (for images)")
-    i.add_argument("--split", default="test", help="its split (val or test; default test)")
+    i.add_argument("--split", default="test", choices=("train", "val", "test"),
+                   help="its split (val or test; default test)")
     i.set_defaults(func=_cmd_import_record)
     return p
 

@@ -251,10 +251,16 @@ def _host() -> str:
     return safe_name(socket.gethostname() or "host", 40)
 
 
+#: A temporary file younger than this is never taken for an orphan (its writer may be alive where we cannot see it).
+ORPHAN_AGE_S = 60
+
+
 def remove_orphaned_temporaries(folder: Path) -> list[Path]:
     """Delete the temporary files that writers on this host killed mid-write left in ``folder``
-    (``.<name>.tmp-<host>-<pid>`` whose process is gone); those of live processes and other hosts stay."""
+    (``.<name>.tmp-<host>-<pid>``, older than :data:`ORPHAN_AGE_S`, whose process is gone); those of live processes
+    and of other hosts stay."""
     import re
+    import time
 
     gone = []
     pattern = re.compile(rf"^\..+\.tmp-{re.escape(_host())}-(\d+)$")
@@ -267,12 +273,14 @@ def remove_orphaned_temporaries(folder: Path) -> list[Path]:
         if not m or int(m.group(1)) == os.getpid():
             continue
         try:
+            if time.time() - entry.stat().st_mtime < ORPHAN_AGE_S:
+                continue  # young: perhaps a writer of another PID namespace with the same host name
             os.kill(int(m.group(1)), 0)
             continue  # its writer still runs
-        except ProcessLookupError:
-            pass
-        except PermissionError:
-            continue  # a live process of another user
+        except (ProcessLookupError, OverflowError, ValueError):
+            pass  # no such process (or no such PID at all)
+        except OSError:
+            continue  # a live process of another user, or the file is gone already
         try:
             entry.unlink()
             gone.append(entry)

@@ -173,11 +173,13 @@ def record_images(rec: ExitRecord, preset: Preset) -> ImageSet | None:
     name, split = d.get("name"), d.get("split")
     if name not in list_datasets() or name == "maxmin" or split not in ("train", "val", "test"):
         return None
+    from .data.sources import DatasetMissing
+
     try:
         ds = get_dataset(name, split, val_fraction=d.get("val_fraction", preset.val_fraction),
                          split_seed=d.get("split_seed", preset.seed), download=False,
                          svhn_extra=bool(d.get("svhn_extra")))
-    except ConfigError:
+    except DatasetMissing:  # not on disk: the record comes without images (a damaged or forged file is an error)
         return None
     pos = {int(i): r for r, i in enumerate(ds.indices.tolist())}
     rows = [pos.get(int(i)) for i in rec.indices.tolist()]
@@ -195,11 +197,14 @@ def check_images_match(rec: ExitRecord, images: ImageSet) -> None:
     """Refuse a record whose labels differ from its images' labels at the same indices (a record made in another
     sample order, or of another split, would otherwise show and analyse the wrong images): one line with the
     agreement rate."""
+    if images.num_classes != rec.num_classes:
+        raise ConfigError(f"the record has {rec.num_classes} classes but {images.name} has {images.num_classes}: it is "
+                          f"not a record of {images.name}")
     if len(images) != rec.num_samples or not torch.equal(images.indices, rec.indices):
         raise ConfigError(f"record and images hold different samples ({rec.num_samples} vs {len(images)}): make the "
                           f"record from {images.name}/{images.split}")
     agree = (images.labels == rec.labels).double().mean().item()
-    if agree < 1:
+    if not agree == 1:
         raise ConfigError(f"the record's labels agree with {images.name}/{images.split}'s labels at the same indices "
                           f"for only {agree * 100:.1f} % of its {rec.num_samples} samples: its sample order (indices) "
                           "is not the dataset's; give each sample's dataset index (indices=...) when making the record")
@@ -284,9 +289,14 @@ def policy_training_set(rec_val: ExitRecord, val_set: ImageSet, method: str, lam
     Returns (labels, D_ee set, source)."""
     from .policy import check_training_record, exit_labels, policy_set
 
+    import hashlib
+
     check_training_record(rec_val)
     labels = exit_labels(rec_val, method, lam)
-    return labels, policy_set(val_set, rec_val, labels), f"{rec_val.model_key()}-{method}-{lam}"
+    # the D_ee set itself (which samples, which labels) names the run: a record's model name alone may be "unknown"
+    # or anything a file says, and two records must never share a trained policy
+    dee = hashlib.sha256(rec_val.indices[labels.rows].numpy().tobytes() + labels.labels.numpy().tobytes()).hexdigest()
+    return labels, policy_set(val_set, rec_val, labels), f"{rec_val.model_key()}-{method}-{lam}-{dee[:12]}"
 
 
 def load_maxmin_splits(preset: Preset, seed: int | None = None) -> dict[str, ImageSet]:

@@ -239,6 +239,36 @@ def injected_parameters() -> dict[str, Any] | None:
     return None
 
 
+def _edited_parameters(passed: dict[str, Any]) -> dict[str, Any] | None:
+    """In JupyterLab (the kernel knows its notebook's path, ``__session__``): the parameters whose values differ
+    from the defaults in the notebook's file — a parameters cell edited before running. None elsewhere."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return None
+    shell = get_ipython()
+    session = shell.user_ns.get("__session__") if shell is not None else None
+    if not session or not str(session).endswith(".ipynb"):
+        return None
+    # jupyter-server names the notebook by its path under the server's root; the kernel runs in its folder
+    found = [p for p in (Path(session), ROOT / session, Path.cwd() / Path(session).name) if p.is_file()]
+    if not found:
+        return None
+    try:
+        declared = declared_parameters(found[0])
+    except Exception:  # noqa: BLE001 - an unreadable file: no opinion, as outside JupyterLab
+        return None
+    edited = {}
+    for name, info in declared.items():
+        try:
+            default = ast.literal_eval(info["default"])
+        except (ValueError, SyntaxError):
+            continue
+        if name in passed and passed[name] != default:
+            edited[name] = passed[name]
+    return edited
+
+
 def check_values(params: dict[str, Any]) -> None:
     """Every value against its rule in :data:`RULES` (unknown name or bad value → one ConfigError line)."""
     for name, value in params.items():
@@ -268,6 +298,8 @@ def start(**params: Any) -> SimpleNamespace:
         if unknown:
             raise ConfigError(f"this notebook has no parameter {unknown[0]!r} (given with papermill -p): it takes "
                               f"{', '.join(sorted(passed))}")
+    if injected is None:  # JupyterLab: the notebook's own file says what its defaults are
+        injected = _edited_parameters(passed)
     preset = get_preset(params.get("preset", "cpu"))
     seed = params.get("seed")
     seed = preset.seed if seed is None else seed
@@ -502,6 +534,9 @@ def run_suite(preset: str, *, only: list[str] | None = None, params: dict[str, A
         if not books:
             raise ConfigError(f"no notebook matches {only}; the suite is: "
                               f"{', '.join(b.name for b in list_notebooks(folder))}")
+    if "preset" in (params or {}) and params["preset"] != preset:
+        raise ConfigError(f"the preset is given twice ({preset!r} and the parameter preset={params['preset']!r}): "
+                          "give it once, with --preset")
     all_params = {"preset": preset, **(params or {})}
     if str(all_params.get("record") or "").strip():  # notebooks run in notebooks/: paths relative to the caller
         all_params["record"] = ",".join(str(Path(part.strip()).expanduser().resolve())

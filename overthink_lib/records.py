@@ -41,7 +41,7 @@ def _tensor(x: Any, dtype: torch.dtype | None, name: str) -> torch.Tensor:
     """A CPU tensor of ``dtype`` (None: its own) from a tensor, numpy array or nested list; anything that is not a
     plain numeric array → one ConfigError naming the field."""
     if torch.is_tensor(x):
-        t = x.detach().cpu()
+        t = x.detach().cpu().clone()
         if t.is_complex():
             raise ConfigError(f"ExitRecord {name} must be real numbers, got dtype {t.dtype}")
     else:
@@ -53,10 +53,13 @@ def _tensor(x: Any, dtype: torch.dtype | None, name: str) -> torch.Tensor:
         if a.dtype.kind not in _INT_KINDS + "f":
             raise ConfigError(f"ExitRecord {name} must be numeric, got dtype {a.dtype} ({type(x).__name__})")
         if a.dtype.kind == "u" and a.dtype.itemsize > 1:  # torch has no full uint16/32/64 support
+            if a.dtype.itemsize == 8 and a.size and a.max() > np.iinfo(np.int64).max:
+                raise ConfigError(f"ExitRecord {name} holds uint64 values above 2**63 - 1: not a record's numbers")
             a = a.astype(np.int64)
         elif a.dtype.kind == "f" and a.dtype.itemsize == 2:
             a = a.astype(np.float32)  # float16 logits: kept exactly in float32
-        t = torch.from_numpy(np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("=")))
+        # a copy: the caller changing its array afterwards never changes a record already checked
+        t = torch.from_numpy(np.array(a, dtype=a.dtype.newbyteorder("="), order="C", copy=True))
     return t if dtype is None else t.to(dtype)
 
 
@@ -73,6 +76,9 @@ def _check_logits(logits: torch.Tensor) -> torch.Tensor:
     if logits.dtype == torch.bool:
         raise ConfigError("ExitRecord logits must be scores (floating point), got booleans")
     logits = logits.float()
+    if logits.shape[0] < 1:
+        raise ConfigError("ExitRecord holds no samples (logits of shape "
+                          f"{tuple(logits.shape)}): record at least one")
     if logits.shape[1] < 1 or logits.shape[2] < 2:
         raise ConfigError(f"ExitRecord logits {tuple(logits.shape)} need at least one exit and two classes")
     bad = ~torch.isfinite(logits)
@@ -146,8 +152,8 @@ def _check_provenance(prov: Any) -> dict[str, Any]:
         raise ConfigError(f"ExitRecord provenance must be a dict (JSON object), got {type(prov).__name__}")
     if "weights_hash" in prov and not isinstance(prov["weights_hash"], str):
         raise ConfigError(f"ExitRecord provenance weights_hash must be a string, got {prov['weights_hash']!r}")
-    d = prov.get("dataset")
-    if d is not None:
+    if "dataset" in prov:
+        d = prov["dataset"]
         if not isinstance(d, dict):
             raise ConfigError(f"ExitRecord provenance dataset must be a dict like {{'name': 'cifar100', 'split': "
                               f"'test'}}, got {d!r}")
@@ -396,11 +402,34 @@ def load_records(where: str | Path) -> dict[str, ExitRecord]:
                                    else ""))
             found[split] = hits[0]
         val_path, test_path = found["val"], found["test"]
+    if Path(val_path).resolve() == Path(test_path).resolve():
+        raise ConfigError(f"record {text!r}: the validation and the test record are the same file ({val_path}); "
+                          "thresholds fitted on the test set would flatter every budgeted number")
     recs = {"val": ExitRecord.load(val_path), "test": ExitRecord.load(test_path)}
     check_same_model(recs["val"], recs["test"])
-    if recs["val"].num_exits != recs["test"].num_exits or recs["val"].num_classes != recs["test"].num_classes:
-        raise ConfigError(f"records {val_path} and {test_path} disagree in exits or classes")
+    check_val_test(recs["val"], recs["test"], f"records {val_path} and {test_path}")
     return recs
+
+
+def check_val_test(val: ExitRecord, test: ExitRecord, what: str = "the validation and test records") -> None:
+    """Refuse a validation/test pair that would give wrong or flattering numbers: other exits or classes, other
+    costs per exit, a split named against its role, or the same samples on both sides."""
+    if val.num_exits != test.num_exits or val.num_classes != test.num_classes:
+        raise ConfigError(f"{what} disagree in exits or classes ({val.num_exits}/{test.num_exits} exits, "
+                          f"{val.num_classes}/{test.num_classes} classes)")
+    if val.flops is not None and test.flops is not None and not torch.allclose(val.flops, test.flops, rtol=1e-6):
+        raise ConfigError(f"{what} give other FLOPs per exit ({val.flops.tolist()} vs {test.flops.tolist()}): one "
+                          "model costs the same on both splits")
+    dv, dt = val.provenance.get("dataset") or {}, test.provenance.get("dataset") or {}
+    if dv.get("split") in ("test",) or dt.get("split") in ("train", "val"):
+        raise ConfigError(f"{what}: the validation record is of split {dv.get('split')!r} and the test record of "
+                          f"{dt.get('split')!r}: give the validation split's record first")
+    if dv.get("name") is not None and dv.get("name") == dt.get("name") and dv.get("split") == dt.get("split"):
+        shared = len(set(val.indices.tolist()) & set(test.indices.tolist()))
+        if shared:
+            where = dv.get("name") + (f"/{dv['split']}" if dv.get("split") else "")
+            raise ConfigError(f"{what} both hold samples of {where} ({shared} shared): "
+                              "thresholds must be fitted on other samples than the ones they are tested on")
 
 
 def check_same_model(*records: ExitRecord) -> None:

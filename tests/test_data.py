@@ -228,3 +228,16 @@ def test_cifar_pickles_of_every_protocol_and_numpy_module_name_load(tmp_path):
     (folder / "test_batch").write_bytes(pickle.dumps([1, 2, 3]))
     with pytest.raises(DatasetUnavailable, match="not a CIFAR python-format file"):
         get_dataset("cifar10", "test", root=tmp_path, download=False)
+
+
+@pytest.mark.parametrize("payload", [np.zeros(2, dtype=[("a", "O")]), np.array([1, "x"], dtype=object),
+                                     np.zeros(2, dtype="V8"), np.zeros((2, 2), dtype=[("a", "u1", (2,))])])
+def test_cifar_file_with_an_object_or_structured_array_is_refused(tmp_path, payload):
+    """A structured or object dtype's pickled state can be forged so that raw bytes are read as pointers: only
+    numpy's built-in numeric dtypes are rebuilt."""
+    folder = _write_cifar(tmp_path, "cifar10")
+    for protocol in (2, 5):
+        entry = {b"data": np.zeros((8, 3072), np.uint8), b"labels": list(range(8)), b"x": payload}
+        (folder / "test_batch").write_bytes(pickle.dumps(entry, protocol=protocol))
+        with pytest.raises(DatasetUnavailable, match=r"asks to run numpy.dtype\(|truncated or corrupt"):
+            get_dataset("cifar10", "test", root=tmp_path, download=False)

@@ -68,6 +68,9 @@ BAD = [
     ("negative indices", _set("indices", lambda a: -np.arange(40) - 1), r"indices must be >= 0"),
     ("float indices", _set("indices", lambda a: np.arange(40) + 0.5), r"indices must be 1-D integer sample ids"),
     ("labels of another length", _set("labels", lambda a: a["labels"][:30]), r"parts disagree"),
+    ("no samples", lambda a: {k: (v[:0] if k != "flops" else v) for k, v in a.items()}, r"holds no samples"),
+    ("uint64 labels above 2**63", _set("labels", lambda a: a["labels"].astype(np.uint64) + np.uint64(2**63)),
+     r"uint64 values above 2\*\*63"),
 ]
 
 
@@ -103,6 +106,7 @@ def test_every_bad_record_is_one_line_from_arrays_and_from_a_file(tmp_path, what
     ('{"dataset": {"name": "mnist", "split_seed": "0"}}', r"dataset.split_seed has the wrong type"),
     ('{"dataset": {"name": "mnist", "svhn_extra": 1}}', r"dataset.svhn_extra has the wrong type"),
     ('{"model_spec": "msdnet"}', r"model_spec must be a dict"),
+    ('{"dataset": null}', r"provenance dataset must be a dict"),
 ])
 def test_provenance_of_the_wrong_types_is_one_line(tmp_path, provenance, line):
     with pytest.raises(ConfigError, match=line):
@@ -179,7 +183,9 @@ def test_a_record_in_another_sample_order_than_its_dataset_is_refused(tmp_path):
     assert "\n" not in str(err.value)
     folder = tmp_path / "recs"
     shuffled.save(folder / "test.npz")
-    right.save(folder / "val.npz")  # a good validation record: the test record's order is what is refused
+    val_set = get_dataset("fashion_mnist", "val", download=False)  # a good validation record: the test record's
+    ExitRecord.from_arrays(logits, val_set.labels[:n], indices=val_set.indices[:n],  # order is what is refused
+                           provenance={"dataset": {"name": "fashion_mnist", "split": "val"}}).save(folder / "val.npz")
     with pytest.raises(ConfigError, match="agree with"):
         analysis_experiment(preset, 0, str(folder))
     outside = ExitRecord.from_arrays(logits, labels, indices=np.arange(n) + 10**6, provenance=prov)
@@ -194,6 +200,65 @@ def test_safe_name_never_makes_a_path(text):
     assert len(name) <= 80 and (name == text) == (text == "ok-name_1.0")
     assert (Path("/base") / name).parent == Path("/base")
     assert safe_name("a/b") != safe_name("a_b")  # a name that had to change carries a hash of the original
+
+
+def test_a_record_is_a_copy_of_the_arrays_it_was_made_from():
+    a = good()
+    rec = _arrays_call(a)
+    a["logits"][:] = np.nan  # the caller's array changes after the record was checked
+    assert torch.isfinite(rec.logits).all()
+
+
+def _pair(tmp_path, val, test, name="pair"):
+    folder = tmp_path / name
+    val.save(folder / "val.npz")
+    test.save(folder / "test.npz")
+    return folder
+
+
+def test_a_validation_and_test_pair_that_would_flatter_the_numbers_is_refused(tmp_path):
+    a, b = good(seed=1), good(seed=2)
+    val = ExitRecord.from_arrays(a["logits"], a["labels"], flops=a["flops"], model="m")
+    test = ExitRecord.from_arrays(b["logits"], b["labels"], flops=b["flops"], model="m")
+    assert set(load_records(_pair(tmp_path, val, test))) == {"val", "test"}
+    path = val.save(tmp_path / "t.npz")
+    with pytest.raises(ConfigError, match=r"the validation and the test record are the same file"):
+        load_records(f"{path},{path}")
+    other = ExitRecord.from_arrays(b["logits"], b["labels"], flops=b["flops"] * 2, model="m")
+    with pytest.raises(ConfigError, match=r"give other FLOPs per exit"):
+        load_records(_pair(tmp_path, val, other, "flops"))
+    on = lambda r, split: ExitRecord(r.logits, r.labels, r.indices, r.flops, {},  # noqa: E731
+                                     {**r.provenance, "dataset": {"name": "mnist", "split": split}})
+    with pytest.raises(ConfigError, match=r"validation record is of split 'test'"):
+        load_records(_pair(tmp_path, on(val, "test"), on(test, "test"), "roles"))
+    with pytest.raises(ConfigError, match=r"both hold samples of mnist \(40 shared\)"):
+        load_records(_pair(tmp_path, on(val, None), on(test, None), "shared"))
+
+
+def test_a_policy_is_never_reused_for_another_records_labels():
+    """Two records of one split, both of model 'unknown', with D_ee sets of the same size: other runs."""
+    from helpers import random_set
+
+    from overthink_lib.experiment import policy_training_set
+
+    val = random_set(40, classes=3, size=12, split="val")
+    sources = set()
+    for seed in (0, 1):
+        logits = np.random.default_rng(seed).normal(size=(40, 3, 3)).astype(np.float32)
+        logits[:, 2] += 10 * np.eye(3, dtype=np.float32)[val.labels.numpy()]  # the last exit always right
+        rec = ExitRecord.from_arrays(logits, val.labels, flops=[1e6, 2e6, 3e6], indices=val.indices,
+                                     provenance={"dataset": {"name": "random", "split": "val"}})
+        labels, _, source = policy_training_set(rec, val, "score", 5.0)
+        assert len(labels.rows) == 40
+        sources.add(source)
+    assert len(sources) == 2
+
+
+def test_the_preset_given_twice_is_refused():
+    from overthink_lib.notebooks import run_suite
+
+    with pytest.raises(ConfigError, match=r"the preset is given twice \('cpu' and the parameter preset='smoke'\)"):
+        run_suite("cpu", only=["03"], params={"preset": "smoke"}, progress=False)
 
 
 def _listing(*folders):
@@ -213,7 +278,7 @@ def test_a_record_whose_model_name_climbs_out_trains_its_policy_inside_runs(tmp_
     from overthink_lib.experiment import policy_training_set, train_policy
 
     preset = replace(get_preset("smoke"), name="hostile-test", policy_depth=18, policy_width=4, policy_epochs=1)
-    around = (ROOT, ROOT.parent, Path("/tmp"), Path("/"))
+    around = (ROOT, ROOT.parent)
     before = _listing(*around)
     try:
         for model in ("../../../../escape", "/tmp/escape-abs", "nul\x00byte/../x"):
@@ -226,6 +291,7 @@ def test_a_record_whose_model_name_climbs_out_trains_its_policy_inside_runs(tmp_
             _, _, run = train_policy(preset, d_ee, 0, source=source, progress=False)
             assert run.resolve().parent == (preset.run_dir / "models").resolve() and (run / "checkpoint.pt").exists()
         assert _listing(*around) == before  # nothing written beside runs/
+        assert not Path("/tmp/escape-abs").exists() and not (ROOT.parent / "escape").exists()
     finally:
         import shutil
 
@@ -244,10 +310,14 @@ def test_temporaries_of_killed_writers_go_on_the_next_write(tmp_path):
     orphan = tmp_path / f".test.npz.tmp-{_host()}-{_dead_pid()}"
     alive = tmp_path / f".other.npz.tmp-{_host()}-{os.getppid()}"
     other_host = tmp_path / f".x.npz.tmp-some-other-node-{_dead_pid()}"
-    for f in (orphan, alive, other_host):
+    young = tmp_path / f".young.npz.tmp-{_host()}-{_dead_pid()}"
+    huge_pid = tmp_path / f".huge.npz.tmp-{_host()}-99999999999"
+    for f in (orphan, alive, other_host, young, huge_pid):
         f.write_bytes(b"half a file")
+        if f is not young:
+            os.utime(f, (f.stat().st_mtime - 120,) * 2)  # older than ORPHAN_AGE_S
     ExitRecord.from_arrays(**{k: v for k, v in good().items() if k in ("logits", "labels")}).save(tmp_path / "test.npz")
-    assert not orphan.exists() and alive.exists() and other_host.exists()
+    assert not orphan.exists() and not huge_pid.exists() and alive.exists() and other_host.exists() and young.exists()
     # a writer killed mid-write (SIGKILL) leaves one; the next write removes it
     code = ("import os, signal, numpy as np; from overthink_lib import config\n"
             "real = os.replace\n"
@@ -258,6 +328,7 @@ def test_temporaries_of_killed_writers_go_on_the_next_write(tmp_path):
     assert res.returncode == -9
     left = [p for p in tmp_path.iterdir() if p.name.startswith(".k.bin.tmp-")]
     assert len(left) == 1 and not (tmp_path / "k.bin").exists()
+    os.utime(left[0], (left[0].stat().st_mtime - 120,) * 2)
     atomic_write_bytes(tmp_path / "k.bin", b"done")
     assert not left[0].exists() and (tmp_path / "k.bin").read_bytes() == b"done"
 
@@ -301,9 +372,13 @@ def test_a_run_with_parameters_never_touches_the_presets_outputs():
     # a bad value is refused before any kernel starts: nothing is written or replaced
     res = _cli("reproduce", "--preset", "smoke", "--only", "03", "--param", "seed=-1", "--quiet", "--no-html")
     assert res.returncode == 2 and res.stderr.strip() == "error: parameter seed must be an integer >= 0, got -1"
+    import shutil
+
+    shutil.rmtree(preset.run_dir / "variants" / "seed-1", ignore_errors=True)  # nothing left from an earlier run
     res = _cli("reproduce", "--preset", "smoke", "--only", "03", "--param", "seed=1", "--quiet", "--no-html")
     assert res.returncode == 0, res.stdout + res.stderr
     variant = preset.run_dir / "variants" / "seed-1"
+    assert "variants/seed-1" in res.stdout
     assert (variant / "notebooks" / "03_anytime_and_budgeted.ipynb").exists()
     assert json.loads((variant / "results.json").read_text())["params"] == {"seed": 1}
     assert "with seed=1" in (variant / "results.md").read_text()
@@ -322,6 +397,9 @@ def test_papermill_run_by_hand_refuses_a_name_the_notebook_does_not_take_and_kee
     assert "ConfigError: this notebook has no parameter 'lam' (given with papermill -p): it takes dataset, n_boot, " \
            "n_examples, preset, record, seed" in res.stdout + res.stderr
     before = _digest(preset.figure_dir)
+    import shutil
+
+    shutil.rmtree(preset.run_dir / "variants" / "n_boot-50", ignore_errors=True)
     res = subprocess.run(pm + [str(tmp_path / "b.ipynb"), "-p", "preset", "smoke", "-p", "n_boot", "50"],
                          cwd=ROOT / "notebooks", capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]

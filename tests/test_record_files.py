@@ -272,12 +272,18 @@ def test_notebooks_03_04_06_08_finish_on_a_record_without_flops_and_train_nothin
 
 
 def test_a_one_exit_record_says_there_is_nothing_to_budget(tmp_path):
-    logits, labels = arrays(n=200, e=1, c=10)
+    """One exit, with FLOPs and images: 03 has no budget to spend, 04 nothing to overthink, 06 no D_ee groups to
+    compare, 08 no binary policy to learn — each says so in a line and finishes."""
+    from overthink_lib.experiment import main_records
+
     folder = tmp_path / "one-exit"
-    for split in ("val", "test"):
-        ExitRecord.from_arrays(logits, labels, flops=[5e6], model="single").save(folder / f"{split}.npz")
-    res = _cli("reproduce", "--preset", "smoke", "--only", "03", "--only", "04", "--param", f"record={folder}",
-               "--no-html")
+    for split, r in main_records("smoke").items():
+        ExitRecord(r.logits[:, -1:], r.labels, r.indices, r.flops[-1:], r.extras, r.provenance).save(
+            folder / f"{split}.npz")
+    res = _cli("reproduce", "--preset", "smoke", "--only", "03", "--only", "04", "--only", "06", "--only", "08",
+               "--param", f"record={folder}", "--no-html")
     assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-4000:]
-    assert "this record has one exit: there is no earlier exit to stop at" in res.stdout
-    assert "skipped: needs two exits or more" in res.stdout and "no sample can be overthought" in res.stdout
+    for line in ("this record has one exit: there is no earlier exit to stop at", "skipped: needs two exits or more",
+                 "no sample can be overthought", "every sample falls in one group",
+                 "this record has one exit: first and last exit are the same"):
+        assert line in res.stdout, line

@@ -27,7 +27,11 @@ _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">
 
 
 class DatasetUnavailable(ConfigError):
-    """The dataset's files are missing and could not be downloaded."""
+    """The dataset's files are missing and could not be downloaded, or they are damaged or forged."""
+
+
+class DatasetMissing(DatasetUnavailable):
+    """The dataset's files are simply not on disk (and no download was asked for)."""
 
 
 def read_idx(path: Path) -> np.ndarray:
@@ -127,7 +131,7 @@ def load_mnist_format(name: str, root: Path | None = None, download: bool = True
                if name == "fashion_mnist" else
                f"on a machine with internet run `python -m overthink_lib fetch {name}`, or put {files} in {raw}")
         if not download:
-            raise DatasetUnavailable(f"dataset {name!r} is not on disk (expected {files} in {raw}); {how}")
+            raise DatasetMissing(f"dataset {name!r} is not on disk (expected {files} in {raw}); {how}")
         _download(name, lambda: cls(str(root), train=True, download=True), f"{files} in {raw}", how)
     return {split: _idx_pair(raw, split) for split in ("train", "test")}
 
@@ -139,23 +143,55 @@ _CIFAR = {
 }
 
 
+def _builtin_dtype(name, align=False, copy=False):
+    """``numpy.dtype`` as a pickle may call it: only a built-in numeric dtype (native byte order), returned as numpy's
+    own shared instance, which ignores whatever state the pickle then tries to set on it. Object, void, structured
+    and sub-array dtypes are refused: their state could be forged to make raw bytes read as pointers."""
+    text = name.decode("latin1") if isinstance(name, bytes) else name
+    try:
+        d = np.dtype(text) if isinstance(text, str) and len(text) <= 4 else None
+    except TypeError:
+        d = None
+    if d is None or d.isbuiltin != 1 or d.kind not in "biuf":
+        raise pickle.UnpicklingError(f"global numpy.dtype({name!r})")
+    return d
+
+
+def _reconstruct(subtype, shape, dtype):
+    """``numpy.core.multiarray._reconstruct`` for plain ndarrays of built-in dtypes only (the subtype is ignored)."""
+    from numpy._core.multiarray import _reconstruct as real
+
+    return real(np.ndarray, shape, _builtin_dtype(dtype))
+
+
+class _NotCallable:
+    """What ``numpy.ndarray`` resolves to: an argument of ``_reconstruct``, never something a pickle can call."""
+
+
 class _DataOnlyUnpickler(pickle.Unpickler):
-    """Unpickles the CIFAR files' contents — dicts, lists, bytes, numbers and numpy arrays — and nothing else.
+    """Unpickles the CIFAR files' contents — dicts, lists, bytes, numbers and numeric numpy arrays — and nothing else.
 
     A pickle can name any importable callable and have it called while loading (``os.system``, say), so a forged
-    dataset file would run its code under plain ``pickle.load``. Here every global the file asks for must be one of
-    the few numpy constructors an array needs; anything else refuses the file before it is called.
+    dataset file would run its code under plain ``pickle.load``. Here every global the file asks for is replaced by
+    a guarded stand-in: arrays are rebuilt only as plain ndarrays of built-in numeric dtypes (a forged object or
+    structured dtype could smuggle raw pointers into an array); anything else refuses the file before it is called.
     """
 
-    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-               ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
-               ("numpy._core.multiarray", "scalar"),
-               ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),  # protocol 5
-               ("_codecs", "encode")}  # how a protocol-2 pickle written by Python 3 stores bytes
-
     def find_class(self, module: str, name: str):
-        if (module, name) in self.ALLOWED:  # numpy.core (the files' own, Python 2 era) is numpy._core in numpy 2
-            return super().find_class(module.replace("numpy.core", "numpy._core"), name)
+        mod = module.replace("numpy._core", "numpy.core")  # numpy 2 writes numpy._core, the official files numpy.core
+        if (mod, name) == ("numpy.core.multiarray", "_reconstruct"):
+            return _reconstruct
+        if (mod, name) == ("numpy", "dtype"):
+            return _builtin_dtype
+        if (mod, name) == ("numpy", "ndarray"):
+            return _NotCallable
+        if (mod, name) == ("numpy.core.multiarray", "scalar"):
+            return lambda dtype, *data: np._core.multiarray.scalar(_builtin_dtype(dtype.char), *data)
+        if (mod, name) == ("numpy.core.numeric", "_frombuffer"):  # protocol 5
+            return lambda buf, dtype, shape, order: np._core.numeric._frombuffer(buf, _builtin_dtype(dtype.char),
+                                                                                shape, order)
+        if (module, name) == ("_codecs", "encode"):  # how a protocol-2 pickle written by Python 3 stores bytes
+            return lambda text, encoding="latin1": text.encode("latin1")
         raise pickle.UnpicklingError(f"global {module}.{name}")
 
 
@@ -171,7 +207,9 @@ def read_data_pickle(path: Path, what: str) -> object:
                                      "a dataset file never does — refused without running it; delete it and fetch "
                                      "the dataset again from its official source") from None
         raise DatasetUnavailable(f"{path} is truncated or corrupt ({err}): delete it and fetch it again") from None
-    except (EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError, MemoryError) as err:
+    except OSError:
+        raise
+    except Exception as err:  # noqa: BLE001 - whatever else a damaged or forged pickle raises: the same one line
         raise DatasetUnavailable(f"{path} is truncated or corrupt ({type(err).__name__}): delete it and fetch it "
                                  "again") from None
 
@@ -209,7 +247,7 @@ def load_cifar(name: str, root: Path | None = None, download: bool = True) -> di
         how = (f"on a machine with internet run `python -m overthink_lib fetch {name}` (or torchvision's "
                f"{'CIFAR10' if name == 'cifar10' else 'CIFAR100'}(root='{root}', download=True)) and copy {folder} here")
         if not download:
-            raise DatasetUnavailable(f"dataset {name!r} is not on disk (expected {expected}); {how}")
+            raise DatasetMissing(f"dataset {name!r} is not on disk (expected {expected}); {how}")
         cls = torchvision.datasets.CIFAR10 if name == "cifar10" else torchvision.datasets.CIFAR100
         _download(name, lambda: cls(str(root), train=True, download=True), expected, how)
     return {"train": _read_cifar_files(folder, train_files, key), "test": _read_cifar_files(folder, test_files, key)}
@@ -238,7 +276,7 @@ def load_svhn(root: Path | None = None, download: bool = True, extra: bool = Fal
             how = (f"on a machine with internet run `python -m overthink_lib fetch svhn` (or torchvision's "
                    f"SVHN(root='{folder}', split='{split}', download=True)) and copy {folder} here")
             if not download:
-                raise DatasetUnavailable(f"dataset 'svhn' is not on disk (expected {path}); {how}")
+                raise DatasetMissing(f"dataset 'svhn' is not on disk (expected {path}); {how}")
             _download("svhn", lambda s=split: torchvision.datasets.SVHN(str(folder), split=s, download=True),
                       str(path), how)
         out[split] = _read_svhn(path)
