@@ -188,6 +188,9 @@ def test_a_record_in_another_sample_order_than_its_dataset_is_refused(tmp_path):
                            provenance={"dataset": {"name": "fashion_mnist", "split": "val"}}).save(folder / "val.npz")
     with pytest.raises(ConfigError, match="agree with"):
         analysis_experiment(preset, 0, str(folder))
+    wide = ExitRecord.from_arrays(np.zeros((n, 2, 20), np.float32), labels, provenance=prov)
+    with pytest.raises(ConfigError, match=r"the record has 20 classes but fashion_mnist has 10"):
+        record_images(wide, preset)
     outside = ExitRecord.from_arrays(logits, labels, indices=np.arange(n) + 10**6, provenance=prov)
     with pytest.raises(ConfigError, match=r"200 of its 200 sample indices are not in that split"):
         record_images(outside, preset)
@@ -419,3 +422,21 @@ def test_every_notebook_hands_start_each_parameter_it_declares():
         call = next(n for n in ast.walk(ast.parse(code)) if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "start")
         passed = {_ALIASES.get(k.arg, k.arg) for k in call.keywords}
         assert passed == set(declared_parameters(book)), book.name
+
+
+def test_a_torch_file_that_calls_os_system_says_so(tmp_path):
+    """torch words the refusal "unsupported GLOBAL posix.system whose module posix is blocked": still named."""
+    from overthink_lib.train import load_checkpoint
+
+    marker = tmp_path / "ran"
+
+    class Calls:
+        def __reduce__(self):
+            return os.system, (f"touch {marker}",)
+
+    torch.save({"epoch": 1, "x": Calls()}, tmp_path / "evil.pt")
+    for load in (load_checkpoint, ExitRecord.load):
+        with pytest.raises(ConfigError, match=r"carries objects that need code to load: refused \(it asks for "
+                                              r"posix.system\)"):
+            load(tmp_path / "evil.pt")
+    assert not marker.exists()
