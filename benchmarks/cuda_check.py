@@ -45,7 +45,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from overthink_lib import cams, dynamic, overthinking  # noqa: E402
+from overthink_lib import cams, dynamic  # noqa: E402
+from overthink_lib.analysis import overthinking
 from overthink_lib.config import ROOT, atomic_write_bytes, code_version, get_preset  # noqa: E402
 from overthink_lib.data.sources import DATA_ROOT  # noqa: E402
 from overthink_lib.experiment import (imta_protocol, load_splits, main_experiment, maxmin_experiment,  # noqa: E402

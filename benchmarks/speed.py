@@ -235,6 +235,7 @@ def worker(args) -> None:
     """One fresh process of :func:`processes`: warm up, then the median training step and eval; one JSON line."""
     from overthink_lib import malloc
 
+    malloc.apply_process_settings()
     torch.manual_seed(0)
     base = official_model(args.official) if args.worker == "official" else get_model("msdnet_cifar", num_classes=100)
     x, y = torch.randn(64, 3, 32, 32), torch.randint(0, 100, (64,))
@@ -291,7 +292,7 @@ def accuracy(args) -> dict:
     import pandas as pd
 
     from overthink_lib.experiment import speed_equivalence
-    from overthink_lib.stats import t_interval
+    from overthink_lib.analysis.stats import t_interval
 
     preset = get_preset(args.preset)
     fast = setting(args.fast)
@@ -375,4 +376,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    from overthink_lib.malloc import apply_process_settings
+
+    apply_process_settings()  # the lab's process settings, as its entry points apply them
     main()

@@ -74,4 +74,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    from overthink_lib.malloc import apply_process_settings
+
+    apply_process_settings()  # the lab's process settings, as its entry points apply them
     main()

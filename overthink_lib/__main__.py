@@ -204,6 +204,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        from .malloc import apply_process_settings
+
+        apply_process_settings()
         args.func(args)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -224,7 +224,7 @@ def group_statistics(groups: dict[str, ExitCams], *, n_boot: int = 1000, seed: i
     bootstrap 95 % CI. Returns a tidy table (group, statistic, exit, mean, low, high)."""
     import pandas as pd
 
-    from .stats import bootstrap_mean
+    from .analysis.stats import bootstrap_mean
 
     rows = []
     for group, h in groups.items():

@@ -1,6 +1,6 @@
 """Real early-exit inference: exited samples stop computing (STYLE: the one analysis that touches a model).
 
-The simulated budgeted-batch evaluation (:mod:`overthink_lib.exits`) computes every exit for every sample and picks the
+The simulated budgeted-batch evaluation (:mod:`overthink_lib.analysis.exits`) computes every exit for every sample and picks the
 exit afterwards. Here, after each exit, only the samples whose confidence stayed below the threshold continue through
 the network (``model.stage`` on the kept rows of the state), so the compute really shrinks. In eval mode every sample
 is computed independently of the others, so the predictions equal the simulated ones for the same thresholds (up to
@@ -13,7 +13,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from .exits import CRITERIA, check_thresholds
+from .analysis.exits import CRITERIA, check_thresholds
 from .models import index_state
 
 
@@ -76,10 +76,12 @@ def time_vs_flops(model, images, val, test, *, ps=(1, 3, 5, 8, 10, 13, 17, 20, 2
     """
     import pandas as pd
 
-    from . import exits as ex
+    from .analysis import exits as ex
     from .data import iterate
+    from .malloc import apply_process_settings
     from .speed import Speed, for_inference
 
+    apply_process_settings()  # oneDNN's cache of many shapes; takes effect if no convolution ran yet
     speed = speed or Speed()
     device = next(model.parameters()).device
     net = for_inference(model, speed)

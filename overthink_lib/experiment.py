@@ -240,10 +240,10 @@ class PolicyRun:
     """One policy experiment (thesis ch. 4): D_ee labels, the policy and its shuffled-label control, on the test set.
 
     Attributes:
-        labels_train, labels_test: the D_ee labels (:class:`~overthink_lib.policy.ExitLabels`) of the validation
+        labels_train, labels_test: the D_ee labels (:class:`~overthink_lib.analysis.policy.ExitLabels`) of the validation
             record (training set of the policy) and of the test record.
         train_set, test_set: the D_ee image sets.
-        policy, shuffled: :func:`~overthink_lib.policy.evaluate_policy` of the policy and of the control.
+        policy, shuffled: :func:`~overthink_lib.analysis.policy.evaluate_policy` of the policy and of the control.
         preds: the policy's label for every D_ee test sample.
         exit_policy: the policy used as an exit rule on every test sample (accuracy, expected FLOPs).
     """
@@ -264,7 +264,7 @@ def policy_experiment(preset: Preset, rec_val: ExitRecord, rec_test: ExitRecord,
     """Steps 3–4 of the thesis's method on a trained M: D_ee from the validation record (``method`` labels with
     λ = ``lam``), the policy ResNet and its shuffled-label control trained on it (cached runs), both evaluated on
     the test record's D_ee with bootstrap CIs; the policy also as an exit rule for every test sample."""
-    from .policy import as_exit_policy, evaluate_policy, exit_labels, policy_set
+    from .analysis.policy import as_exit_policy, evaluate_policy, exit_labels
     from .train import predict
 
     seed = preset.seed if seed is None else seed
@@ -283,11 +283,28 @@ def policy_experiment(preset: Preset, rec_val: ExitRecord, rec_test: ExitRecord,
     return PolicyRun(lab_tr, lab_te, d_tr, d_te, results[False], results[True], preds, exit_policy)
 
 
+def policy_set(split_set: ImageSet, rec: ExitRecord, labels):
+    """The images of ``split_set`` that D_ee keeps, labelled with their D_ee labels (``labels``: an
+    :class:`~overthink_lib.analysis.policy.ExitLabels`), as an :class:`ImageSet` for training the policy network."""
+    if not torch.equal(rec.indices, split_set.indices):
+        raise ConfigError("the record and the dataset split do not hold the same samples in the same order: make the "
+                          "record from this split")
+    if len(labels.rows) == 0:
+        raise ConfigError(f"D_ee is empty: no exit classifies any sample of {split_set.name}/{split_set.split} "
+                          "correctly")
+    sub = split_set.subset(labels.rows)
+    return ImageSet(sub.name, sub.split, sub.images, labels.labels.clone(), sub.indices, labels.num_labels, sub.mean,
+                    sub.std, {}, sub.extras, {**sub.info, "dee": {"method": labels.method, "lam": labels.lam,
+                                                                  "dropped": labels.dropped}},
+                    tuple(f"exit {i + 1}" for i in range(labels.num_labels)) if labels.method != "binary"
+                    else ("first exit", "last exit"))
+
+
 def policy_training_set(rec_val: ExitRecord, val_set: ImageSet, method: str, lam: float):
     """The policy's training data of :func:`policy_experiment`: the validation record's D_ee labels (``method``,
     λ = ``lam``), the D_ee image set, and the ``source`` tag that names its policy runs (for :func:`train_policy`).
     Returns (labels, D_ee set, source)."""
-    from .policy import check_training_record, exit_labels, policy_set
+    from .analysis.policy import check_training_record, exit_labels
 
     import hashlib
 
@@ -458,7 +475,7 @@ def train_policy(preset: Preset, train_set: ImageSet, seed: int | None, *, sourc
                  progress: bool = True):
     """Train the preset's policy ResNet on a D_ee set (class-weighted CE, Eq 4.3); ``shuffle``: the permuted-label
     control. ``source`` (e.g. the record's weights hash) goes into the run's hash, so new labels train anew."""
-    from .policy import class_weights, shuffled, weighted_ce
+    from .analysis.policy import class_weights, shuffled, weighted_ce
 
     seed = preset.seed if seed is None else seed
     data = shuffled(train_set, seed) if shuffle else train_set
@@ -511,8 +528,8 @@ def imta_over_seeds(preset: Preset, seed: int | None = None, *, seeds: int | Non
     """
     import pandas as pd
 
-    from .overthinking import overthought
-    from .stats import bootstrap_mean
+    from .analysis.overthinking import overthought
+    from .analysis.stats import bootstrap_mean
 
     seed = preset.seed if seed is None else seed
     k = preset.imta_seeds if seeds is None else seeds
@@ -538,7 +555,7 @@ def imta_over_seeds(preset: Preset, seed: int | None = None, *, seeds: int | Non
 def paired_over_seeds(table: "pd.DataFrame", metric: str, a: str, b: str, level: float = 0.95) -> tuple[float, float, float]:
     """Mean of ``metric``(arm a) − ``metric``(arm b) over the seeds of an :func:`imta_over_seeds` table, with its
     Student-t CI over seeds (the seeds are the unit of replication)."""
-    from .stats import t_interval
+    from .analysis.stats import t_interval
 
     wide = table.pivot(index="seed", columns="arm", values=metric)
     return t_interval((wide[a] - wide[b]).to_numpy(), level)
@@ -609,7 +626,7 @@ def speed_equivalence(preset: Preset, speed: Speed, seeds: int = 4, *, seed: int
     """
     import pandas as pd
 
-    from .overthinking import overthought
+    from .analysis.overthinking import overthought
 
     seed = preset.seed if seed is None else seed
     sub = stochastic_subset_splits(preset, seed)

@@ -110,7 +110,7 @@ MAXMIN_LAMBDA = 5.0
 
 
 def _binary_policy_data(P: Preset):
-    from . import policy
+    from .analysis import policy
     from .experiment import main_experiment
 
     exp = main_experiment(P)

@@ -8,10 +8,11 @@ TLBs. Measured on the 2-core AMD EPYC (Zen 4) machine, CIFAR-100 MSDNet, 2 threa
 +55 % (``benchmarks/speed.py``, README "Performance"). The arithmetic is untouched (same kernels, same
 alignment: PyTorch aligns its CPU tensors itself), so results are bit-identical (``tests/test_speed.py``).
 
-``keep`` (the lab's default, set when ``overthink_lib`` is imported): no ``mmap`` for blocks and no trimming, so
-the process keeps the peak of its heap (about what it used at its busiest; a training process here ≈1.5 GB).
-``OVERTHINK_MALLOC=default`` before the import leaves glibc as it is. On a C library other than glibc nothing
-changes. The state is recorded in every ``results.json`` (``malloc``).
+``keep`` (the lab's default, set by its entry points — ``notebooks.start()``, the CLI and so its job workers,
+through :func:`apply_process_settings`; importing ``overthink_lib`` changes nothing): no ``mmap`` for blocks and
+no trimming, so the process keeps the peak of its heap (about what it used at its busiest; a training process here
+≈1.5 GB). ``OVERTHINK_MALLOC=default`` leaves glibc as it is. On a C library other than glibc nothing changes. The
+state is recorded in every ``results.json`` (``malloc``).
 """
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ import ctypes
 import os
 import platform
 import sys
+
+from .config import ConfigError
 
 CHOICES = ("keep", "default")
 # mallopt parameters (glibc malloc.h)
@@ -31,7 +34,7 @@ def configure(setting: str | None = None) -> str:
     global _state
     setting = setting if setting is not None else os.environ.get("OVERTHINK_MALLOC", "keep")
     if setting not in CHOICES:
-        raise ValueError(f"OVERTHINK_MALLOC={setting!r} is not one of {', '.join(CHOICES)}: unset it (the lab keeps "
+        raise ConfigError(f"OVERTHINK_MALLOC={setting!r} is not one of {', '.join(CHOICES)}: unset it (the lab keeps "
                          "freed memory, faster) or set it to 'default' (glibc as it is)")
     if setting == "keep" and _state != "keep" and sys.platform == "linux" and platform.libc_ver()[0] == "glibc":
         libc = ctypes.CDLL(None)
@@ -44,3 +47,21 @@ def configure(setting: str | None = None) -> str:
 def state() -> str:
     """``keep`` when this process's malloc keeps freed memory (see :func:`configure`), else ``default``."""
     return _state
+
+
+#: oneDNN primitive cache entries. Real early exit (``dynamic.py``) runs every stage on a different number of
+#: samples, so oneDNN meets thousands of distinct shapes; with its default cache of 1,024 primitives it rebuilds them
+#: over and over (measured: at p = 20 the time saving fell from 31 % to −6 %). oneDNN reads the variable when it
+#: first builds a primitive, so it takes effect only before the process's first convolution.
+ONEDNN_CACHE = "65536"
+
+
+def apply_process_settings() -> str:
+    """The lab's process settings, which change no number: oneDNN's primitive cache and freed memory kept.
+
+    Called by the entry points (``notebooks.start()``, ``python -m overthink_lib``, so every job worker) and by
+    ``dynamic.time_vs_flops``; importing the library applies nothing. The user's own ``ONEDNN_PRIMITIVE_CACHE_CAPACITY``
+    and ``OVERTHINK_MALLOC`` win. Returns the malloc state.
+    """
+    os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", ONEDNN_CACHE)
+    return configure()

@@ -160,19 +160,19 @@ RULES: dict[str, Callable[[Any], None]] = {
     "lam": _rule_positive("lam"),
     "n_examples": _rule_int("n_examples"),
     "show_widgets": _rule_bool("show_widgets"),
-    "criterion": lambda v: _rule_choice("criterion", v, "exits", "CRITERIA"),
+    "criterion": lambda v: _rule_choice("criterion", v, "analysis.exits", "CRITERIA"),
     "n_boot": _rule_int("n_boot"),
     "n_seeds": _rule_seeds,
     "cam_method": lambda v: _rule_choice("cam_method", v, "cams", "METHODS"),
     "cam_target": lambda v: _rule_choice("cam_target", v, "cams", "TARGETS"),
     "n_stat": _rule_int("n_stat"),
     "dct_share": _rule_fraction("dct_share"),
-    "dct_measure": lambda v: _rule_choice("dct_measure", v, "dct", "ANALYSIS_MEASURES"),
+    "dct_measure": lambda v: _rule_choice("dct_measure", v, "analysis.dct", "ANALYSIS_MEASURES"),
     "imta_freeze": lambda v: _rule_choice("imta_freeze", v, "models.imta", "FREEZE"),
     "imta_teacher": lambda v: _rule_choice("imta_teacher", v, "models.imta", "TEACHERS"),
     "imta_kl": lambda v: _rule_choice("imta_kl", v, "models.imta", "KL_REDUCTIONS"),
     "imta_parent": lambda v: _rule_choice("imta_parent", v, "experiment", "IMTA_PARENTS"),
-    "dct_order": lambda v: _rule_choice("dct_order", v, "dct", "ORDERS"),
+    "dct_order": lambda v: _rule_choice("dct_order", v, "analysis.dct", "ORDERS"),
     "n_images": _rule_int("n_images", 1),
     "batch_size": _rule_int("batch_size", 1),
     "repeats": _rule_int("repeats", 1),
@@ -291,6 +291,9 @@ def start(**params: Any) -> SimpleNamespace:
         folder under the preset's figures (:func:`record_figure_dir`).
     """
     check_values(params)
+    from .malloc import apply_process_settings
+
+    apply_process_settings()
     injected = injected_parameters()
     passed = {_ALIASES.get(k, k): v for k, v in params.items()}
     if injected is not None:  # run by papermill: a name this notebook does not take would silently do nothing

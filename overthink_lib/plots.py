@@ -54,7 +54,7 @@ def sample_scatter_plotly(rec, class_names=None, title: str = ""):
     import numpy as np
     import plotly.graph_objects as go
 
-    from .overthinking import first_correct_exit, overthought
+    from .analysis.overthinking import first_correct_exit, overthought
 
     names = class_names or [str(i) for i in range(rec.num_classes)]
     first = first_correct_exit(rec).numpy()
@@ -106,7 +106,7 @@ def plane(anytime, curves: dict, bounds: dict, point: dict | None = None, ax=Non
     Args:
         anytime: table with flops, accuracy (and optional low/high CI columns).
         curves: name → table with test_flops, test_acc (and optional low/high).
-        bounds: :func:`overthink_lib.overthinking.bounds` output.
+        bounds: :func:`overthink_lib.analysis.overthinking.bounds` output.
         point: an extra point {flops, accuracy, label} (the widget's hand-set thresholds).
     """
     if ax is None:

@@ -17,7 +17,8 @@ from typing import Callable
 
 import numpy as np
 
-from . import exits, plots
+from . import plots
+from .analysis import exits
 from .records import ExitRecord
 
 
@@ -152,7 +153,7 @@ def threshold_explorer(test: ExitRecord, anytime=None, curves=None, bounds=None,
 
 def label_share_figure(record: ExitRecord, lam: float, method: str = "score"):
     """The D_ee label distribution of ``record`` under λ (thesis Fig 4.2's bars) as a figure."""
-    from .policy import label_distribution
+    from .analysis.policy import label_distribution
 
     d = label_distribution(record, method, [lam])
     d = d[d["share"].notna()]

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from overthink_lib import dct
+from overthink_lib.analysis import dct
 from overthink_lib.config import ConfigError
 
 

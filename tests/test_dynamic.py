@@ -4,7 +4,7 @@ import math
 import torch
 
 from helpers import random_set, tiny_spec
-from overthink_lib import exits
+from overthink_lib.analysis import exits
 from overthink_lib.data import iterate
 from overthink_lib.dynamic import early_exit, latency_per_exit, time_vs_flops
 from overthink_lib.recording import make_record

@@ -7,10 +7,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from overthink_lib import exits, overthinking
+from overthink_lib.analysis import exits, overthinking
 from overthink_lib.config import ConfigError
 from overthink_lib.records import ExitRecord
-from overthink_lib.stats import bootstrap_mean
+from overthink_lib.analysis.stats import bootstrap_mean
 
 # rows = samples, columns = exits; 1 = correct
 CORRECT = [[1, 1, 1], [1, 0, 1], [0, 1, 0], [0, 0, 1], [0, 0, 0], [1, 0, 0]]

@@ -4,8 +4,9 @@ import pytest
 import torch
 
 from helpers import random_set, tiny_spec
-from overthink_lib import policy
+from overthink_lib.analysis import policy
 from overthink_lib.config import ConfigError
+from overthink_lib.experiment import policy_set
 from overthink_lib.models import get_model
 from overthink_lib.recording import make_record
 from overthink_lib.train import TrainConfig, build_model, fit, predict
@@ -26,7 +27,7 @@ def test_policy_set_keeps_the_dee_rows(val_and_test):
     val, _, rec_val, _ = val_and_test
     policy.check_training_record(rec_val)
     lab = policy.exit_labels(rec_val, "score", 5.0)
-    ds = policy.policy_set(val, rec_val, lab)
+    ds = policy_set(val, rec_val, lab)
     assert len(ds) == len(lab.rows) == rec_val.num_samples - lab.dropped
     assert torch.equal(ds.indices, val.indices[lab.rows]) and torch.equal(ds.labels, lab.labels)
     assert ds.num_classes == rec_val.num_exits and ds.info["dee"]["lam"] == 5.0
@@ -37,14 +38,14 @@ def test_bad_input(val_and_test):
     with pytest.raises(ConfigError, match="must come from the validation record, got a record of split 'test'"):
         policy.check_training_record(rec_test)
     with pytest.raises(ConfigError, match="do not hold the same samples"):
-        policy.policy_set(test, rec_val, policy.exit_labels(rec_val, "first"))
+        policy_set(test, rec_val, policy.exit_labels(rec_val, "first"))
     nobody = hand_record([[0, 0, 0], [0, 0, 0]], [[.9] * 3] * 2)
     lab = policy.exit_labels(nobody, "first")
     assert lab.dropped == 2
     two = random_set(2, split="val")
     nobody.indices = two.indices.clone()
     with pytest.raises(ConfigError, match="D_ee is empty"):
-        policy.policy_set(two, nobody, lab)
+        policy_set(two, nobody, lab)
 
 
 def test_evaluation_against_chance_and_majority():

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from overthink_lib.config import ConfigError
-from overthink_lib.policy import class_weights, exit_labels, scores
+from overthink_lib.analysis.policy import class_weights, exit_labels, scores
 from test_exits_overthinking import make_record
 
 # FLOPs 1, 2, 4 MFLOPs → 1/(λ·MFLOPs) = 1/λ, 1/(2λ), 1/(4λ)

@@ -185,20 +185,21 @@ def test_channels_last_training_is_deterministic_and_hands_back_an_nchw_model(tm
 
 
 def test_malloc_keeps_freed_memory_by_default_and_changes_no_number():
-    """The lab keeps freed memory in the process (glibc); OVERTHINK_MALLOC=default leaves malloc alone; a bad value
-    fails in one line; training and inference give the same bits either way (fresh processes)."""
+    """The entry points keep freed memory in the process (glibc); OVERTHINK_MALLOC=default leaves malloc alone; a bad
+    value fails in one line; training and inference give the same bits either way (fresh processes)."""
     import platform
     import subprocess
     import sys
 
     from overthink_lib import malloc
+    from overthink_lib.config import ConfigError
 
     glibc = platform.libc_ver()[0] == "glibc"
-    assert malloc.state() == ("keep" if glibc else "default")
-    with pytest.raises(ValueError, match="OVERTHINK_MALLOC='huge' is not one of keep, default"):
+    with pytest.raises(ConfigError, match="OVERTHINK_MALLOC='huge' is not one of keep, default"):
         malloc.configure("huge")
     code = ("import hashlib, torch, overthink_lib\n"
             "from overthink_lib import malloc\n"
+            "malloc.apply_process_settings()\n"
             "from overthink_lib.train import build_model, multi_exit_loss\n"
             "m = build_model({'name': 'msdnet_cifar', 'kwargs': {'num_classes': 10, 'in_channels': 1}}, 0).train()\n"
             "opt = torch.optim.SGD(m.parameters(), lr=0.05, momentum=0.9)\n"
@@ -219,9 +220,36 @@ def test_malloc_keeps_freed_memory_by_default_and_changes_no_number():
         seen[setting] = digest
         assert state == (setting if glibc else "default")
     assert seen["keep"] == seen["default"]
-    bad = subprocess.run([sys.executable, "-c", "import overthink_lib"], capture_output=True, text=True,
+    bad = subprocess.run([sys.executable, "-m", "overthink_lib", "datasets"], capture_output=True, text=True,
                          env={**os.environ, "OVERTHINK_MALLOC": "huge"})
-    assert bad.returncode != 0 and "OVERTHINK_MALLOC='huge' is not one of keep, default" in bad.stderr
+    assert bad.returncode == 2, bad.stderr
+    assert bad.stderr.strip() == ("error: OVERTHINK_MALLOC='huge' is not one of keep, default: unset it (the lab "
+                                  "keeps freed memory, faster) or set it to 'default' (glibc as it is)")
+
+
+def test_importing_the_library_changes_nothing_in_the_process():
+    """`import overthink_lib` (and every module of it) leaves the environment and the allocator as they were; the
+    entry point applies the settings, and a user's own value wins."""
+    import subprocess
+    import sys
+
+    code = ("import os, pkgutil, importlib, overthink_lib\n"
+            "before = dict(os.environ)\n"
+            "for m in pkgutil.walk_packages(overthink_lib.__path__, 'overthink_lib.'):\n"
+            "    if m.name != 'overthink_lib.__main__': importlib.import_module(m.name)\n"
+            "from overthink_lib import malloc\n"
+            "print(dict(os.environ) == before, os.environ.get('ONEDNN_PRIMITIVE_CACHE_CAPACITY'), malloc.state())\n"
+            "malloc.apply_process_settings()\n"
+            "print(os.environ.get('ONEDNN_PRIMITIVE_CACHE_CAPACITY'), malloc.state())\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "OVERTHINK_MALLOC")}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    import platform
+
+    kept = "keep" if platform.libc_ver()[0] == "glibc" else "default"
+    assert out.stdout.split("\n")[:2] == ["True None default", f"65536 {kept}"]
+    env["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] = "2048"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split("\n")[1] == f"2048 {kept}"
 
 
 def test_bf16_training_learns_like_fp32_and_is_recorded(tmp_path):
@@ -281,7 +309,7 @@ def test_fast_msdnet_cifar_forward_runs_at_full_size():
 
 
 def test_t_interval_over_runs():
-    from overthink_lib.stats import t_interval
+    from overthink_lib.analysis.stats import t_interval
 
     m, lo, hi = t_interval([1.0, 2.0, 3.0])
     # mean 2, sd 1, se 1/√3, t(0.975, 2) = 4.3027

@@ -5,7 +5,8 @@ matplotlib.use("Agg")
 
 import pytest  # noqa: E402
 
-from overthink_lib import exits, overthinking, widgets  # noqa: E402
+from overthink_lib import widgets  # noqa: E402
+from overthink_lib.analysis import exits, overthinking
 from test_exits_overthinking import make_record  # noqa: E402
 
 

@@ -12,7 +12,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .config import ConfigError
+from ..config import ConfigError
 
 DEFAULT_BOOT = 2000
 

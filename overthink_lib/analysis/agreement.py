@@ -19,7 +19,7 @@ import itertools
 import numpy as np
 import pandas as pd
 
-from .config import ConfigError
+from ..config import ConfigError
 
 
 def _bool_matrix(flags) -> np.ndarray:

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .records import ExitRecord
+from ..records import ExitRecord
 from .stats import bootstrap_mean, bootstrap_statistic
 
 

@@ -24,8 +24,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .config import ConfigError
-from .records import ExitRecord, check_same_model
+from ..config import ConfigError
+from ..records import ExitRecord, check_same_model
 
 
 def _max_softmax(p: torch.Tensor) -> torch.Tensor:

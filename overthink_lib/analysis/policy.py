@@ -21,8 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .config import ConfigError
-from .records import ExitRecord
+from ..config import ConfigError
+from ..records import ExitRecord
 
 LABELINGS = ("first", "score", "binary")
 
@@ -108,24 +108,6 @@ def check_training_record(rec: ExitRecord) -> None:
     if split != "val":
         raise ConfigError(f"D_ee's training set must come from the validation record, got a record of split {split!r}:"
                           " make the model's validation record (python -m overthink_lib record ...)")
-
-
-def policy_set(split_set, rec: ExitRecord, labels: ExitLabels):
-    """The images of ``split_set`` that D_ee keeps, labelled with their D_ee labels (an :class:`ImageSet`)."""
-    from .data import ImageSet
-
-    if not torch.equal(rec.indices, split_set.indices):
-        raise ConfigError("the record and the dataset split do not hold the same samples in the same order: make the "
-                          "record from this split")
-    if len(labels.rows) == 0:
-        raise ConfigError(f"D_ee is empty: no exit classifies any sample of {split_set.name}/{split_set.split} "
-                          "correctly")
-    sub = split_set.subset(labels.rows)
-    return ImageSet(sub.name, sub.split, sub.images, labels.labels.clone(), sub.indices, labels.num_labels, sub.mean,
-                    sub.std, {}, sub.extras, {**sub.info, "dee": {"method": labels.method, "lam": labels.lam,
-                                                                  "dropped": labels.dropped}},
-                    tuple(f"exit {i + 1}" for i in range(labels.num_labels)) if labels.method != "binary"
-                    else ("first exit", "last exit"))
 
 
 def weighted_ce(weights: torch.Tensor):

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 from scipy import fft, stats
 
-from .config import ConfigError
+from ..config import ConfigError
 
 ORDERS = ("row", "zigzag", "radial")
 MEASURES = ("abs", "sum", "energy")
