@@ -5,16 +5,27 @@ PY     := $(VENV)/bin/python
 PRESET ?= cpu
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: reproduce test lab venv data-deps browser-deps smoke stochasticity benchmark stress reference clean-runs
+.PHONY: reproduce test lab lint lock venv data-deps browser-deps smoke stochasticity benchmark stress reference clean-runs
 
 venv: $(VENV)/.installed
 
-# pip takes torch==2.14.1 / torchvision==0.29.1 from this machine's local disk (see README).
-$(VENV)/.installed: pyproject.toml
+# Exactly the versions of requirements.lock (every package, transitive ones too), then the lab itself without
+# resolving anything again. pip takes torch==2.14.1 / torchvision==0.29.1 from this machine's local disk (README).
+$(VENV)/.installed: pyproject.toml requirements.lock
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e .
+	$(PY) -m pip install --quiet -r requirements.lock
+	$(PY) -m pip install --quiet --no-deps -e .
 	@touch $@
+
+# Re-resolve pyproject.toml's dependencies on purpose (newest versions the index offers) into requirements.lock.
+lock:
+	PYTHON=$(PYTHON) bash .ci/lock.sh
+
+# ruff over the library, tests, benchmarks, examples and the notebooks' code (settings in pyproject.toml).
+lint: venv
+	$(VENV)/bin/ruff check
+	$(VENV)/bin/ruff format --check
 
 # The offline default dataset: Debian's Fashion-MNIST (skipped when it, or our copy in data/, is present).
 data-deps:
@@ -62,8 +73,13 @@ reference: venv data-deps
 	$(PY) -m overthink_lib reproduce --preset smoke --quiet --no-html
 	$(PY) -m overthink_lib reference --preset smoke
 
+# JupyterLab on the notebooks, without the "would you like Jupyter news?" prompt or update checks: a default of
+# this venv's JupyterLab (its settings overrides), so a user's own choice in Settings still wins.
 lab: venv data-deps
-	$(VENV)/bin/jupyter lab notebooks/
+	@mkdir -p $(VENV)/share/jupyter/lab/settings
+	@printf '%s\n' '{"@jupyterlab/apputils-extension:notification": {"fetchNews": "false", "checkForUpdates": false}}' \
+	  > $(VENV)/share/jupyter/lab/settings/overrides.json
+	$(VENV)/bin/jupyter lab --LabApp.news_url= --LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate notebooks/
 
 clean-runs:
 	rm -rf runs/

@@ -17,6 +17,7 @@
 
 Results go to ``--out`` (default ``runs/benchmarks/cuda_check.json``) with torch version, GPU name and code version.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,11 +47,18 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from overthink_lib import cams, dynamic  # noqa: E402
-from overthink_lib.analysis import overthinking
+from overthink_lib.analysis import overthinking  # noqa: E402
 from overthink_lib.config import ROOT, atomic_write_bytes, code_version, get_preset  # noqa: E402
 from overthink_lib.data.sources import DATA_ROOT  # noqa: E402
-from overthink_lib.experiment import (imta_protocol, load_splits, main_experiment, maxmin_experiment,  # noqa: E402
-                                      model_spec, policy_experiment, train_config)
+from overthink_lib.experiment import (  # noqa: E402
+    imta_protocol,
+    load_splits,
+    main_experiment,
+    maxmin_experiment,
+    model_spec,
+    policy_experiment,
+    train_config,
+)
 from overthink_lib.models import model_from_spec  # noqa: E402
 from overthink_lib.train import fit, predict  # noqa: E402
 
@@ -60,8 +68,13 @@ skip = {s for s in args.skip.split(",") if s}
 out_path = Path(args.out) if args.out else ROOT / "runs" / "benchmarks" / "cuda_check.json"
 dev = torch.device(args.device)
 GPU = dev.type == "cuda"
-report: dict = {"torch": torch.__version__, "gpu": torch.cuda.get_device_name(0) if GPU else "none (cpu try-out)", "code_version": code_version(),
-                "cpu_threads": torch.get_num_threads(), "args": vars(args)}
+report: dict = {
+    "torch": torch.__version__,
+    "gpu": torch.cuda.get_device_name(0) if GPU else "none (cpu try-out)",
+    "code_version": code_version(),
+    "cpu_threads": torch.get_num_threads(),
+    "args": vars(args),
+}
 print(f"{report['gpu']}, torch {torch.__version__}, {torch.get_num_threads()} CPU threads", flush=True)
 
 
@@ -87,15 +100,21 @@ if "pipeline" not in skip:
     base = replace(get_preset("smoke"), data_fraction=args.fraction)
     side = {}
     for device in ("cpu", args.device):
-        P = replace(base, name=f"cudacheck-{device}", device=device)
-        exp, secs = clock(lambda: main_experiment(P, progress=False))
+        preset = replace(base, name=f"cudacheck-{device}", device=device)
+        exp, secs = clock(lambda: main_experiment(preset, progress=False))
         rec = exp.records["test"]
         acc = [round(100 * float(a), 2) for a in rec.correct.float().mean(0)]
-        side[device] = {"train_and_record_s": round(secs, 1), "test_acc_per_exit": acc,
-                        "overthought_pct": round(100 * float(overthinking.overthought(rec).float().mean()), 2),
-                        "param_device": str(next(exp.model.parameters()).device)}
-        print(f"main MSDNet on {device}: {secs:.1f} s, test accuracy per exit {acc}, overthought "
-              f"{side[device]['overthought_pct']} %", flush=True)
+        side[device] = {
+            "train_and_record_s": round(secs, 1),
+            "test_acc_per_exit": acc,
+            "overthought_pct": round(100 * float(overthinking.overthought(rec).float().mean()), 2),
+            "param_device": str(next(exp.model.parameters()).device),
+        }
+        print(
+            f"main MSDNet on {device}: {secs:.1f} s, test accuracy per exit {acc}, overthought "
+            f"{side[device]['overthought_pct']} %",
+            flush=True,
+        )
     gap = max(abs(a - b) for a, b in zip(side["cpu"]["test_acc_per_exit"], side[args.device]["test_acc_per_exit"]))
     side["largest_exit_accuracy_gap_pts"] = round(gap, 2)
     report["pipeline"] = {"cpu_vs_cuda": side}
@@ -106,22 +125,30 @@ if "pipeline" not in skip:
     main = main_experiment(Pc)
     assert next(main.model.parameters()).device.type == dev.type, "the main model is not on the GPU"
     prot, steps["imta_protocol_s"] = clock(lambda: imta_protocol(Pc, progress=False))
-    steps["imta_test_overthought_pct"] = {arm: round(100 * float(overthinking.overthought(r["test"]).float().mean()), 2)
-                                          for arm, r in prot.records.items()}
+    steps["imta_test_overthought_pct"] = {
+        arm: round(100 * float(overthinking.overthought(r["test"]).float().mean()), 2)
+        for arm, r in prot.records.items()
+    }
     mm, steps["maxmin_M_s"] = clock(lambda: maxmin_experiment(Pc, progress=False))
     steps["maxmin_test_acc_last_exit"] = round(100 * float(mm.records["test"].correct[:, -1].float().mean()), 2)
-    pol, steps["policy_s"] = clock(lambda: policy_experiment(Pc, mm.records["val"], mm.records["test"], mm.splits,
-                                                               "score", 5.0, progress=False, n_boot=200))
+    pol, steps["policy_s"] = clock(
+        lambda: policy_experiment(
+            Pc, mm.records["val"], mm.records["test"], mm.splits, "score", 5.0, progress=False, n_boot=200
+        )
+    )
     steps["policy_balanced_accuracy"] = pol.policy.get("balanced_accuracy")
     # the validation record was built from the logits fit kept (run/predictions); beside a fresh pass on the GPU
     from overthink_lib.recording import make_record
+
     fresh = make_record(main.model, main.splits["val"], batch_size=Pc.eval_batch_size)
     kept = main.records["val"]
     steps["val_record_from_kept_logits"] = {
         "kept_files": sorted(p.name for p in (main.run / "predictions").glob("*.pt")),
         "max_abs_diff_vs_fresh": float((kept.logits - fresh.logits).abs().max()),
-        "argmax_agree_pct": round(100 * float((kept.logits.argmax(-1) == fresh.logits.argmax(-1)).float().mean()), 3)}
+        "argmax_agree_pct": round(100 * float((kept.logits.argmax(-1) == fresh.logits.argmax(-1)).float().mean()), 3),
+    }
     from overthink_lib.data import normalize
+
     xb = normalize(main.splits["test"], main.splits["test"].images[:16]).to(dev)
     cam_out, steps["gradcam_16_images_s"] = clock(lambda: cams.exit_cams(main.model, xb))
     steps["gradcam_shape"] = list(np.asarray(cam_out.cams).shape)
@@ -139,6 +166,7 @@ if "logits" not in skip:
     torch.backends.cudnn.allow_tf32 = False
     if "pipeline" not in skip:  # the trained main network and real test images
         import copy
+
         m = copy.deepcopy(main.model).cpu().eval()
         xs = normalize(main.splits["test"], main.splits["test"].images[:256])
     else:
@@ -151,8 +179,11 @@ if "logits" not in skip:
     diff = float((a - b).abs().max())
     agree = float((a.argmax(-1) == b.argmax(-1)).float().mean())
     report["logits_fp32"] = {"max_abs_diff": diff, "max_abs_logit": float(a.abs().max()), "argmax_agreement": agree}
-    print(f"fp32 logits CPU vs CUDA: max |diff| {diff:.2e} (max |logit| {float(a.abs().max()):.2f}), argmax agree "
-          f"{100 * agree:.2f} %", flush=True)
+    print(
+        f"fp32 logits CPU vs CUDA: max |diff| {diff:.2e} (max |logit| {float(a.abs().max()):.2f}), argmax agree "
+        f"{100 * agree:.2f} %",
+        flush=True,
+    )
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
     save()
@@ -165,33 +196,44 @@ if "paper" not in skip:
         folder.mkdir(parents=True, exist_ok=True)
         rng = np.random.default_rng(0)
         for split, n in (("train", 50000), ("test", 10000)):
-            entry = {b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
-                     b"fine_labels": rng.integers(0, 100, n).tolist(), b"coarse_labels": [0] * n}
+            entry = {
+                b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+                b"fine_labels": rng.integers(0, 100, n).tolist(),
+                b"coarse_labels": [0] * n,
+            }
             with open(folder / split, "wb") as fh:
                 pickle.dump(entry, fh)
-    P = get_preset("paper")
-    splits = load_splits(replace(P, svhn_extra=False), "cifar100")
+    preset = get_preset("paper")
+    splits = load_splits(replace(preset, svhn_extra=False), "cifar100")
     if args.fit_images:
         splits = {k: v.subset(np.arange(min(args.fit_images, len(v)))) for k, v in splits.items()}
     spec = model_spec(splits["train"])
-    cfg = train_config(P, epochs=1)
+    cfg = train_config(preset, epochs=1)
     timings = {}
     gen = torch.Generator().manual_seed(0)
     xb = torch.randn(64, 3, 32, 32, generator=gen).to(dev)
     yb = torch.randint(0, 100, (64,), generator=gen).to(dev)
     xe = torch.randn(512, 3, 32, 32, generator=gen).to(dev)
-    settings = [("fp32", False, False, None), ("bf16 autocast", True, False, None),
-                ("bf16 autocast + channels_last", True, True, None)]
+    settings = [
+        ("fp32", False, False, None),
+        ("bf16 autocast", True, False, None),
+        ("bf16 autocast + channels_last", True, True, None),
+    ]
     if "compile" not in skip:
-        settings += [("fp32 + torch.compile", False, False, "default"),
-                     ("fp32 + torch.compile reduce-overhead (CUDA graphs)", False, False, "reduce-overhead")]
+        settings += [
+            ("fp32 + torch.compile", False, False, "default"),
+            ("fp32 + torch.compile reduce-overhead (CUDA graphs)", False, False, "reduce-overhead"),
+        ]
     for name, amp, cl, mode in settings:
         torch.manual_seed(0)
         m = model_from_spec(spec).to(dev).train()
         xin, xev = xb, xe
         if cl:
             m = m.to(memory_format=torch.channels_last)
-            xin, xev = xb.contiguous(memory_format=torch.channels_last), xe.contiguous(memory_format=torch.channels_last)
+            xin, xev = (
+                xb.contiguous(memory_format=torch.channels_last),
+                xe.contiguous(memory_format=torch.channels_last),
+            )
         opt = torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
         net = torch.compile(m, mode=mode) if mode else m
 
@@ -215,26 +257,45 @@ if "paper" not in skip:
         for _ in range(5):
             ev()
         _, esecs = clock(lambda: [ev() for _ in range(30)])
-        timings[name] = {"train_img_s": round(64 * args.steps / secs, 1), "eval_img_s": round(512 * 30 / esecs, 1),
-                         "first_step_s": round(first, 1)}
-        print(f"paper MSDNet, {name}: training {timings[name]['train_img_s']} img/s (batch 64), eval "
-              f"{timings[name]['eval_img_s']} img/s (batch 512), first step {first:.1f} s", flush=True)
+        timings[name] = {
+            "train_img_s": round(64 * args.steps / secs, 1),
+            "eval_img_s": round(512 * 30 / esecs, 1),
+            "first_step_s": round(first, 1),
+        }
+        print(
+            f"paper MSDNet, {name}: training {timings[name]['train_img_s']} img/s (batch 64), eval "
+            f"{timings[name]['eval_img_s']} img/s (batch 512), first step {first:.1f} s",
+            flush=True,
+        )
         save()
     for amp in (cfg.amp, not cfg.amp):
         torch.manual_seed(0)
         model = model_from_spec(spec).to(dev)
         with tempfile.TemporaryDirectory() as tmp:
-            _, secs = clock(lambda: fit(model, splits["train"], splits["val"], replace(cfg, amp=amp), out_dir=Path(tmp),
-                                        device=dev, progress=False))
-        (_, _, _), psecs = clock(lambda: predict(model, splits["test"], batch_size=P.eval_batch_size, device=dev,
-                                                 amp=amp))
+            _, secs = clock(
+                lambda: fit(
+                    model,
+                    splits["train"],
+                    splits["val"],
+                    replace(cfg, amp=amp),
+                    out_dir=Path(tmp),
+                    device=dev,
+                    progress=False,
+                )
+            )
+        (_, _, _), psecs = clock(
+            lambda: predict(model, splits["test"], batch_size=preset.eval_batch_size, device=dev, amp=amp)
+        )
         what = "bf16 autocast" if amp else "fp32"
         timings[f"fit_one_epoch_s ({what})"] = round(secs, 1)
         timings[f"record_test_img_s ({what})"] = round(len(splits["test"]) / psecs, 1)
         timings[f"projected_200_epochs_h ({what})"] = round(200 * secs / 3600, 2)
-        print(f"fit ({what}{', the default' if amp == cfg.amp else ''}), one epoch of {len(splits['train'])} images "
-              f"+ validation of {len(splits['val'])}: {secs:.1f} s → 200 epochs ≈ {200 * secs / 3600:.2f} h; test "
-              f"record {timings[f'record_test_img_s ({what})']} img/s", flush=True)
+        print(
+            f"fit ({what}{', the default' if amp == cfg.amp else ''}), one epoch of {len(splits['train'])} images "
+            f"+ validation of {len(splits['val'])}: {secs:.1f} s → 200 epochs ≈ {200 * secs / 3600:.2f} h; test "
+            f"record {timings[f'record_test_img_s ({what})']} img/s",
+            flush=True,
+        )
     timings["fit_images"] = len(splits["train"])
     report["paper"] = timings
     save()

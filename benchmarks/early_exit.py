@@ -8,6 +8,7 @@ the simulated evaluation pays), and prints per point: FLOPs saved by the exits t
 their ratio. Then batch size 1: median latency of running the network up to each exit (anytime). ``--speed`` runs
 both sides with inference settings (e.g. ``bf16,channels_last,fold_bn``). Notebook 10 plots the same on a subset.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,21 +37,39 @@ def main() -> None:
     exp = main_experiment(preset, progress=True)
     model, test_set = exp.model.eval(), exp.splits["test"]
     val, test = exp.records["val"], exp.records["test"]
-    table = time_vs_flops(model, test_set, val, test, ps=[1, 3, 5, 8, 10, 13, 17, 20, 25, 30], batch_size=args.batch,
-                          repeats=args.repeats, speed=sp)
+    table = time_vs_flops(
+        model,
+        test_set,
+        val,
+        test,
+        ps=[1, 3, 5, 8, 10, 13, 17, 20, 25, 30],
+        batch_size=args.batch,
+        repeats=args.repeats,
+        speed=sp,
+    )
     t_full = table["time_full_s"].iloc[0]
-    print(f"{len(test_set)} test images, batch {args.batch}, {torch.get_num_threads()} threads, {sp.describe()}; "
-          f"full network {t_full:.2f} s ({len(test_set) / t_full:.0f} img/s)")
-    print(f"{'p':>3} {'acc %':>6} {'MFLOPs':>7} {'FLOPs saved':>11} {'time saved':>10} {'ratio':>6} {'img/s':>7} "
-          f"{'= simulated':>11}")
+    print(
+        f"{len(test_set)} test images, batch {args.batch}, {torch.get_num_threads()} threads, {sp.describe()}; "
+        f"full network {t_full:.2f} s ({len(test_set) / t_full:.0f} img/s)"
+    )
+    print(
+        f"{'p':>3} {'acc %':>6} {'MFLOPs':>7} {'FLOPs saved':>11} {'time saved':>10} {'ratio':>6} {'img/s':>7} "
+        f"{'= simulated':>11}"
+    )
     for r in table.itertuples():
-        print(f"{r.p:>3} {r.test_acc * 100:6.2f} {r.mflops:7.2f} {r.flops_saved * 100:10.1f}% {r.time_saved * 100:9.1f}% "
-              f"{r.ratio:6.2f} {r.img_s:7.0f} {r.same_as_simulated * 100:10.2f}%")
+        print(
+            f"{r.p:>3} {r.test_acc * 100:6.2f} {r.mflops:7.2f} {r.flops_saved * 100:10.1f}% {r.time_saved * 100:9.1f}% "
+            f"{r.ratio:6.2f} {r.img_s:7.0f} {r.same_as_simulated * 100:10.2f}%"
+        )
     x1 = next(iter(iterate(test_set, 1)))[0]
     lat = latency_per_exit(model, x1, 50, speed=sp)
     full_flops = float(test.flops[-1])
-    print("batch 1, latency up to exit k (ms): " + ", ".join(f"{k + 1}: {v * 1e3:.2f}" for k, v in enumerate(lat)) +
-          "; FLOPs share: " + ", ".join(f"{f / full_flops * 100:.0f}%" for f in test.flops.tolist()))
+    print(
+        "batch 1, latency up to exit k (ms): "
+        + ", ".join(f"{k + 1}: {v * 1e3:.2f}" for k, v in enumerate(lat))
+        + "; FLOPs share: "
+        + ", ".join(f"{f / full_flops * 100:.0f}%" for f in test.flops.tolist())
+    )
 
 
 if __name__ == "__main__":

@@ -8,18 +8,30 @@ picks its ``brgconv_strided:avx512_core`` kernel for the input gradient (``ONEDN
 channels at 46 px or more the process dies with a segmentation fault or "double free or corruption" — memory is
 written out of bounds. With AVX2 kernels (``ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2``) the same shapes ran.
 Found when the ``smoke`` preset's policy ResNet (8 channels, 64 px Max-Min canvas) crashed in channels_last training.
-A kernel that corrupts memory for some shapes may corrupt it silently for others, so the presets train NCHW (README,
-Performance). Rerun this after a torch upgrade: when every shape survives, channels_last (1.24–1.42× on one thread
-here) can be reconsidered.
+A kernel that corrupts memory for some shapes may corrupt it silently for others, so the presets train NCHW
+(docs/performance.md). Rerun this after a torch upgrade: when every shape survives, channels_last (1.24–1.42× on
+one thread here) can be reconsidered.
 """
+
 from __future__ import annotations
 
 import subprocess
 import sys
 
 # (batch, input channels, output channels, height = width)
-SHAPES = [(2, 4, 8, 64), (2, 6, 12, 64), (2, 8, 8, 64), (2, 8, 16, 42), (2, 8, 16, 46), (2, 8, 16, 64),
-          (2, 8, 32, 64), (2, 12, 24, 64), (2, 16, 32, 64), (8, 8, 16, 28), (8, 8, 16, 36)]
+SHAPES = [
+    (2, 4, 8, 64),
+    (2, 6, 12, 64),
+    (2, 8, 8, 64),
+    (2, 8, 16, 42),
+    (2, 8, 16, 46),
+    (2, 8, 16, 64),
+    (2, 8, 32, 64),
+    (2, 12, 24, 64),
+    (2, 16, 32, 64),
+    (8, 8, 16, 28),
+    (8, 8, 16, 36),
+]
 CODE = """
 import sys, torch
 torch.set_num_threads(1)
@@ -41,8 +53,10 @@ def main() -> None:
         ok = out.returncode == 0 and out.stdout.strip() == "ok"
         bad += not ok
         why = "" if ok else f"  (exit {out.returncode}: {(out.stderr.strip().splitlines() or ['?'])[-1][:60]})"
-        print(f"  batch {shape[0]:2d}, {shape[1]:2d} → {shape[2]:2d} channels, {shape[3]:3d} px: "
-              f"{'ok' if ok else 'CRASHED'}{why}")
+        print(
+            f"  batch {shape[0]:2d}, {shape[1]:2d} → {shape[2]:2d} channels, {shape[3]:3d} px: "
+            f"{'ok' if ok else 'CRASHED'}{why}"
+        )
     print(f"{bad} of {len(SHAPES)} shapes crashed" + (": keep the presets on NCHW" if bad else ""))
 
 

@@ -9,6 +9,7 @@ many one-thread processes at once as there are cores. Reports the median img/s o
 over one, and the aggregate throughput of the parallel one-thread processes over the single all-thread process.
 Results go to ``runs/benchmarks/threads.json`` with the CPU, torch version and code version.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,8 +40,10 @@ print(64 / sorted(ts[3:])[len(ts[3:]) // 2])
 
 
 def run(threads: int, steps: int, copies: int = 1) -> list[float]:
-    procs = [subprocess.Popen([sys.executable, "-c", WORKER, str(threads), str(steps)], stdout=subprocess.PIPE,
-                              text=True) for _ in range(copies)]
+    procs = [
+        subprocess.Popen([sys.executable, "-c", WORKER, str(threads), str(steps)], stdout=subprocess.PIPE, text=True)
+        for _ in range(copies)
+    ]
     return [float(p.communicate()[0].strip().splitlines()[-1]) for p in procs]
 
 
@@ -58,16 +61,28 @@ def main() -> None:
         rows["all"].append(run(cores, args.steps)[0])
         rows["one"].append(run(1, args.steps)[0])
         rows["parallel"].append(sum(run(1, args.steps, cores)))
-        print(f"round {r + 1}: {cores} threads {rows['all'][-1]:.1f} img/s, 1 thread {rows['one'][-1]:.1f}, "
-              f"{cores} × 1 thread at once {rows['parallel'][-1]:.1f} in all", flush=True)
+        print(
+            f"round {r + 1}: {cores} threads {rows['all'][-1]:.1f} img/s, 1 thread {rows['one'][-1]:.1f}, "
+            f"{cores} × 1 thread at once {rows['parallel'][-1]:.1f} in all",
+            flush=True,
+        )
     med = {k: statistics.median(v) for k, v in rows.items()}
     import torch
 
-    out = {"cpu": cpu_info().describe(), "cores": cores, "torch": torch.__version__, "code_version": code_version(),
-           "img_s": med, "threads_speedup": med["all"] / med["one"], "parallel_over_threads": med["parallel"] / med["all"],
-           "rounds": rows}
-    print(f"median: {cores} threads {med['all']:.1f} img/s = {out['threads_speedup']:.2f}× one thread; {cores} one-thread "
-          f"processes at once {med['parallel']:.1f} img/s = {out['parallel_over_threads']:.2f}× the {cores}-thread process")
+    out = {
+        "cpu": cpu_info().describe(),
+        "cores": cores,
+        "torch": torch.__version__,
+        "code_version": code_version(),
+        "img_s": med,
+        "threads_speedup": med["all"] / med["one"],
+        "parallel_over_threads": med["parallel"] / med["all"],
+        "rounds": rows,
+    }
+    print(
+        f"median: {cores} threads {med['all']:.1f} img/s = {out['threads_speedup']:.2f}× one thread; {cores} one-thread "
+        f"processes at once {med['parallel']:.1f} img/s = {out['parallel_over_threads']:.2f}× the {cores}-thread process"
+    )
     path = ROOT / "runs" / "benchmarks" / "threads.json"
     atomic_write_bytes(path, json.dumps(out, indent=1).encode())
     print(f"wrote {path}")

@@ -9,6 +9,7 @@ the lab's notebooks then analyse it like their own MSDNet:
     .venv/bin/python -m overthink_lib reproduce --preset cpu --only 03 --only 04 \\
         --param record=runs/examples/resnet18-probes                 # figures → figures/records/resnet18-probes/
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,8 +36,10 @@ class ProbedResNet18(nn.Module):
         r.conv1 = nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False)
         self.stem = nn.Sequential(r.conv1, r.bn1, r.relu, r.maxpool)
         self.stages = nn.ModuleList([r.layer1, r.layer2, r.layer3, r.layer4])
-        self.probes = nn.ModuleList([nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c, num_classes))
-                                     for c in (64, 128, 256)] + [nn.Sequential(r.avgpool, nn.Flatten(), r.fc)])
+        self.probes = nn.ModuleList(
+            [nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c, num_classes)) for c in (64, 128, 256)]
+            + [nn.Sequential(r.avgpool, nn.Flatten(), r.fc)]
+        )
 
     def forward(self, x: torch.Tensor, upto: int | None = None) -> list[torch.Tensor]:
         h, outs = self.stem(x), []
@@ -57,13 +60,15 @@ def main() -> None:
         ap.error("--seconds must be > 0 and --limit >= 0")
     seed_everything(args.seed)
     # the cpu preset's split: a seeded 20 % of the training file is the validation set
-    train, val, test = (get_dataset("fashion_mnist", s, val_fraction=0.2, split_seed=args.seed)
-                        for s in ("train", "val", "test"))
+    train, val, test = (
+        get_dataset("fashion_mnist", s, val_fraction=0.2, split_seed=args.seed) for s in ("train", "val", "test")
+    )
     model = ProbedResNet18(train.num_classes, train.channels)
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-4)
     t0, step, epoch = time.perf_counter(), 0, 0
-    print(f"training {type(model).__name__} for {args.seconds:.0f} s on {len(train)} Fashion-MNIST images ...",
-          flush=True)
+    print(
+        f"training {type(model).__name__} for {args.seconds:.0f} s on {len(train)} Fashion-MNIST images ...", flush=True
+    )
     while time.perf_counter() - t0 < args.seconds:
         for x, y, _ in iterate(train, 128, shuffle=True, augment=True, seed=args.seed + epoch):
             loss = sum(F.cross_entropy(o, y) for o in model(x))  # every probe learns, as an SDN's would
@@ -80,13 +85,21 @@ def main() -> None:
     for split, ds in (("val", val), ("test", test)):
         if args.limit:
             ds = ds.subset(torch.arange(min(args.limit, len(ds))))
-        rec = record_from_model(model, ds, name="resnet18-probes",
-                                provenance={"example": "examples/resnet18_probes.py", "train_steps": step,
-                                            "train_seconds": round(time.perf_counter() - t0, 1)})
+        rec = record_from_model(
+            model,
+            ds,
+            name="resnet18-probes",
+            provenance={
+                "example": "examples/resnet18_probes.py",
+                "train_steps": step,
+                "train_seconds": round(time.perf_counter() - t0, 1),
+            },
+        )
         path = rec.save(out / f"{split}.npz")
         print(f"wrote {path}: {rec.summary()}; MFLOPs per exit {[round(f / 1e6, 2) for f in rec.flops.tolist()]}")
-    print(f"analyse it: .venv/bin/python -m overthink_lib reproduce --preset cpu --only 03 --only 04 "
-          f"--param record={out}")
+    print(
+        f"analyse it: .venv/bin/python -m overthink_lib reproduce --preset cpu --only 03 --only 04 --param record={out}"
+    )
 
 
 if __name__ == "__main__":

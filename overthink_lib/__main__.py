@@ -2,6 +2,7 @@
 
 Bad input (unknown preset, dataset, parameter; missing offline data) ends with one ``error:`` line and exit code 2.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -16,8 +17,14 @@ def _cmd_reproduce(args: argparse.Namespace) -> None:
 
     params = dict(parse_param(p) for p in args.param)
     datasets = [d.strip() for d in args.datasets.split(",") if d.strip()] if args.datasets else None
-    run_suite(args.preset, only=args.only or None, params=params, progress=not args.quiet,
-              export_html=not args.no_html, datasets=datasets)
+    run_suite(
+        args.preset,
+        only=args.only or None,
+        params=params,
+        progress=not args.quiet,
+        export_html=not args.no_html,
+        datasets=datasets,
+    )
 
 
 def _cmd_reference(args: argparse.Namespace) -> None:
@@ -32,8 +39,10 @@ def _cmd_reference(args: argparse.Namespace) -> None:
         raise ConfigError(f"no {src}: run `python -m overthink_lib reproduce --preset {args.preset}` first")
     res = json.loads(src.read_text())
     if res.get("timings", {}).get("notebook_seconds") and len(res["timings"]["notebook_seconds"]) < 2:
-        raise ConfigError(f"{src} comes from a partial run ({', '.join(res['timings']['notebook_seconds'])}): run the "
-                          "whole suite before making it the reference")
+        raise ConfigError(
+            f"{src} comes from a partial run ({', '.join(res['timings']['notebook_seconds'])}): run the "
+            "whole suite before making it the reference"
+        )
     path = Path(args.out) if args.out else ROOT / "tests" / "reference" / f"{args.preset}.json"
     old = json.loads(path.read_text()) if path.exists() else None
     other = None
@@ -44,8 +53,10 @@ def _cmd_reference(args: argparse.Namespace) -> None:
             raise ConfigError(f"--other {args.other}: not a readable results.json ({err})") from None
     changed = compare(res, old, exact=True) if old else []
     ref = write_reference(res, path, keep=old, other=other)
-    print(f"wrote {path}: {len(ref['metrics'])} metrics from {src}"
-          + (f"; changed: {len(changed)}\n  " + "\n  ".join(changed) if changed else ""))
+    print(
+        f"wrote {path}: {len(ref['metrics'])} metrics from {src}"
+        + (f"; changed: {len(changed)}\n  " + "\n  ".join(changed) if changed else "")
+    )
 
 
 def _cmd_fetch(args: argparse.Namespace) -> None:
@@ -84,15 +95,16 @@ def _cmd_record(args: argparse.Namespace) -> None:
 
 def _cmd_import_record(args: argparse.Namespace) -> None:
     """Logits computed elsewhere (any framework) → an ExitRecord file the notebooks read."""
+    import zipfile
+
     import numpy as np
 
     from .records import ExitRecord
 
-    import zipfile
-
     if Path(args.source).is_file() and not zipfile.is_zipfile(args.source):
-        raise ConfigError(f"{args.source} is not an .npz archive: write one with numpy.savez(path, logits=..., "
-                          "labels=...)")
+        raise ConfigError(
+            f"{args.source} is not an .npz archive: write one with numpy.savez(path, logits=..., labels=...)"
+        )
     try:
         with np.load(args.source, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
@@ -100,14 +112,18 @@ def _cmd_import_record(args: argparse.Namespace) -> None:
         raise ConfigError(f"no file {args.source}") from None
     except ValueError as err:
         raise ConfigError(f"{args.source} holds pickled objects; write plain arrays with numpy.savez ({err})") from None
-    except Exception as err:  # noqa: BLE001 - not an npz archive
-        raise ConfigError(f"{args.source} is not a readable .npz archive ({type(err).__name__}): write one with "
-                          "numpy.savez(path, logits=..., labels=...)") from None
+    except Exception as err:
+        raise ConfigError(
+            f"{args.source} is not a readable .npz archive ({type(err).__name__}): write one with "
+            "numpy.savez(path, logits=..., labels=...)"
+        ) from None
     for role in ("logits", "labels"):
         key = getattr(args, role)
         if key not in arrays:
-            raise ConfigError(f"{args.source} has no array {key!r} (it has {', '.join(sorted(arrays)) or 'none'}); "
-                              f"name it with --{role}")
+            raise ConfigError(
+                f"{args.source} has no array {key!r} (it has {', '.join(sorted(arrays)) or 'none'}); "
+                f"name it with --{role}"
+            )
     flops = None
     if args.flops:
         if args.flops in arrays:
@@ -116,8 +132,9 @@ def _cmd_import_record(args: argparse.Namespace) -> None:
             try:
                 flops = [float(v) for v in args.flops.split(",")]
             except ValueError:
-                raise ConfigError(f"--flops {args.flops!r} is neither an array of {args.source} nor comma-separated "
-                                  "numbers") from None
+                raise ConfigError(
+                    f"--flops {args.flops!r} is neither an array of {args.source} nor comma-separated numbers"
+                ) from None
     elif "flops" in arrays:
         flops = arrays["flops"]
     prov = {"imported_from": str(args.source)}
@@ -125,11 +142,19 @@ def _cmd_import_record(args: argparse.Namespace) -> None:
         from .data import list_datasets
 
         if args.dataset not in list_datasets() or args.split not in ("train", "val", "test"):
-            raise ConfigError(f"--dataset {args.dataset!r} --split {args.split!r}: the dataset must be one of "
-                              f"{', '.join(list_datasets())} and the split train, val or test")
+            raise ConfigError(
+                f"--dataset {args.dataset!r} --split {args.split!r}: the dataset must be one of "
+                f"{', '.join(list_datasets())} and the split train, val or test"
+            )
         prov["dataset"] = {"name": args.dataset, "split": args.split}
-    rec = ExitRecord.from_arrays(arrays[args.logits], arrays[args.labels], flops=flops,
-                                 indices=arrays.get(args.indices), model=args.model, provenance=prov)
+    rec = ExitRecord.from_arrays(
+        arrays[args.logits],
+        arrays[args.labels],
+        flops=flops,
+        indices=arrays.get(args.indices),
+        model=args.model,
+        provenance=prov,
+    )
     out = Path(args.out)
     if out.is_dir() or args.out.endswith(("/", "\\")):  # a folder: the record takes its split's name there
         out = out / f"{args.split}.npz"
@@ -139,8 +164,11 @@ def _cmd_import_record(args: argparse.Namespace) -> None:
     if args.dataset:  # refuse a record in another sample order now, not when its images are first shown
         from .experiment import record_images
 
-        checked = ("; labels agree with the dataset's at every index" if record_images(rec, get_preset("cpu"))
-                   is not None else f"; {args.dataset} is not on disk here, so its labels were not compared")
+        checked = (
+            "; labels agree with the dataset's at every index"
+            if record_images(rec, get_preset("cpu")) is not None
+            else f"; {args.dataset} is not on disk here, so its labels were not compared"
+        )
     path = rec.save(out)
     print(f"wrote {path}: {rec.summary()}; FLOPs {'given' if rec.flops is not None else 'none'}{checked}")
 
@@ -154,31 +182,44 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--param", action="append", default=[], help="extra notebook parameter name=value (repeatable)")
     r.add_argument("--quiet", action="store_true", help="do not stream what the notebooks print")
     r.add_argument("--no-html", action="store_true", help="skip the HTML export of the executed notebooks")
-    r.add_argument("--datasets", default="", help="comma-separated datasets to run the per-dataset notebooks on "
-                                                  "(default: every dataset of the preset)")
+    r.add_argument(
+        "--datasets",
+        default="",
+        help="comma-separated datasets to run the per-dataset notebooks on (default: every dataset of the preset)",
+    )
     r.set_defaults(func=_cmd_reproduce)
     ref = sub.add_parser("reference", help="make runs/<preset>/results.json the regression reference CI checks")
     ref.add_argument("--preset", default="smoke")
     ref.add_argument("--out", default=None, help="default tests/reference/<preset>.json")
-    ref.add_argument("--other", default=None, help="results.json of the same run on another CPU kind (e.g. with "
-                     "ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2): sets each metric's cross-kind tolerance")
+    ref.add_argument(
+        "--other",
+        default=None,
+        help="results.json of the same run on another CPU kind (e.g. with "
+        "ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2): sets each metric's cross-kind tolerance",
+    )
     ref.set_defaults(func=_cmd_reference)
     f = sub.add_parser("fetch", help="download datasets into data/ (needs internet)")
     f.add_argument("names", nargs="+")
     f.set_defaults(func=_cmd_fetch)
     d = sub.add_parser("datasets", help="list the registered datasets")
     d.set_defaults(func=_cmd_datasets)
-    for name, func, text in (("train", _cmd_train, "train the preset's MSDNet (checkpoint every epoch)"),
-                             ("record", _cmd_record, "write the validation and test ExitRecords of the trained model")):
+    for name, func, text in (
+        ("train", _cmd_train, "train the preset's MSDNet (checkpoint every epoch)"),
+        ("record", _cmd_record, "write the validation and test ExitRecords of the trained model"),
+    ):
         t = sub.add_parser(name, help=text)
         t.add_argument("--preset", default="cpu")
         t.add_argument("--dataset", default=None, help="default: the preset's first dataset")
         t.add_argument("--epochs", type=int, default=None, help="default: the preset's")
         if name == "train":
             t.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
-            t.add_argument("--speed", default=None, help="fp32 (exact), fast (what pays on this CPU: bf16 only "
-                           "where native, compile only past its break-even; see README Performance) or a "
-                           "comma-separated subset; default: the preset's")
+            t.add_argument(
+                "--speed",
+                default=None,
+                help="fp32 (exact), fast (what pays on this CPU: bf16 only "
+                "where native, compile only past its break-even; see docs/performance.md) or a "
+                "comma-separated subset; default: the preset's",
+            )
         t.set_defaults(func=func)
     j = sub.add_parser("job", help="one of the jobs reproduce runs ahead of the notebooks (see overthink_lib.jobs)")
     j.add_argument("name")
@@ -191,12 +232,17 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--logits", default="logits", help="name of the logits array (default logits)")
     i.add_argument("--labels", default="labels", help="name of the labels array (default labels)")
     i.add_argument("--indices", default="indices", help="name of the sample-id array, if any (default indices)")
-    i.add_argument("--flops", default=None, help="name of a per-exit FLOPs array, or comma-separated numbers "
-                   "(default: the array 'flops' when present, else none)")
+    i.add_argument(
+        "--flops",
+        default=None,
+        help="name of a per-exit FLOPs array, or comma-separated numbers "
+        "(default: the array 'flops' when present, else none)",
+    )
     i.add_argument("--model", default=None, help="the model's name: validation and test records must share it")
     i.add_argument("--dataset", default=None, help="the registry dataset the samples come from (for images)")
-    i.add_argument("--split", default="test", choices=("train", "val", "test"),
-                   help="its split (val or test; default test)")
+    i.add_argument(
+        "--split", default="test", choices=("train", "val", "test"), help="its split (val or test; default test)"
+    )
     i.set_defaults(func=_cmd_import_record)
     return p
 
@@ -211,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    except Exception as err:  # noqa: BLE001 - the runner's own failure type carries its one-line message
+    except Exception as err:
         from .notebooks import NotebookFailed
 
         if isinstance(err, NotebookFailed):

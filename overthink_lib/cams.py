@@ -1,4 +1,4 @@
-"""GradCAM heatmaps per exit with the ``grad-cam`` package (thesis Fig 3.9; SPEC §5).
+"""GradCAM heatmaps per exit with the ``grad-cam`` package (thesis §3.3, Fig 3.9).
 
 The package needs a model with one tensor output, so each exit gets a wrapper that runs the network only up to that
 exit and returns its logits. The target layer must output a plain tensor that requires grad: by default the model's
@@ -9,10 +9,11 @@ or its label; hooks are released by the package's context manager.
 EigenCAM uses no gradients: its map is the first principal component of the activations, whose sign is arbitrary, so
 it can light up exactly the region the exit ignores; prefer the gradient methods for "where does this exit look".
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -43,21 +44,26 @@ class ExitCams:
     def __len__(self) -> int:
         return len(self.cams)
 
-    def rows(self, rows) -> "ExitCams":
+    def rows(self, rows) -> ExitCams:
         """The images ``rows`` (positions in this batch), every exit."""
         rows = np.asarray(rows, dtype=np.int64)
-        return ExitCams(self.cams[rows], self.preds[torch.as_tensor(rows)], self.confidence[torch.as_tensor(rows)],
-                        list(self.exits))
+        return ExitCams(
+            self.cams[rows], self.preds[torch.as_tensor(rows)], self.confidence[torch.as_tensor(rows)], list(self.exits)
+        )
 
     @staticmethod
-    def concat(parts: Sequence["ExitCams"]) -> "ExitCams":
+    def concat(parts: Sequence[ExitCams]) -> ExitCams:
         """Several batches of the same exits as one."""
         if not parts:
             raise ConfigError("no images to explain: the row list is empty")
         if any(p.exits != parts[0].exits for p in parts):
             raise ConfigError("CAM batches of different exits cannot be joined")
-        return ExitCams(np.concatenate([p.cams for p in parts]), torch.cat([p.preds for p in parts]),
-                        torch.cat([p.confidence for p in parts]), list(parts[0].exits))
+        return ExitCams(
+            np.concatenate([p.cams for p in parts]),
+            torch.cat([p.preds for p in parts]),
+            torch.cat([p.confidence for p in parts]),
+            list(parts[0].exits),
+        )
 
 
 class ExitOutput(nn.Module):
@@ -85,13 +91,23 @@ def target_layer(model: nn.Module, name: str) -> nn.Module:
     modules = dict(model.named_modules())
     if name not in modules:
         defaults = getattr(model, "cam_layers", lambda: [])()
-        raise ConfigError(f"target layer {name!r} does not exist in {type(model).__name__}; defaults are "
-                          f"{', '.join(defaults) or 'none'} (any name from model.named_modules() works)")
+        raise ConfigError(
+            f"target layer {name!r} does not exist in {type(model).__name__}; defaults are "
+            f"{', '.join(defaults) or 'none'} (any name from model.named_modules() works)"
+        )
     return modules[name]
 
 
-def exit_cams(model: nn.Module, x: torch.Tensor, *, exits: Sequence[int] | None = None, labels=None,
-              target: str = "pred", method: str = "gradcam", layers: Sequence[str] | None = None) -> ExitCams:
+def exit_cams(
+    model: nn.Module,
+    x: torch.Tensor,
+    *,
+    exits: Sequence[int] | None = None,
+    labels=None,
+    target: str = "pred",
+    method: str = "gradcam",
+    layers: Sequence[str] | None = None,
+) -> ExitCams:
     """Heatmaps of every requested exit for a batch of (normalised) images.
 
     Args:
@@ -193,29 +209,43 @@ def cam_grid(images: np.ndarray, out: ExitCams, labels, class_names=None, row_ti
     for i in range(b):
         img = np.asarray(images[i])
         axes[i, 0].imshow(img[0] if img.shape[0] == 1 else img.transpose(1, 2, 0), cmap="gray")
-        axes[i, 0].set_title((row_titles[i] if row_titles else "") + f"\ntrue: {names[int(labels[i])][:12]}", fontsize=7)
+        axes[i, 0].set_title(
+            (row_titles[i] if row_titles else "") + f"\ntrue: {names[int(labels[i])][:12]}", fontsize=7
+        )
         for j in range(e):
             pred = int(out.preds[i, j])
             ok = pred == int(labels[i])
             axes[i, j + 1].imshow(overlay(img, out.cams[i, j]))
-            axes[i, j + 1].set_title(f"exit {out.exits[j] + 1} {'✓' if ok else '✗'} {names[pred][:10]}\n"
-                                     f"conf {float(out.confidence[i, j]):.2f}", fontsize=7,
-                                     color="green" if ok else "red")
+            axes[i, j + 1].set_title(
+                f"exit {out.exits[j] + 1} {'✓' if ok else '✗'} {names[pred][:10]}\n"
+                f"conf {float(out.confidence[i, j]):.2f}",
+                fontsize=7,
+                color="green" if ok else "red",
+            )
         for ax in axes[i]:
             ax.axis("off")
     fig.tight_layout()
     return fig
 
 
-def cams_for_rows(model: nn.Module, ds, rows, *, target: str = "pred", method: str = "gradcam",
-                  batch: int = 64) -> ExitCams:
+def cams_for_rows(
+    model: nn.Module, ds, rows, *, target: str = "pred", method: str = "gradcam", batch: int = 64
+) -> ExitCams:
     """:func:`exit_cams` over the rows ``rows`` of an :class:`~overthink_lib.data.ImageSet`, in batches."""
     from .data import normalize
 
     rows = np.asarray(rows)
     device = next(model.parameters()).device
-    parts = [exit_cams(model, normalize(ds, ds.images[rows[i:i + batch]].to(device)), labels=ds.labels[rows[i:i + batch]],
-                       target=target, method=method) for i in range(0, len(rows), batch)]
+    parts = [
+        exit_cams(
+            model,
+            normalize(ds, ds.images[rows[i : i + batch]].to(device)),
+            labels=ds.labels[rows[i : i + batch]],
+            target=target,
+            method=method,
+        )
+        for i in range(0, len(rows), batch)
+    ]
     return ExitCams.concat(parts)
 
 
@@ -237,3 +267,24 @@ def group_statistics(groups: dict[str, ExitCams], *, n_boot: int = 1000, seed: i
                 m, lo, hi = bootstrap_mean(v, n_boot=n_boot, seed=seed)
                 rows.append({"group": group, "statistic": name, "exit": e + 1, "mean": m, "low": lo, "high": hi})
     return pd.DataFrame(rows)
+
+
+def disjoint_pairs(stats, groups: tuple[str, str] = ("overthought", "other")) -> tuple[list[tuple[str, int]], int]:
+    """The (statistic, exit) pairs of a :func:`group_statistics` table where the two ``groups``' 95 % CIs do not
+    overlap (one's low end above the other's high end, either way round); a pair missing in one group never counts.
+
+    Returns:
+        (the disjoint pairs in (statistic, exit) order, how many pairs there are).
+    """
+    a, b = groups
+    present = set(stats["group"]) if len(stats) else set()
+    if not {a, b} <= present:
+        raise ConfigError(f"comparing CIs needs the groups {a!r} and {b!r}; the table has {sorted(present)}")
+    sep = stats.pivot_table(index=["statistic", "exit"], columns="group", values=["low", "high"])
+    disjoint = [
+        (str(s), int(e))
+        for (s, e) in sep.index
+        if sep.loc[(s, e), ("low", a)] > sep.loc[(s, e), ("high", b)]
+        or sep.loc[(s, e), ("high", a)] < sep.loc[(s, e), ("low", b)]
+    ]
+    return disjoint, len(sep)

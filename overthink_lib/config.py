@@ -4,6 +4,7 @@ A preset is data: a frozen dataclass of every setting a notebook needs. The note
 name (``smoke`` for CI, ``cpu`` for the default main job on a 2-core machine, ``paper`` for the thesis's settings
 on a GPU); no code branches on the preset's name.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -12,7 +13,7 @@ import json
 import os
 import random
 import subprocess
-from dataclasses import replace, dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -132,9 +133,13 @@ class Preset:
     train_threads: int = 0
     cell_timeout: int = 3600
 
-    def for_dataset(self, name: str) -> "Preset":
+    def seed_or_own(self, seed: int | None) -> int:
+        """The one rule for a seed: ``seed`` when given, else the preset's own (every ``seed=None`` means this)."""
+        return self.seed if seed is None else seed
+
+    def for_dataset(self, name: str) -> Preset:
         """The same preset with ``name`` as its main dataset (``datasets[0]``, which the experiments use)."""
-        return replace(self, datasets=(name,) + tuple(d for d in self.datasets if d != name))
+        return replace(self, datasets=(name, *tuple(d for d in self.datasets if d != name)))
 
     @property
     def run_dir(self) -> Path:
@@ -152,32 +157,90 @@ class Preset:
 PRESETS: dict[str, Preset] = {
     # CI: seconds per notebook. Tiny subsets, one epoch; numbers are meaningless, code paths are not.
     "smoke": Preset(
-        name="smoke", datasets=("fashion_mnist",), data_fraction=0.02, val_fraction=0.2, epochs=1,
-        lr_milestones=(), lr_schedule="onecycle", batch_size=64, eval_batch_size=256, lr=0.1, seed=0,
-        maxmin_base="fashion_mnist", maxmin=MaxMinSizes(train=400, val=120, test=120), maxmin_epochs=1,
-        figures_dir="runs/smoke/figures", policy_width=8, policy_epochs=1, stoch_runs=3, stoch_train=300,
-        stoch_epochs=1, cell_timeout=600, imta_seeds=2, imta_seed_train=300, imta_seed_test=200, maxmin_long_epochs=2,
+        name="smoke",
+        datasets=("fashion_mnist",),
+        data_fraction=0.02,
+        val_fraction=0.2,
+        epochs=1,
+        lr_milestones=(),
+        lr_schedule="onecycle",
+        batch_size=64,
+        eval_batch_size=256,
+        lr=0.1,
+        seed=0,
+        maxmin_base="fashion_mnist",
+        maxmin=MaxMinSizes(train=400, val=120, test=120),
+        maxmin_epochs=1,
+        figures_dir="runs/smoke/figures",
+        policy_width=8,
+        policy_epochs=1,
+        stoch_runs=3,
+        stoch_train=300,
+        stoch_epochs=1,
+        cell_timeout=600,
+        imta_seeds=2,
+        imta_seed_train=300,
+        imta_seed_test=200,
+        maxmin_long_epochs=2,
         train_threads=1,
     ),
     # The default main job on a 2-core CPU: the whole suite in <= 30 minutes.
     "cpu": Preset(
-        name="cpu", datasets=("fashion_mnist",), data_fraction=1.0, val_fraction=0.2, epochs=2,
-        lr_milestones=(), lr_schedule="onecycle", batch_size=64, eval_batch_size=512, lr=0.1, seed=0,
-        # Max-Min (issue 15): 12,000 composites on a 36 px canvas, 4 epochs (measured: M's last exit beats exit 1 on
+        name="cpu",
+        datasets=("fashion_mnist",),
+        data_fraction=1.0,
+        val_fraction=0.2,
+        epochs=2,
+        lr_milestones=(),
+        lr_schedule="onecycle",
+        batch_size=64,
+        eval_batch_size=512,
+        lr=0.1,
+        seed=0,
+        # Max-Min: 12,000 composites on a 36 px canvas, 4 epochs (measured: M's last exit beats exit 1 on
         # hard composites by 12.0 [7.6, 16.2] points); val 4,000 so that the policy learns from enough D_ee labels
-        maxmin_base="fashion_mnist", maxmin=MaxMinSizes(train=12000, val=4000, test=2000), maxmin_epochs=4,
-        maxmin_canvas=36, maxmin_item=14,
-        figures_dir="figures", policy_width=8, suite_skip=("09",), train_threads=1,
+        maxmin_base="fashion_mnist",
+        maxmin=MaxMinSizes(train=12000, val=4000, test=2000),
+        maxmin_epochs=4,
+        maxmin_canvas=36,
+        maxmin_item=14,
+        figures_dir="figures",
+        policy_width=8,
+        suite_skip=("09",),
+        train_threads=1,
     ),
     # The thesis's settings (§3.1, ch. 4): 200 epochs, lr x0.1 at epochs 75 and 150; meant for a GPU.
     "paper": Preset(
-        name="paper", datasets=("cifar100", "svhn", "mnist"), data_fraction=1.0, val_fraction=0.2, epochs=200,
+        name="paper",
+        datasets=("cifar100", "svhn", "mnist"),
+        data_fraction=1.0,
+        val_fraction=0.2,
+        epochs=200,
         # lr ×0.1 at 37.5 % and 75 % of the epochs: 75 and 150 of 200, and the same shares of shorter runs
-        lr_milestones=(0.375, 0.75), lr_schedule="step", batch_size=64, eval_batch_size=512, lr=0.1, seed=0,
-        maxmin_base="mnist", maxmin=MaxMinSizes(train=80000, val=20000, test=20000), maxmin_epochs=5,
-        figures_dir="figures/paper", imta_epochs=50, policy_depth=34, policy_width=64, policy_epochs=100,
-        stoch_runs=5, stoch_train=40000, stoch_epochs=50, cell_timeout=7 * 24 * 3600,
-        imta_seeds=3, imta_seed_train=0, imta_seed_test=0, maxmin_long_epochs=200, train_record_size=0, svhn_extra=True,
+        lr_milestones=(0.375, 0.75),
+        lr_schedule="step",
+        batch_size=64,
+        eval_batch_size=512,
+        lr=0.1,
+        seed=0,
+        maxmin_base="mnist",
+        maxmin=MaxMinSizes(train=80000, val=20000, test=20000),
+        maxmin_epochs=5,
+        figures_dir="figures/paper",
+        imta_epochs=50,
+        policy_depth=34,
+        policy_width=64,
+        policy_epochs=100,
+        stoch_runs=5,
+        stoch_train=40000,
+        stoch_epochs=50,
+        cell_timeout=7 * 24 * 3600,
+        imta_seeds=3,
+        imta_seed_train=0,
+        imta_seed_test=0,
+        maxmin_long_epochs=200,
+        train_record_size=0,
+        svhn_extra=True,
     ),
 }
 
@@ -212,15 +275,28 @@ def code_version() -> str:
     from . import __version__
 
     try:
-        head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short=12", "HEAD"], capture_output=True,
-                              text=True, timeout=5)
+        head = subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True, timeout=5
+        )
         if head.returncode != 0:
             return __version__
-        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=5).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.strip()
         return f"{__version__}+g{head.stdout.strip()}" + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return __version__
+
+
+#: What the lab computes, by kind; part of every cache key of that kind. Bump ``train`` when the same config would
+#: now train another network (loss, schedule, augmentation, initialisation, data order) and ``record`` when the same
+#: weights would now give other logits or another record (inference, record fields, file layout): runs and records
+#: of the old code are then not reused (tests/test_train.py checks both). A change that computes the same numbers
+#: (speed, refactoring) keeps them — the smoke reference (``make test``) is what shows it does.
+COMPUTE_VERSIONS: dict[str, int] = {"train": 1, "record": 1}
 
 
 def config_hash(obj: Any) -> str:
@@ -324,11 +400,16 @@ def _pickle_global(path: Path) -> str | None:
         for op, arg, _ in pickletools.genops(raw):
             if op.name in ("SHORT_BINUNICODE", "BINUNICODE", "UNICODE", "BINUNICODE8"):
                 strings.append(arg)
-            name = (arg.replace(" ", ".") if op.name == "GLOBAL" else
-                    ".".join(strings[-2:]) if op.name == "STACK_GLOBAL" and len(strings) >= 2 else None)
+            name = (
+                arg.replace(" ", ".")
+                if op.name == "GLOBAL"
+                else ".".join(strings[-2:])
+                if op.name == "STACK_GLOBAL" and len(strings) >= 2
+                else None
+            )
             if name and not name.startswith(("torch.", "collections.OrderedDict", "builtins.set")):
                 return name
-    except Exception:  # noqa: BLE001 - unreadable as a pickle: the caller says truncated or corrupt
+    except Exception:
         return None
     return None
 
@@ -350,14 +431,18 @@ def safe_torch_load(path: Path, what: str, allow: list | None = None) -> Any:
         found = re.search(r"unsupported global:? (?:GLOBAL )?([\w.]+)", str(err), re.IGNORECASE)
         name = found.group(1) if found else _pickle_global(path)
         if name:  # the file asks for a class or function to be called while loading
-            raise ConfigError(f"{what} {path} carries objects that need code to load: refused (it asks for "
-                              f"{name}); open "
-                              "only files from sources you trust, or make it again") from None
-        raise ConfigError(f"{what} {path} is truncated, corrupt or unreadable (UnpicklingError); make it "
-                          "again") from None
-    except Exception as err:  # noqa: BLE001 - every unreadable file is the same message
-        raise ConfigError(f"{what} {path} is truncated, corrupt or unreadable ({type(err).__name__}); make it "
-                          "again") from None
+            raise ConfigError(
+                f"{what} {path} carries objects that need code to load: refused (it asks for "
+                f"{name}); open "
+                "only files from sources you trust, or make it again"
+            ) from None
+        raise ConfigError(
+            f"{what} {path} is truncated, corrupt or unreadable (UnpicklingError); make it again"
+        ) from None
+    except Exception as err:
+        raise ConfigError(
+            f"{what} {path} is truncated, corrupt or unreadable ({type(err).__name__}); make it again"
+        ) from None
 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
@@ -370,6 +455,18 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
 
 
 __all__ = [
-    "ROOT", "ConfigError", "MaxMinSizes", "Preset", "PRESETS", "get_preset", "seed_everything", "get_device",
-    "code_version", "config_hash", "safe_name", "atomic_write_bytes", "atomic_torch_save", "safe_torch_load",
+    "PRESETS",
+    "ROOT",
+    "ConfigError",
+    "MaxMinSizes",
+    "Preset",
+    "atomic_torch_save",
+    "atomic_write_bytes",
+    "code_version",
+    "config_hash",
+    "get_device",
+    "get_preset",
+    "safe_name",
+    "safe_torch_load",
+    "seed_everything",
 ]

@@ -6,6 +6,7 @@ the network (``model.stage`` on the kept rows of the state), so the compute real
 is computed independently of the others, so the predictions equal the simulated ones for the same thresholds (up to
 floating-point noise at a threshold's edge).
 """
+
 from __future__ import annotations
 
 import time
@@ -60,8 +61,19 @@ def timed(fn, repeats: int = 5, warmup: int = 1) -> float:
     return statistics.median(times)
 
 
-def time_vs_flops(model, images, val, test, *, ps=(1, 3, 5, 8, 10, 13, 17, 20, 25, 30), batch_size: int = 256,
-                  repeats: int = 3, criterion: str = "max_softmax", speed=None, progress: bool = False):
+def time_vs_flops(
+    model,
+    images,
+    val,
+    test,
+    *,
+    ps=(1, 3, 5, 8, 10, 13, 17, 20, 25, 30),
+    batch_size: int = 256,
+    repeats: int = 3,
+    criterion: str = "max_softmax",
+    speed=None,
+    progress: bool = False,
+):
     """Wall-clock time saved by real early exit against the FLOPs it saves, along the budgeted-batch curve.
 
     Thresholds for each p come from the validation record ``val`` (thesis Algorithm 1); every p then runs real
@@ -110,14 +122,24 @@ def time_vs_flops(model, images, val, test, *, ps=(1, 3, 5, 8, 10, 13, 17, 20, 2
         preds = torch.cat([r["preds"] for r in res]).cpu()
         sim = ex.apply_thresholds(test, t, criterion)
         sim_exits = torch.as_tensor(sim["exits"])[rows]
-        t_dyn = timed(lambda: dynamic(t), repeats, warmup=0)  # the run above was its warm-up
+        t_dyn = timed(lambda t=t: dynamic(t), repeats, warmup=0)  # the run above was its warm-up
         mflops = float(flops[taken].mean()) / 1e6
         f_saved = 1 - mflops * 1e6 / float(flops[-1])
         time_saved = 1 - t_dyn / t_full
-        out.append({"p": row.p, "test_acc": float((preds == images.labels).double().mean()), "mflops": mflops,
-                    "flops_saved": f_saved, "time_full_s": t_full, "time_s": t_dyn, "time_saved": time_saved,
-                    "ratio": time_saved / f_saved if f_saved > 0 else float("nan"), "img_s": n / t_dyn,
-                    "same_as_simulated": float((sim_exits == taken).double().mean())})
+        out.append(
+            {
+                "p": row.p,
+                "test_acc": float((preds == images.labels).double().mean()),
+                "mflops": mflops,
+                "flops_saved": f_saved,
+                "time_full_s": t_full,
+                "time_s": t_dyn,
+                "time_saved": time_saved,
+                "ratio": time_saved / f_saved if f_saved > 0 else float("nan"),
+                "img_s": n / t_dyn,
+                "same_as_simulated": float((sim_exits == taken).double().mean()),
+            }
+        )
         if progress:
             print(f"p={row.p}: {f_saved * 100:.1f} % FLOPs saved, {time_saved * 100:.1f} % time saved", flush=True)
     return pd.DataFrame(out)
@@ -132,8 +154,10 @@ def latency_per_exit(model, x1: torch.Tensor, repeats: int = 50, speed=None) -> 
     x1 = speed.batch(x1)
     out = []
     for k in range(1, model.num_exits + 1):
+
         def run(k=k):
             with torch.no_grad(), speed.autocast(x1.device):
                 net(x1, upto=k)
+
         out.append(timed(run, repeats, 5))
     return out

@@ -4,21 +4,33 @@ Trained models live in ``runs/<preset>/models/<model>-<dataset>-<hash>/`` where 
 training config and the training data's description: a finished run with the same hash is reused, anything else
 trains anew (a cache can never be stale). Records live in ``runs/<preset>/records/``, keyed by the weights' hash.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from .config import ConfigError, Preset, config_hash, get_device, get_preset, safe_name
+from .config import COMPUTE_VERSIONS, ConfigError, Preset, config_hash, get_device, get_preset, safe_name
 from .data import ImageSet, get_dataset
 from .recording import cached_record
 from .records import ExitRecord
 from .speed import Speed, cpu_info
-from .train import (CHECKPOINT, PREDICTIONS, TrainConfig, build_model, fit, load_checkpoint, model_from_checkpoint,
-                    resolve_speed)
+from .train import (
+    CHECKPOINT,
+    PREDICTIONS,
+    TrainConfig,
+    build_model,
+    fit,
+    load_checkpoint,
+    model_from_checkpoint,
+    resolve_speed,
+)
+
+if TYPE_CHECKING:  # for annotations only: pandas loads when a table is built
+    import pandas as pd
 
 
 @dataclass
@@ -45,11 +57,14 @@ class Experiment:
 
 def load_splits(preset: Preset, dataset: str, seed: int | None = None) -> dict[str, ImageSet]:
     """train / val / test of ``dataset`` with the preset's split and subset settings."""
-    seed = preset.seed if seed is None else seed
+    seed = preset.seed_or_own(seed)
     extra = {"svhn_extra": True} if dataset == "svhn" and preset.svhn_extra else {}
-    return {s: get_dataset(dataset, s, val_fraction=preset.val_fraction, split_seed=seed, fraction=preset.data_fraction,
-                           **extra)
-            for s in ("train", "val", "test")}
+    return {
+        s: get_dataset(
+            dataset, s, val_fraction=preset.val_fraction, split_seed=seed, fraction=preset.data_fraction, **extra
+        )
+        for s in ("train", "val", "test")
+    }
 
 
 def model_spec(ds: ImageSet, name: str = "msdnet_cifar", **kwargs: Any) -> dict[str, Any]:
@@ -59,23 +74,53 @@ def model_spec(ds: ImageSet, name: str = "msdnet_cifar", **kwargs: Any) -> dict[
 
 def train_config(preset: Preset, epochs: int | None = None, seed: int | None = None, **overrides: Any) -> TrainConfig:
     """The preset's training schedule (thesis: lr 0.1, batch 64, ×0.1 at 75 and 150 of 200 epochs)."""
-    seed = preset.seed if seed is None else seed
-    base = dict(epochs=preset.epochs if epochs is None else epochs, batch_size=preset.batch_size, lr=preset.lr,
-                schedule=preset.lr_schedule, milestones=preset.lr_milestones, init_seed=seed, data_seed=seed,
-                eval_batch_size=preset.eval_batch_size, speed=Speed.parse(preset.speed), threads=preset.train_threads)
+    seed = preset.seed_or_own(seed)
+    base = dict(
+        epochs=preset.epochs if epochs is None else epochs,
+        batch_size=preset.batch_size,
+        lr=preset.lr,
+        schedule=preset.lr_schedule,
+        milestones=preset.lr_milestones,
+        init_seed=seed,
+        data_seed=seed,
+        eval_batch_size=preset.eval_batch_size,
+        speed=Speed.parse(preset.speed),
+        threads=preset.train_threads,
+    )
     return TrainConfig(**{**base, **overrides})
 
 
 def run_folder(preset: Preset, spec: dict[str, Any], cfg: TrainConfig, train_ds: ImageSet, tag: str = "") -> Path:
-    key = config_hash({"spec": spec, "train": cfg.hashed_fields(), "data": train_ds.provenance(), "tag": tag})
+    key = config_hash(
+        {
+            "spec": spec,
+            "train": cfg.hashed_fields(),
+            "data": train_ds.provenance(),
+            "tag": tag,
+            "version": COMPUTE_VERSIONS["train"],
+        }
+    )
     # the tag may carry a record's model name, i.e. text from a file: never a path of its own
-    return preset.run_dir / "models" / safe_name(f"{spec['name']}-{train_ds.name}{('-' + tag) if tag else ''}-{key}",
-                                                 max_len=160)
+    return (
+        preset.run_dir
+        / "models"
+        / safe_name(f"{spec['name']}-{train_ds.name}{('-' + tag) if tag else ''}-{key}", max_len=160)
+    )
 
 
-def train_or_load(preset: Preset, spec: dict[str, Any], cfg: TrainConfig, splits: dict[str, ImageSet], *,
-                  resume: bool = False, progress: bool = True, tag: str = "", init=None, loss_fn=None,
-                  extra: dict[str, Any] | None = None) -> tuple[torch.nn.Module, list, Path]:
+def train_or_load(
+    preset: Preset,
+    spec: dict[str, Any],
+    cfg: TrainConfig,
+    splits: dict[str, ImageSet],
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    tag: str = "",
+    init=None,
+    loss_fn=None,
+    extra: dict[str, Any] | None = None,
+) -> tuple[torch.nn.Module, list, Path]:
     """Train ``spec`` with ``cfg`` on ``splits['train']`` unless a finished run with the same hash exists.
 
     Args:
@@ -109,16 +154,36 @@ def train_or_load(preset: Preset, spec: dict[str, Any], cfg: TrainConfig, splits
     if init is not None:
         init(model)
     if progress:
-        print(f"training {spec['name']} on {splits['train'].name} ({len(splits['train'])} images, {cfg.epochs} "
-              f"epochs, device {device}) → {out}", flush=True)
-    history = fit(model, splits["train"], splits.get("val"), cfg, out_dir=out, resume=resume, device=device,
-                  progress=progress, loss_fn=loss_fn, params=[p for p in model.parameters() if p.requires_grad],
-                  extra={"tag": tag, **(extra or {})})
+        print(
+            f"training {spec['name']} on {splits['train'].name} ({len(splits['train'])} images, {cfg.epochs} "
+            f"epochs, device {device}) → {out}",
+            flush=True,
+        )
+    history = fit(
+        model,
+        splits["train"],
+        splits.get("val"),
+        cfg,
+        out_dir=out,
+        resume=resume,
+        device=device,
+        progress=progress,
+        loss_fn=loss_fn,
+        params=[p for p in model.parameters() if p.requires_grad],
+        extra={"tag": tag, **(extra or {})},
+    )
     return model.eval(), history, out
 
 
-def train_main_model(name: str, *, dataset: str | None = None, epochs: int | None = None, resume: bool = False,
-                     progress: bool = True, speed: str | None = None):
+def train_main_model(
+    name: str,
+    *,
+    dataset: str | None = None,
+    epochs: int | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    speed: str | None = None,
+):
     """The preset's MSDNet on its main dataset. Returns (model, history, run folder, splits).
 
     ``speed`` overrides the preset's speed settings (``fast``, ``bf16,compile``, ...): another run folder.
@@ -132,19 +197,41 @@ def train_main_model(name: str, *, dataset: str | None = None, epochs: int | Non
     return model, history, out, splits
 
 
-def records_for(model: torch.nn.Module, splits: dict[str, ImageSet], preset: Preset, run: Path,
-                which: tuple[str, ...] | None = None, progress: bool = False,
-                checkpoint: Path | None = None) -> dict[str, ExitRecord]:
+def records_for(
+    model: torch.nn.Module,
+    splits: dict[str, ImageSet],
+    preset: Preset,
+    run: Path,
+    which: tuple[str, ...] | None = None,
+    progress: bool = False,
+    checkpoint: Path | None = None,
+) -> dict[str, ExitRecord]:
     """Validation and test ExitRecords of ``model`` (``which``: default those of the two that ``splits`` has), cached in
     ``runs/<preset>/records/``; ``checkpoint`` (default the run's last) is the file the weights came from, for the
     records' provenance."""
     which = tuple(s for s in ("val", "test") if s in splits) if which is None else which
     checkpoint = checkpoint or run / CHECKPOINT
     ckpt = load_checkpoint(checkpoint)
-    prov = {"checkpoint": str(checkpoint), "train_config": ckpt["train_config"], "epoch": ckpt["epoch"],
-            "init_seed": ckpt.get("init_seed"), "data_seed": ckpt.get("data_seed"), "preset": preset.name}
-    return {s: cached_record(model, splits[s], preset.run_dir / "records", batch_size=preset.eval_batch_size,
-                             provenance=prov, progress=progress, predictions=run / PREDICTIONS) for s in which}
+    prov = {
+        "checkpoint": str(checkpoint),
+        "train_config": ckpt["train_config"],
+        "epoch": ckpt["epoch"],
+        "init_seed": ckpt.get("init_seed"),
+        "data_seed": ckpt.get("data_seed"),
+        "preset": preset.name,
+    }
+    return {
+        s: cached_record(
+            model,
+            splits[s],
+            preset.run_dir / "records",
+            batch_size=preset.eval_batch_size,
+            provenance=prov,
+            progress=progress,
+            predictions=run / PREDICTIONS,
+        )
+        for s in which
+    }
 
 
 def main_records(name: str, *, dataset: str | None = None, epochs: int | None = None) -> dict[str, ExitRecord]:
@@ -176,18 +263,25 @@ def record_images(rec: ExitRecord, preset: Preset) -> ImageSet | None:
     from .data.sources import DatasetMissing
 
     try:
-        ds = get_dataset(name, split, val_fraction=d.get("val_fraction", preset.val_fraction),
-                         split_seed=d.get("split_seed", preset.seed), download=False,
-                         svhn_extra=bool(d.get("svhn_extra")))
+        ds = get_dataset(
+            name,
+            split,
+            val_fraction=d.get("val_fraction", preset.val_fraction),
+            split_seed=d.get("split_seed", preset.seed),
+            download=False,
+            svhn_extra=bool(d.get("svhn_extra")),
+        )
     except DatasetMissing:  # not on disk: the record comes without images (a damaged or forged file is an error)
         return None
     pos = {int(i): r for r, i in enumerate(ds.indices.tolist())}
     rows = [pos.get(int(i)) for i in rec.indices.tolist()]
     missing = sum(r is None for r in rows)
     if missing:
-        raise ConfigError(f"the record names {name}/{split}, but {missing} of its {rec.num_samples} sample indices are "
-                          f"not in that split ({len(ds)} samples, val_fraction {d.get('val_fraction', preset.val_fraction)}"
-                          f", split_seed {d.get('split_seed', preset.seed)}): record the split's own indices")
+        raise ConfigError(
+            f"the record names {name}/{split}, but {missing} of its {rec.num_samples} sample indices are "
+            f"not in that split ({len(ds)} samples, val_fraction {d.get('val_fraction', preset.val_fraction)}"
+            f", split_seed {d.get('split_seed', preset.seed)}): record the split's own indices"
+        )
     images = ds.subset(rows)
     check_images_match(rec, images)
     return images
@@ -198,20 +292,27 @@ def check_images_match(rec: ExitRecord, images: ImageSet) -> None:
     sample order, or of another split, would otherwise show and analyse the wrong images): one line with the
     agreement rate."""
     if images.num_classes != rec.num_classes:
-        raise ConfigError(f"the record has {rec.num_classes} classes but {images.name} has {images.num_classes}: it is "
-                          f"not a record of {images.name}")
+        raise ConfigError(
+            f"the record has {rec.num_classes} classes but {images.name} has {images.num_classes}: it is "
+            f"not a record of {images.name}"
+        )
     if len(images) != rec.num_samples or not torch.equal(images.indices, rec.indices):
-        raise ConfigError(f"record and images hold different samples ({rec.num_samples} vs {len(images)}): make the "
-                          f"record from {images.name}/{images.split}")
+        raise ConfigError(
+            f"record and images hold different samples ({rec.num_samples} vs {len(images)}): make the "
+            f"record from {images.name}/{images.split}"
+        )
     agree = (images.labels == rec.labels).double().mean().item()
     if not agree == 1:
-        raise ConfigError(f"the record's labels agree with {images.name}/{images.split}'s labels at the same indices "
-                          f"for only {agree * 100:.1f} % of its {rec.num_samples} samples: its sample order (indices) "
-                          "is not the dataset's; give each sample's dataset index (indices=...) when making the record")
+        raise ConfigError(
+            f"the record's labels agree with {images.name}/{images.split}'s labels at the same indices "
+            f"for only {agree * 100:.1f} % of its {rec.num_samples} samples: its sample order (indices) "
+            "is not the dataset's; give each sample's dataset index (indices=...) when making the record"
+        )
 
 
-def analysis_experiment(preset: Preset, seed: int | None = None, record: str = "",
-                        progress: bool = False) -> Experiment:
+def analysis_experiment(
+    preset: Preset, seed: int | None = None, record: str = "", progress: bool = False
+) -> Experiment:
     """What an analysis notebook analyses: the preset's main MSDNet (``record`` empty, :func:`main_experiment`) or
     the validation and test records named by ``record`` (a folder or ``VAL,TEST``; see
     :func:`~overthink_lib.records.load_records`) — then ``model`` and ``history`` are None and ``splits`` holds the
@@ -222,16 +323,19 @@ def analysis_experiment(preset: Preset, seed: int | None = None, record: str = "
 
     recs = load_records(record)
     splits = {s: record_images(r, preset) for s, r in recs.items()}
-    return Experiment(None, None, None, splits if all(v is not None for v in splits.values()) else None, recs,
-                      foreign=True)
+    return Experiment(
+        None, None, None, splits if all(v is not None for v in splits.values()) else None, recs, foreign=True
+    )
 
 
 def require_images(exp: Experiment, what: str) -> dict[str, ImageSet]:
     """The splits of an :func:`analysis_experiment`, or one ConfigError saying that ``what`` needs the images."""
     if exp.splits is None:
-        raise ConfigError(f"{what} needs the images of the record's samples, and the record's provenance names no "
-                          "dataset of the registry holding them (provenance['dataset'] = {'name', 'split'}, as "
-                          "record_from_model writes for an ImageSet)")
+        raise ConfigError(
+            f"{what} needs the images of the record's samples, and the record's provenance names no "
+            "dataset of the registry holding them (provenance['dataset'] = {'name', 'split'}, as "
+            "record_from_model writes for an ImageSet)"
+        )
     return exp.splits
 
 
@@ -258,16 +362,25 @@ class PolicyRun:
     exit_policy: dict[str, Any]
 
 
-def policy_experiment(preset: Preset, rec_val: ExitRecord, rec_test: ExitRecord, sets: dict[str, ImageSet], method: str,
-                      lam: float, seed: int | None = None, *, n_boot: int = 1000,
-                      progress: bool = True) -> PolicyRun:
+def policy_experiment(
+    preset: Preset,
+    rec_val: ExitRecord,
+    rec_test: ExitRecord,
+    sets: dict[str, ImageSet],
+    method: str,
+    lam: float,
+    seed: int | None = None,
+    *,
+    n_boot: int = 1000,
+    progress: bool = True,
+) -> PolicyRun:
     """Steps 3–4 of the thesis's method on a trained M: D_ee from the validation record (``method`` labels with
     λ = ``lam``), the policy ResNet and its shuffled-label control trained on it (cached runs), both evaluated on
     the test record's D_ee with bootstrap CIs; the policy also as an exit rule for every test sample."""
     from .analysis.policy import as_exit_policy, evaluate_policy, exit_labels
     from .train import predict
 
-    seed = preset.seed if seed is None else seed
+    seed = preset.seed_or_own(seed)
     lab_tr, d_tr, source = policy_training_set(rec_val, sets["val"], method, lam)
     lab_te = exit_labels(rec_test, method, lam)
     d_te = policy_set(sets["test"], rec_test, lab_te)
@@ -287,26 +400,40 @@ def policy_set(split_set: ImageSet, rec: ExitRecord, labels):
     """The images of ``split_set`` that D_ee keeps, labelled with their D_ee labels (``labels``: an
     :class:`~overthink_lib.analysis.policy.ExitLabels`), as an :class:`ImageSet` for training the policy network."""
     if not torch.equal(rec.indices, split_set.indices):
-        raise ConfigError("the record and the dataset split do not hold the same samples in the same order: make the "
-                          "record from this split")
+        raise ConfigError(
+            "the record and the dataset split do not hold the same samples in the same order: make the "
+            "record from this split"
+        )
     if len(labels.rows) == 0:
-        raise ConfigError(f"D_ee is empty: no exit classifies any sample of {split_set.name}/{split_set.split} "
-                          "correctly")
+        raise ConfigError(
+            f"D_ee is empty: no exit classifies any sample of {split_set.name}/{split_set.split} correctly"
+        )
     sub = split_set.subset(labels.rows)
-    return ImageSet(sub.name, sub.split, sub.images, labels.labels.clone(), sub.indices, labels.num_labels, sub.mean,
-                    sub.std, {}, sub.extras, {**sub.info, "dee": {"method": labels.method, "lam": labels.lam,
-                                                                  "dropped": labels.dropped}},
-                    tuple(f"exit {i + 1}" for i in range(labels.num_labels)) if labels.method != "binary"
-                    else ("first exit", "last exit"))
+    return ImageSet(
+        sub.name,
+        sub.split,
+        sub.images,
+        labels.labels.clone(),
+        sub.indices,
+        labels.num_labels,
+        sub.mean,
+        sub.std,
+        {},
+        sub.extras,
+        {**sub.info, "dee": {"method": labels.method, "lam": labels.lam, "dropped": labels.dropped}},
+        tuple(f"exit {i + 1}" for i in range(labels.num_labels))
+        if labels.method != "binary"
+        else ("first exit", "last exit"),
+    )
 
 
 def policy_training_set(rec_val: ExitRecord, val_set: ImageSet, method: str, lam: float):
     """The policy's training data of :func:`policy_experiment`: the validation record's D_ee labels (``method``,
     λ = ``lam``), the D_ee image set, and the ``source`` tag that names its policy runs (for :func:`train_policy`).
     Returns (labels, D_ee set, source)."""
-    from .analysis.policy import check_training_record, exit_labels
-
     import hashlib
+
+    from .analysis.policy import check_training_record, exit_labels
 
     check_training_record(rec_val)
     labels = exit_labels(rec_val, method, lam)
@@ -321,10 +448,20 @@ def load_maxmin_splits(preset: Preset, seed: int | None = None) -> dict[str, Ima
     from the base dataset's same split, so no base image appears in two splits."""
     from .data.maxmin import get_maxmin
 
-    seed = preset.seed if seed is None else seed
-    return {s: get_maxmin(s, base=preset.maxmin_base, size=getattr(preset.maxmin, s), seed=seed, val_fraction=preset.val_fraction,
-                          split_seed=seed, canvas=preset.maxmin_canvas, item_size=preset.maxmin_item)
-            for s in ("train", "val", "test")}
+    seed = preset.seed_or_own(seed)
+    return {
+        s: get_maxmin(
+            s,
+            base=preset.maxmin_base,
+            size=getattr(preset.maxmin, s),
+            seed=seed,
+            val_fraction=preset.val_fraction,
+            split_seed=seed,
+            canvas=preset.maxmin_canvas,
+            item_size=preset.maxmin_item,
+        )
+        for s in ("train", "val", "test")
+    }
 
 
 def maxmin_experiment(preset: Preset, seed: int | None = None, progress: bool = True) -> Experiment:
@@ -333,10 +470,12 @@ def maxmin_experiment(preset: Preset, seed: int | None = None, progress: bool = 
     Notebooks 06 (clutter per exit on Max-Min, Fig A.5) and 08 (the policy network) share it: whichever runs first
     trains it, the other reuses the run and the cached records.
     """
-    seed = preset.seed if seed is None else seed
+    seed = preset.seed_or_own(seed)
     splits = load_maxmin_splits(preset, seed)
     spec = model_spec(splits["train"])
-    model, history, run = train_or_load(preset, spec, train_config(preset, preset.maxmin_epochs, seed), splits, progress=progress)
+    model, history, run = train_or_load(
+        preset, spec, train_config(preset, preset.maxmin_epochs, seed), splits, progress=progress
+    )
     return Experiment(model, history, run, splits, records_for(model, splits, preset, run))
 
 
@@ -349,23 +488,32 @@ def maxmin_short_and_long(preset: Preset, seed: int | None = None, progress: boo
     """
     from .train import HALFWAY
 
-    seed = preset.seed if seed is None else seed
+    seed = preset.seed_or_own(seed)
     mmx = maxmin_experiment(preset, seed, progress=progress)
     e = preset.maxmin_epochs
     out = {}
     if preset.maxmin_long_epochs:
-        long_model, _, long_run = train_or_load(preset, model_spec(mmx.splits["train"]),
-                                                train_config(preset, preset.maxmin_long_epochs, seed), mmx.splits,
-                                                progress=progress)
+        long_model, _, long_run = train_or_load(
+            preset,
+            model_spec(mmx.splits["train"]),
+            train_config(preset, preset.maxmin_long_epochs, seed),
+            mmx.splits,
+            progress=progress,
+        )
         out[f"{e} epochs"] = mmx.records["test"]
-        out[f"{preset.maxmin_long_epochs} epochs"] = records_for(long_model, mmx.splits, preset, long_run, ("test",))["test"]
+        out[f"{preset.maxmin_long_epochs} epochs"] = records_for(long_model, mmx.splits, preset, long_run, ("test",))[
+            "test"
+        ]
         return out
     if not (mmx.run / HALFWAY).exists():
-        raise ConfigError(f"the Max-Min run {mmx.run} has no half-way snapshot (odd maxmin_epochs = {e}) and the preset "
-                          f"sets no maxmin_long_epochs: nothing to compare M with")
+        raise ConfigError(
+            f"the Max-Min run {mmx.run} has no half-way snapshot (odd maxmin_epochs = {e}) and the preset "
+            f"sets no maxmin_long_epochs: nothing to compare M with"
+        )
     half, _ = model_from_checkpoint(mmx.run / HALFWAY, get_device(preset.device))
-    out[f"{e // 2} epochs (half-way)"] = records_for(half, mmx.splits, preset, mmx.run, ("test",),
-                                                     checkpoint=mmx.run / HALFWAY)["test"]
+    out[f"{e // 2} epochs (half-way)"] = records_for(
+        half, mmx.splits, preset, mmx.run, ("test",), checkpoint=mmx.run / HALFWAY
+    )["test"]
     out[f"{e} epochs"] = mmx.records["test"]
     return out
 
@@ -374,7 +522,7 @@ def training_record(preset: Preset, seed: int | None = None) -> ExitRecord:
     """The main MSDNet's record on (a seeded ``preset.train_record_size``-image subset of; 0 = all) its own training
     split, without augmentation: what the thesis's Fig 4.1 builds D_ee from before it moves to the validation split."""
     exp = main_experiment(preset, seed)
-    sub = subset_splits(preset, preset.seed if seed is None else seed, preset.train_record_size, salt=31)["train"]
+    sub = subset_splits(preset, preset.seed_or_own(seed), preset.train_record_size, salt=31)["train"]
     rec = records_for(exp.model, {"train": sub}, preset, exp.run, ("train",))["train"]
     return rec
 
@@ -399,9 +547,18 @@ class ImtaProtocol:
     parent: str
 
 
-def imta_protocol(preset: Preset, seed: int | None = None, *, freeze: str | None = None, teacher: str | None = None,
-                  kl: str | None = None, ge: bool = False, parent: str | None = None, progress: bool = True,
-                  splits: dict[str, ImageSet] | None = None) -> ImtaProtocol:
+def imta_protocol(
+    preset: Preset,
+    seed: int | None = None,
+    *,
+    freeze: str | None = None,
+    teacher: str | None = None,
+    kl: str | None = None,
+    ge: bool = False,
+    parent: str | None = None,
+    progress: bool = True,
+    splits: dict[str, ImageSet] | None = None,
+) -> ImtaProtocol:
     """The thesis's Table 3.1 protocol on the preset's main dataset (E = ``preset.imta_epochs``):
 
     - ``2E``: the plain MSDNet after 2E epochs (the same run as notebook 02's when the preset's epochs are 2E);
@@ -423,8 +580,12 @@ def imta_protocol(preset: Preset, seed: int | None = None, *, freeze: str | None
     freeze = preset.imta_freeze if freeze is None else freeze
     teacher = preset.imta_teacher if teacher is None else teacher
     kl = preset.imta_kl if kl is None else kl
-    for what, value, allowed in (("parent", parent, IMTA_PARENTS), ("freeze", freeze, FREEZE),
-                                 ("teacher", teacher, TEACHERS), ("KL reduction", kl, KL_REDUCTIONS)):
+    for what, value, allowed in (
+        ("parent", parent, IMTA_PARENTS),
+        ("freeze", freeze, FREEZE),
+        ("teacher", teacher, TEACHERS),
+        ("KL reduction", kl, KL_REDUCTIONS),
+    ):
         if value not in allowed:
             raise ConfigError(f"IMTA {what} must be one of {', '.join(allowed)}, got {value!r}")
     splits = load_splits(preset, preset.datasets[0], seed) if splits is None else splits
@@ -438,14 +599,17 @@ def imta_protocol(preset: Preset, seed: int | None = None, *, freeze: str | None
             if progress:
                 print(f"{run} has no half-way snapshot ({HALFWAY}); training it again to keep one", flush=True)
             model = build_model(spec, long_cfg.init_seed).to(get_device(preset.device))
-            hist = fit(model, splits["train"], splits.get("val"), long_cfg, out_dir=run, progress=progress,
-                       extra={"tag": ""})
+            hist = fit(
+                model, splits["train"], splits.get("val"), long_cfg, out_dir=run, progress=progress, extra={"tag": ""}
+            )
         half, _ = model_from_checkpoint(run / HALFWAY, get_device(preset.device))
         out.records["E"] = records_for(half, splits, preset, run, checkpoint=run / HALFWAY)
         out.runs["E"], out.histories["E"] = run, hist[:e]
         parent_model, parent_ckpt = half, run / HALFWAY
     else:
-        parent_model, hist_e, run_e = train_or_load(preset, spec, train_config(preset, e, seed), splits, progress=progress)
+        parent_model, hist_e, run_e = train_or_load(
+            preset, spec, train_config(preset, e, seed), splits, progress=progress
+        )
         out.records["E"] = records_for(parent_model, splits, preset, run_e)
         out.runs["E"], out.histories["E"] = run_e, hist_e
         parent_ckpt = run_e / CHECKPOINT
@@ -462,8 +626,16 @@ def imta_protocol(preset: Preset, seed: int | None = None, *, freeze: str | None
         return ofa_loss(outs, y, teacher=built["model"].teacher_logits(), reduction=kl)
 
     model, hist, run = train_or_load(
-        preset, ispec, train_config(preset, e, seed), splits, progress=progress, tag=f"from-{state_hash(parent_model)}-kl-{kl}",
-        init=init, loss_fn=loss, extra={"parent_checkpoint": str(parent_ckpt), "kl_reduction": kl})
+        preset,
+        ispec,
+        train_config(preset, e, seed),
+        splits,
+        progress=progress,
+        tag=f"from-{state_hash(parent_model)}-kl-{kl}",
+        init=init,
+        loss_fn=loss,
+        extra={"parent_checkpoint": str(parent_ckpt), "kl_reduction": kl},
+    )
     name = "E + E ISC+OFA"
     out.records[name] = records_for(model, splits, preset, run)
     out.runs[name], out.histories[name] = run, hist
@@ -471,28 +643,48 @@ def imta_protocol(preset: Preset, seed: int | None = None, *, freeze: str | None
     return out
 
 
-def train_policy(preset: Preset, train_set: ImageSet, seed: int | None, *, source: str, shuffle: bool = False,
-                 progress: bool = True):
+def train_policy(
+    preset: Preset, train_set: ImageSet, seed: int | None, *, source: str, shuffle: bool = False, progress: bool = True
+):
     """Train the preset's policy ResNet on a D_ee set (class-weighted CE, Eq 4.3); ``shuffle``: the permuted-label
     control. ``source`` (e.g. the record's weights hash) goes into the run's hash, so new labels train anew."""
     from .analysis.policy import class_weights, shuffled, weighted_ce
 
-    seed = preset.seed if seed is None else seed
+    seed = preset.seed_or_own(seed)
     data = shuffled(train_set, seed) if shuffle else train_set
-    spec = {"name": "policy_resnet", "kwargs": {"depth": preset.policy_depth, "width": preset.policy_width,
-                                                "in_channels": train_set.channels,
-                                                "num_classes": train_set.num_classes}}
-    cfg = train_config(preset, preset.policy_epochs, seed, augment=False,
-                       milestones=(0.5, 0.75) if preset.lr_schedule == "step" else ())
+    spec = {
+        "name": "policy_resnet",
+        "kwargs": {
+            "depth": preset.policy_depth,
+            "width": preset.policy_width,
+            "in_channels": train_set.channels,
+            "num_classes": train_set.num_classes,
+        },
+    }
+    cfg = train_config(
+        preset,
+        preset.policy_epochs,
+        seed,
+        augment=False,
+        milestones=(0.5, 0.75) if preset.lr_schedule == "step" else (),
+    )
     weights = class_weights(data.labels, data.num_classes)
-    model, hist, run = train_or_load(preset, spec, cfg, {"train": data}, progress=progress,
-                                     tag=f"{source}-{'shuffled' if shuffle else 'true'}",
-                                     loss_fn=weighted_ce(weights), extra={"class_weights": weights.tolist()})
+    model, hist, run = train_or_load(
+        preset,
+        spec,
+        cfg,
+        {"train": data},
+        progress=progress,
+        tag=f"{source}-{'shuffled' if shuffle else 'true'}",
+        loss_fn=weighted_ce(weights),
+        extra={"class_weights": weights.tolist()},
+    )
     return model, hist, run
 
 
-def subset_splits(preset: Preset, seed: int, n_train: int, n_test: int = 0, *, salt: int = 11,
-                  dataset: str | None = None) -> dict[str, ImageSet]:
+def subset_splits(
+    preset: Preset, seed: int, n_train: int, n_test: int = 0, *, salt: int = 11, dataset: str | None = None
+) -> dict[str, ImageSet]:
     """A seeded ``n_train``-image subset of the training split and the test split (all of it, or a seeded
     ``n_test``-image subset); ``0`` means the whole split."""
     import numpy as np
@@ -516,8 +708,9 @@ def stochastic_subset_splits(preset: Preset, seed: int) -> dict[str, ImageSet]:
     return subset_splits(preset, seed, preset.stoch_train)
 
 
-def imta_over_seeds(preset: Preset, seed: int | None = None, *, seeds: int | None = None, progress: bool = True,
-                    **imta_options: Any) -> "pd.DataFrame":
+def imta_over_seeds(
+    preset: Preset, seed: int | None = None, *, seeds: int | None = None, progress: bool = True, **imta_options: Any
+) -> pd.DataFrame:
     """Table 3.1 at the level of a training recipe: the IMTA protocol (:func:`imta_protocol`, same options) for
     ``seeds`` (default ``preset.imta_seeds``) init/data-order seeds on one fixed seeded subset
     (``preset.imta_seed_train`` training images, ``preset.imta_seed_test`` test images; 0 = all).
@@ -531,7 +724,7 @@ def imta_over_seeds(preset: Preset, seed: int | None = None, *, seeds: int | Non
     from .analysis.overthinking import overthought
     from .analysis.stats import bootstrap_mean
 
-    seed = preset.seed if seed is None else seed
+    seed = preset.seed_or_own(seed)
     k = preset.imta_seeds if seeds is None else seeds
     if k < 2:
         raise ConfigError(f"a verdict over seeds needs at least 2 seeds, got {k} (preset field imta_seeds)")
@@ -546,13 +739,25 @@ def imta_over_seeds(preset: Preset, seed: int | None = None, *, seeds: int | Non
             rec = recs["test"]
             ot = overthought(rec).double()
             d, lo, hi = bootstrap_mean(ot - ref, seed=seed + i)
-            rows.append({"seed": seed + i, "arm": arm, "overthought": float(ot.mean()),
-                         "final_acc": float(rec.correct[:, -1].double().mean()), "n_test": int(rec.correct.shape[0]),
-                         "minus_2E": d, "minus_2E_low": lo, "minus_2E_high": hi, "run": str(res.runs[arm])})
+            rows.append(
+                {
+                    "seed": seed + i,
+                    "arm": arm,
+                    "overthought": float(ot.mean()),
+                    "final_acc": float(rec.correct[:, -1].double().mean()),
+                    "n_test": int(rec.correct.shape[0]),
+                    "minus_2E": d,
+                    "minus_2E_low": lo,
+                    "minus_2E_high": hi,
+                    "run": str(res.runs[arm]),
+                }
+            )
     return pd.DataFrame(rows)
 
 
-def paired_over_seeds(table: "pd.DataFrame", metric: str, a: str, b: str, level: float = 0.95) -> tuple[float, float, float]:
+def paired_over_seeds(
+    table: pd.DataFrame, metric: str, a: str, b: str, level: float = 0.95
+) -> tuple[float, float, float]:
     """Mean of ``metric``(arm a) − ``metric``(arm b) over the seeds of an :func:`imta_over_seeds` table, with its
     Student-t CI over seeds (the seeds are the unit of replication)."""
     from .analysis.stats import t_interval
@@ -584,27 +789,37 @@ class StochasticRuns:
     models_trained: int = 0
 
 
-def stochastic_runs(preset: Preset, model_name: str = "msdnet_cifar", seed: int | None = None,
-                    progress: bool = True, **model_kwargs: Any) -> StochasticRuns:
+def stochastic_runs(
+    preset: Preset,
+    model_name: str = "msdnet_cifar",
+    seed: int | None = None,
+    progress: bool = True,
+    **model_kwargs: Any,
+) -> StochasticRuns:
     """K runs per randomness source on a seeded subset of the training set, everything else fixed.
 
     Factor ``init``: init seeds 0..K−1 with data seed 0; ``data``: data seeds 0..K−1 with init seed 0; ``both``: both
     seeds = i. Run (0, 0) is shared by the three factors. Returns the test records per factor (K each), the seeds and
     the first run's model (:class:`StochasticRuns`).
     """
-    seed = preset.seed if seed is None else seed
+    seed = preset.seed_or_own(seed)
     sub = stochastic_subset_splits(preset, seed)
     n = len(sub["train"])
     spec = model_spec(sub["train"], model_name, **model_kwargs)
-    seeds = {"init": [(i, 0) for i in range(preset.stoch_runs)], "data": [(0, d) for d in range(preset.stoch_runs)],
-             "both": [(i, i) for i in range(preset.stoch_runs)]}
+    seeds = {
+        "init": [(i, 0) for i in range(preset.stoch_runs)],
+        "data": [(0, d) for d in range(preset.stoch_runs)],
+        "both": [(i, i) for i in range(preset.stoch_runs)],
+    }
     cache: dict[tuple[int, int], ExitRecord] = {}
     out = StochasticRuns({}, seeds, spec, n, sub["test"])
     for factor, pairs in seeds.items():
         recs = []
         for init_seed, data_seed in pairs:
             if (init_seed, data_seed) not in cache:
-                cfg = train_config(preset, preset.stoch_epochs, seed, init_seed=init_seed + seed, data_seed=data_seed + seed)
+                cfg = train_config(
+                    preset, preset.stoch_epochs, seed, init_seed=init_seed + seed, data_seed=data_seed + seed
+                )
                 model, _, run = train_or_load(preset, spec, cfg, sub, progress=progress, tag="stoch")
                 cache[(init_seed, data_seed)] = records_for(model, sub, preset, run, which=("test",))["test"]
                 if (init_seed, data_seed) == (0, 0):
@@ -615,8 +830,9 @@ def stochastic_runs(preset: Preset, model_name: str = "msdnet_cifar", seed: int 
     return out
 
 
-def speed_equivalence(preset: Preset, speed: Speed, seeds: int = 4, *, seed: int | None = None,
-                      progress: bool = True) -> "pd.DataFrame":
+def speed_equivalence(
+    preset: Preset, speed: Speed, seeds: int = 4, *, seed: int | None = None, progress: bool = True
+) -> pd.DataFrame:
     """Does training with ``speed`` reach the accuracy of fp32 within seed-to-seed noise?
 
     For each seed i < ``seeds``: one fp32 eager run and one ``speed`` run with init and data seed i, the stochasticity
@@ -628,24 +844,40 @@ def speed_equivalence(preset: Preset, speed: Speed, seeds: int = 4, *, seed: int
 
     from .analysis.overthinking import overthought
 
-    seed = preset.seed if seed is None else seed
+    seed = preset.seed_or_own(seed)
     sub = stochastic_subset_splits(preset, seed)
     spec = model_spec(sub["train"])
     out = []
     for i in range(seeds):
         for arm_speed in (Speed(), speed):
-            cfg = train_config(preset, preset.stoch_epochs, seed, init_seed=i + seed, data_seed=i + seed, speed=arm_speed)
+            cfg = train_config(
+                preset, preset.stoch_epochs, seed, init_seed=i + seed, data_seed=i + seed, speed=arm_speed
+            )
             model, hist, run = train_or_load(preset, spec, cfg, sub, progress=progress, tag="speedcheck")
-            evals = [("fp32", Speed())] + ([] if arm_speed.is_default else
-                                          [(replace(arm_speed, compile=False).describe(),
-                                            replace(arm_speed, compile=False))])
+            evals = [("fp32", Speed())] + (
+                []
+                if arm_speed.is_default
+                else [(replace(arm_speed, compile=False).describe(), replace(arm_speed, compile=False))]
+            )
             for eval_name, eval_speed in evals:
-                rec = cached_record(model, sub["test"], preset.run_dir / "records", batch_size=preset.eval_batch_size,
-                                    speed=eval_speed, provenance={"checkpoint": str(run / CHECKPOINT)})
+                rec = cached_record(
+                    model,
+                    sub["test"],
+                    preset.run_dir / "records",
+                    batch_size=preset.eval_batch_size,
+                    speed=eval_speed,
+                    provenance={"checkpoint": str(run / CHECKPOINT)},
+                )
                 acc = rec.correct.float().mean(0).tolist()
-                out.append({"seed": i, "train": arm_speed.describe(), "eval": eval_name,
-                            **{f"acc_{k + 1}": a for k, a in enumerate(acc)},
-                            "acc_mean": sum(acc) / len(acc),
-                            "overthought": float(overthought(rec).float().mean()),
-                            "train_seconds": float(sum(h["seconds"] for h in hist))})
+                out.append(
+                    {
+                        "seed": i,
+                        "train": arm_speed.describe(),
+                        "eval": eval_name,
+                        **{f"acc_{k + 1}": a for k, a in enumerate(acc)},
+                        "acc_mean": sum(acc) / len(acc),
+                        "overthought": float(overthought(rec).float().mean()),
+                        "train_seconds": float(sum(h["seconds"] for h in hist)),
+                    }
+                )
     return pd.DataFrame(out)

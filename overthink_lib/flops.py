@@ -2,9 +2,11 @@
 
 FLOPs follow the MSDNet convention: **multiply-adds** (MACs) of convolutions and linear layers, counted by
 ``torch.utils.flop_counter.FlopCounterMode`` (which counts 2 FLOPs per MAC, so we halve it). BN, ReLU and pooling
-count 0; the official MSDNet counter also adds ReLU and pooling elements, which puts it 0.7–1.0 % above ours on
-``msdnet_cifar`` (SPEC §1). Exit k's count includes heads 1..k: it is the cost of running the network to exit k.
+count 0; the official MSDNet counter (kalviny/MSDNet-PyTorch's ``op_counter.py``) also adds ReLU and pooling
+elements, which puts it 0.7–1.0 % above ours on ``msdnet_cifar``. Exit k's count includes heads 1..k: it is the cost
+of running the network to exit k.
 """
+
 from __future__ import annotations
 
 from contextlib import contextmanager
@@ -45,8 +47,11 @@ def exit_params(model: nn.Module, input_shape: tuple[int, ...]) -> list[int]:
     with _probe(model, input_shape) as x:
         for k in range(1, model.num_exits + 1):
             used: set[int] = set()
-            hooks = [m.register_forward_hook(lambda mod, i, o: used.add(id(mod)))
-                     for m in model.modules() if not list(m.children())]
+            hooks = [
+                m.register_forward_hook(lambda mod, i, o, used=used: used.add(id(mod)))
+                for m in model.modules()
+                if not list(m.children())
+            ]
             try:
                 model(x, upto=k)
             finally:

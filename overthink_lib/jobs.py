@@ -15,6 +15,7 @@ whether a job or a notebook trained it. Records do not depend on threads (checke
 Jobs run only for a plain suite: with ``--param`` overrides (another seed, λ, ...) the notebooks train what they need
 themselves, as before; with ``--only`` only the jobs the chosen notebooks use run.
 """
+
 from __future__ import annotations
 
 import os
@@ -22,9 +23,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from .config import ROOT, ConfigError, Preset, get_preset
 
@@ -63,81 +64,85 @@ JOBS: tuple[Job, ...] = (
 )
 
 
-def _job_data(P: Preset) -> None:
+def _job_data(preset: Preset) -> None:
     from .data import get_dataset
     from .experiment import load_splits
 
-    load_splits(P, P.datasets[0])
-    get_dataset(P.maxmin_base, "train")
+    load_splits(preset, preset.datasets[0])
+    get_dataset(preset.maxmin_base, "train")
 
 
-def _job_main(P: Preset) -> None:
+def _job_main(preset: Preset) -> None:
     from .experiment import main_experiment, training_record
 
-    main_experiment(P, progress=True)
-    if P.train_record_size >= 0:
-        training_record(P)
+    main_experiment(preset, progress=True)
+    if preset.train_record_size >= 0:
+        training_record(preset)
 
 
-def _job_maxmin(P: Preset) -> None:
+def _job_maxmin(preset: Preset) -> None:
     from .experiment import maxmin_experiment, maxmin_short_and_long
 
-    maxmin_experiment(P)
-    maxmin_short_and_long(P)
+    maxmin_experiment(preset)
+    maxmin_short_and_long(preset)
 
 
-def _imta_options(P: Preset) -> dict:
+def _imta_options(preset: Preset) -> dict:
     # notebook 07's parameter defaults (imta_freeze="all", imta_teacher="pretrained", imta_kl="mean",
     # imta_parent="branch") are the preset's; test_jobs checks that they agree
-    return dict(freeze=P.imta_freeze, teacher=P.imta_teacher, kl=P.imta_kl, parent=P.imta_parent)
+    return dict(freeze=preset.imta_freeze, teacher=preset.imta_teacher, kl=preset.imta_kl, parent=preset.imta_parent)
 
 
-def _job_imta(P: Preset) -> None:
+def _job_imta(preset: Preset) -> None:
     from .experiment import imta_protocol
 
-    imta_protocol(P, **_imta_options(P))
+    imta_protocol(preset, **_imta_options(preset))
 
 
-def _job_imta_seeds(P: Preset) -> None:
+def _job_imta_seeds(preset: Preset) -> None:
     from .experiment import imta_over_seeds
 
-    if P.imta_seeds:
-        imta_over_seeds(P, **_imta_options(P))
+    if preset.imta_seeds:
+        imta_over_seeds(preset, **_imta_options(preset))
 
 
-#: notebook 08's default λ of the Max-Min score labels (its ``lam`` parameter)
-MAXMIN_LAMBDA = 5.0
-
-
-def _binary_policy_data(P: Preset):
+def _binary_policy_data(preset: Preset):
     from .analysis import policy
     from .experiment import main_experiment
 
-    exp = main_experiment(P)
+    exp = main_experiment(preset)
     return exp.records["val"], exp.splits["val"], "binary", policy.balancing_lambda(exp.records["val"])
 
 
-def _maxmin_policy_data(P: Preset):
+def _maxmin_policy_data(preset: Preset):
     from .experiment import maxmin_experiment
 
-    mmx = maxmin_experiment(P)
-    return mmx.records["val"], mmx.splits["val"], "score", MAXMIN_LAMBDA
+    mmx = maxmin_experiment(preset)
+    from .analysis.policy import DEFAULT_LAMBDA
+
+    return mmx.records["val"], mmx.splits["val"], "score", DEFAULT_LAMBDA
 
 
 def _policy_job(data: Callable[[Preset], tuple], shuffle: bool) -> Callable[[Preset], None]:
     """Train the policy network of notebook 08's :func:`~overthink_lib.experiment.policy_experiment` on ``data``
     (``shuffle``: its shuffled-label control); the notebook evaluates both from the cached runs."""
-    def run(P: Preset) -> None:
+
+    def run(preset: Preset) -> None:
         from .experiment import policy_training_set, train_policy
 
-        rec_val, val_set, method, lam = data(P)
+        rec_val, val_set, method, lam = data(preset)
         _, d_tr, source = policy_training_set(rec_val, val_set, method, lam)
-        train_policy(P, d_tr, None, source=source, shuffle=shuffle)
+        train_policy(preset, d_tr, None, source=source, shuffle=shuffle)
+
     return run
 
 
 RUNNERS: dict[str, Callable[[Preset], None]] = {
-    "data": _job_data, "main": _job_main, "maxmin": _job_maxmin, "imta-seeds": _job_imta_seeds, "imta": _job_imta,
+    "data": _job_data,
+    "main": _job_main,
+    "maxmin": _job_maxmin,
+    "imta-seeds": _job_imta_seeds,
+    "imta": _job_imta,
     "policy-binary": _policy_job(_binary_policy_data, False),
     "policy-binary-control": _policy_job(_binary_policy_data, True),
     "policy-maxmin": _policy_job(_maxmin_policy_data, False),
@@ -151,10 +156,10 @@ def run_job(preset: str, dataset: str, name: str) -> None:
 
     if name not in RUNNERS:
         raise ConfigError(f"unknown job {name!r}: choose one of {', '.join(RUNNERS)}")
-    P = get_preset(preset).for_dataset(dataset)
-    if P.train_threads:
-        torch.set_num_threads(P.train_threads)
-    RUNNERS[name](P)
+    preset = get_preset(preset).for_dataset(dataset)
+    if preset.train_threads:
+        torch.set_num_threads(preset.train_threads)
+    RUNNERS[name](preset)
 
 
 def plan(preset: Preset, books: list[tuple[str, str | None]]) -> list[tuple[Job, str]]:
@@ -201,10 +206,19 @@ def job_command(preset: str, dataset: str, name: str) -> list[str]:
     return [sys.executable, "-m", "overthink_lib", "job", "--preset", preset, "--dataset", dataset, name]
 
 
-def run_jobs(preset: Preset, pairs: list[tuple[Job, str]], *, workers: int | None = None, log_dir: Path | None = None,
-             progress: bool = True, poll: float = 0.5,
-             command: Callable[[str, str, str], list[str]] = job_command, done: set | None = None,
-             stop: threading.Event | None = None, env: dict[str, str] | None = None) -> list[dict]:
+def run_jobs(
+    preset: Preset,
+    pairs: list[tuple[Job, str]],
+    *,
+    workers: int | None = None,
+    log_dir: Path | None = None,
+    progress: bool = True,
+    poll: float = 0.5,
+    command: Callable[[str, str, str], list[str]] = job_command,
+    done: set | None = None,
+    stop: threading.Event | None = None,
+    env: dict[str, str] | None = None,
+) -> list[dict]:
     """Run ``pairs`` in worker processes (``python -m overthink_lib job``), at most ``workers`` at once, each when
     the jobs it comes after (same dataset, or the only run of a dataset-free job) are done. Each job's output goes to
     ``log_dir/<job>[-<dataset>].log`` (default ``runs/<preset>/jobs/``); ``command`` makes a worker's command line. A failed job stops the others and raises
@@ -224,8 +238,10 @@ def run_jobs(preset: Preset, pairs: list[tuple[Job, str]], *, workers: int | Non
     done = set() if done is None else done
     rows = []
     if progress:
-        _say(f"training ahead of the notebooks: {len(pairs)} job(s) in {workers} worker(s) of "
-             f"{preset.train_threads} thread(s); logs → {log_dir}")
+        _say(
+            f"training ahead of the notebooks: {len(pairs)} job(s) in {workers} worker(s) of "
+            f"{preset.train_threads} thread(s); logs → {log_dir}"
+        )
     t_all = time.perf_counter()
     try:
         while (pending or running) and not (stop is not None and stop.is_set()):
@@ -254,10 +270,21 @@ def run_jobs(preset: Preset, pairs: list[tuple[Job, str]], *, workers: int | Non
                 stem = job.name if not job.per_dataset or ds == preset.datasets[0] else f"{job.name}-{ds}"
                 log = log_dir / f"{stem}.log"
                 fh = open(log, "w")
-                wenv = {**base_env, "TQDM_DISABLE": "1", HEADLESS_ENV: "1", "PYTHONUNBUFFERED": "1",
-                        "OMP_NUM_THREADS": str(preset.train_threads)}
-                proc = subprocess.Popen(command(preset.name, ds, job.name), stdout=fh, stderr=subprocess.STDOUT,
-                                        env=wenv, cwd=str(ROOT), preexec_fn=_die_with_parent)
+                wenv = {
+                    **base_env,
+                    "TQDM_DISABLE": "1",
+                    HEADLESS_ENV: "1",
+                    "PYTHONUNBUFFERED": "1",
+                    "OMP_NUM_THREADS": str(preset.train_threads),
+                }
+                proc = subprocess.Popen(
+                    command(preset.name, ds, job.name),
+                    stdout=fh,
+                    stderr=subprocess.STDOUT,
+                    env=wenv,
+                    cwd=str(ROOT),
+                    preexec_fn=_die_with_parent,
+                )
                 running[(job.name, ds)] = (proc, time.perf_counter(), log, fh)
                 if progress:
                     _say(f"▶ job {job.name} ({ds}) → {log}")
@@ -290,10 +317,10 @@ class JobRunner:
     def _run(self, **kwargs) -> None:
         try:
             self.rows = run_jobs(self.preset, self.pairs, done=self.done, stop=self._stop, **kwargs)
-        except BaseException as err:  # noqa: BLE001 - handed to the waiting notebook runner
+        except BaseException as err:
             self.error = err
 
-    def start(self) -> "JobRunner":
+    def start(self) -> JobRunner:
         self._thread.start()
         return self
 
@@ -305,7 +332,9 @@ class JobRunner:
         """The (job, dataset) pairs notebook ``notebook`` (file name) reads for ``dataset`` (None: the preset's
         first)."""
         ds = dataset or self.preset.datasets[0]
-        return {(j.name, d) for j, d in self.pairs if notebook.startswith(j.notebooks) and (d == ds or not j.per_dataset)}
+        return {
+            (j.name, d) for j, d in self.pairs if notebook.startswith(j.notebooks) and (d == ds or not j.per_dataset)
+        }
 
     def wait_for(self, notebook: str, dataset: str | None, poll: float = 0.2) -> float:
         """Block until every job ``notebook`` reads is done; raise a job's failure. Returns the seconds waited."""

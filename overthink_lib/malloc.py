@@ -5,7 +5,7 @@ defaults a block of more than 128 KiB – 32 MiB (the threshold adapts) is a fre
 the kernel with ``munmap`` when freed, and the top of the heap is trimmed: every step then pays page faults on
 memory it had a moment ago, and with more than one thread each ``munmap`` stops the other cores to flush their
 TLBs. Measured on the 2-core AMD EPYC (Zen 4) machine, CIFAR-100 MSDNet, 2 threads: training step +20 %, eval
-+55 % (``benchmarks/speed.py``, README "Performance"). The arithmetic is untouched (same kernels, same
++55 % (``benchmarks/speed.py``, docs/performance.md). The arithmetic is untouched (same kernels, same
 alignment: PyTorch aligns its CPU tensors itself), so results are bit-identical (``tests/test_speed.py``).
 
 ``keep`` (the lab's default, set by its entry points — ``notebooks.start()``, the CLI and so its job workers,
@@ -14,6 +14,7 @@ no trimming, so the process keeps the peak of its heap (about what it used at it
 ≈1.5 GB). ``OVERTHINK_MALLOC=default`` leaves glibc as it is. On a C library other than glibc nothing changes. The
 state is recorded in every ``results.json`` (``malloc``).
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -34,8 +35,10 @@ def configure(setting: str | None = None) -> str:
     global _state
     setting = setting if setting is not None else os.environ.get("OVERTHINK_MALLOC", "keep")
     if setting not in CHOICES:
-        raise ConfigError(f"OVERTHINK_MALLOC={setting!r} is not one of {', '.join(CHOICES)}: unset it (the lab keeps "
-                         "freed memory, faster) or set it to 'default' (glibc as it is)")
+        raise ConfigError(
+            f"OVERTHINK_MALLOC={setting!r} is not one of {', '.join(CHOICES)}: unset it (the lab keeps "
+            "freed memory, faster) or set it to 'default' (glibc as it is)"
+        )
     if setting == "keep" and _state != "keep" and sys.platform == "linux" and platform.libc_ver()[0] == "glibc":
         libc = ctypes.CDLL(None)
         # mallopt returns 1 on success; the trim threshold first, so a failure leaves the defaults in place

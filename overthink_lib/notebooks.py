@@ -4,6 +4,7 @@ papermill silently accepts parameters a notebook does not declare; we do not. Be
 parameter given is checked against the notebook's ``parameters`` cell (name and type); inside the notebook the first
 library call, :func:`start`, checks the values (a known preset, a known dataset, λ > 0, ...).
 """
+
 from __future__ import annotations
 
 import ast
@@ -12,9 +13,10 @@ import csv
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Callable
+from typing import Any
 
 from .config import ROOT, ConfigError, get_preset, seed_everything
 
@@ -45,8 +47,9 @@ def check_declared(path: Path, params: dict[str, Any]) -> None:
     declared = declared_parameters(path)
     for name, value in params.items():
         if name not in declared:
-            raise ConfigError(f"notebook {Path(path).name} has no parameter {name!r}; it takes: "
-                              f"{', '.join(sorted(declared))}")
+            raise ConfigError(
+                f"notebook {Path(path).name} has no parameter {name!r}; it takes: {', '.join(sorted(declared))}"
+            )
         kind = declared[name].get("inferred_type_name", "None")
         if kind == "None":  # no annotation in the cell: the type of the default's literal
             try:
@@ -55,8 +58,10 @@ def check_declared(path: Path, params: dict[str, Any]) -> None:
                 kind = "None"
         ok = _TYPES.get(kind)
         if ok and (not isinstance(value, ok) or (kind != "bool" and isinstance(value, bool))):
-            raise ConfigError(f"notebook {Path(path).name}: parameter {name!r} must be {kind} "
-                              f"(default {declared[name]['default']}), got {value!r}")
+            raise ConfigError(
+                f"notebook {Path(path).name}: parameter {name!r} must be {kind} "
+                f"(default {declared[name]['default']}), got {value!r}"
+            )
 
 
 def parse_param(text: str) -> tuple[str, Any]:
@@ -75,6 +80,7 @@ def _rule_positive(name: str) -> Callable[[Any], None]:
     def check(v: Any) -> None:
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
             raise ConfigError(f"parameter {name} must be a number > 0, got {v!r}")
+
     return check
 
 
@@ -82,13 +88,16 @@ def _rule_int(name: str, minimum: int = 0) -> Callable[[Any], None]:
     def check(v: Any) -> None:
         if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
             raise ConfigError(f"parameter {name} must be an integer >= {minimum}, got {v!r}")
+
     return check
 
 
 def _rule_seeds(v: Any) -> None:
     if isinstance(v, bool) or not isinstance(v, int) or v < 0 or v == 1:
-        raise ConfigError(f"parameter n_seeds must be 0 (the preset's imta_seeds) or an integer >= 2 (a CI over seeds "
-                          f"needs two), got {v!r}")
+        raise ConfigError(
+            f"parameter n_seeds must be 0 (the preset's imta_seeds) or an integer >= 2 (a CI over seeds "
+            f"needs two), got {v!r}"
+        )
 
 
 def _rule_dataset(v: Any) -> None:
@@ -119,8 +128,9 @@ def _rule_speed(v: Any) -> None:
 
 def _rule_record(v: Any) -> None:
     if not isinstance(v, str):
-        raise ConfigError(f"parameter record must be a string (a folder with val.npz and test.npz, or VAL,TEST), "
-                          f"got {v!r}")
+        raise ConfigError(
+            f"parameter record must be a string (a folder with val.npz and test.npz, or VAL,TEST), got {v!r}"
+        )
     if v.strip():
         from .records import load_records
 
@@ -141,6 +151,7 @@ def _rule_fraction(name: str) -> Callable[[Any], None]:
     def check(v: Any) -> None:
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v <= 1:
             raise ConfigError(f"parameter {name} must be a number in (0, 1], got {v!r}")
+
     return check
 
 
@@ -148,6 +159,7 @@ def _rule_bool(name: str) -> Callable[[Any], None]:
     def check(v: Any) -> None:
         if not isinstance(v, bool):
             raise ConfigError(f"parameter {name} must be True or False, got {v!r}")
+
     return check
 
 
@@ -184,8 +196,10 @@ RULES: dict[str, Callable[[Any], None]] = {
 
 def _refuse_record(v: Any, what: str) -> None:
     if v:
-        raise ConfigError(f"{what} needs the model itself, not only its records: run it on the preset's model "
-                          "(record = \"\"), or call overthink_lib.cams on your own model")
+        raise ConfigError(
+            f"{what} needs the model itself, not only its records: run it on the preset's model "
+            '(record = ""), or call overthink_lib.cams on your own model'
+        )
 
 
 #: Parameters that never make a run a variant: which preset and dataset (their outputs are named by them already),
@@ -256,7 +270,7 @@ def _edited_parameters(passed: dict[str, Any]) -> dict[str, Any] | None:
         return None
     try:
         declared = declared_parameters(found[0])
-    except Exception:  # noqa: BLE001 - an unreadable file: no opinion, as outside JupyterLab
+    except Exception:
         return None
     edited = {}
     for name, info in declared.items():
@@ -299,13 +313,15 @@ def start(**params: Any) -> SimpleNamespace:
     if injected is not None:  # run by papermill: a name this notebook does not take would silently do nothing
         unknown = sorted(set(injected) - set(passed))
         if unknown:
-            raise ConfigError(f"this notebook has no parameter {unknown[0]!r} (given with papermill -p): it takes "
-                              f"{', '.join(sorted(passed))}")
+            raise ConfigError(
+                f"this notebook has no parameter {unknown[0]!r} (given with papermill -p): it takes "
+                f"{', '.join(sorted(passed))}"
+            )
     if injected is None:  # JupyterLab: the notebook's own file says what its defaults are
         injected = _edited_parameters(passed)
     preset = get_preset(params.get("preset", "cpu"))
     seed = params.get("seed")
-    seed = preset.seed if seed is None else seed
+    seed = preset.seed_or_own(seed)
     seed_everything(seed)
     preset.run_dir.mkdir(parents=True, exist_ok=True)
     fig_dir = preset.figure_dir
@@ -313,8 +329,10 @@ def start(**params: Any) -> SimpleNamespace:
     variant = variant_dir(preset, {k: passed[k] for k in (injected or {})})
     if variant is not None:
         fig_dir = variant / "figures"
-        print(f"parameters {', '.join(f'{k}={v!r}' for k, v in sorted(injected.items()) if k not in PLAIN_PARAMS)}: "
-              f"outputs apart from the preset's own; figures → {fig_dir}")
+        print(
+            f"parameters {', '.join(f'{k}={v!r}' for k, v in sorted(injected.items()) if k not in PLAIN_PARAMS)}: "
+            f"outputs apart from the preset's own; figures → {fig_dir}"
+        )
     dataset = (params.get("dataset") or "").strip()
     if dataset and dataset != preset.datasets[0]:  # another dataset of the preset (or any known one): its own figures
         fig_dir = fig_dir / dataset
@@ -325,8 +343,9 @@ def start(**params: Any) -> SimpleNamespace:
         fig_dir = record_figure_dir(fig_dir, params["record"])
         print(f"analysing the given record {params['record']}; figures → {fig_dir}")
     fig_dir.mkdir(parents=True, exist_ok=True)
-    return SimpleNamespace(**{**params, "seed": seed, "preset": preset}, run_dir=preset.run_dir, fig_dir=fig_dir,
-                           variant=variant)
+    return SimpleNamespace(
+        **{**params, "seed": seed, "preset": preset}, run_dir=preset.run_dir, fig_dir=fig_dir, variant=variant
+    )
 
 
 def _running_cell(executed: Path) -> str:
@@ -338,8 +357,9 @@ def _running_cell(executed: Path) -> str:
     except (OSError, ValueError, KeyError):
         return "?"
     for i, c in enumerate(cells):  # papermill marks the stopped cell with an error output (or leaves it running)
-        if c.get("metadata", {}).get("papermill", {}).get("status") == "running" or \
-                any(o.get("output_type") == "error" for o in c.get("outputs", [])):
+        if c.get("metadata", {}).get("papermill", {}).get("status") == "running" or any(
+            o.get("output_type") == "error" for o in c.get("outputs", [])
+        ):
             return str(i)
     return "?"
 
@@ -407,45 +427,66 @@ def export_notebooks(executed: list[Path], html_dir: Path, res: dict[str, Any] |
     html_dir = Path(html_dir)
     html_dir.mkdir(parents=True, exist_ok=True)
     # no CDN: MathJax, require.js and mermaid are left out (their URLs empty; the empty script tags removed)
-    exporter = HTMLExporter(template_name="lab", mathjax_url="", require_js_url="", mermaid_js_url="",
-                            mermaid_layout_elk_js_url="", jquery_url="", widget_renderer_url="",
-                            jupyter_widgets_base_url="")
+    exporter = HTMLExporter(
+        template_name="lab",
+        mathjax_url="",
+        require_js_url="",
+        mermaid_js_url="",
+        mermaid_layout_elk_js_url="",
+        jquery_url="",
+        widget_renderer_url="",
+        jupyter_widgets_base_url="",
+    )
     for nb in executed:
         body, _ = exporter.from_notebook_node(_with_plotly_html(nbformat.read(str(nb), as_version=4)))
         atomic_write_bytes(html_dir / f"{nb.stem}.html", body.replace('<script src=""></script>', "").encode())
-    links = [f'<li><a href="{html.escape(p.name)}">{html.escape(p.stem)}</a></li>'
-             for p in sorted(html_dir.glob("[0-9][0-9]_*.html"))]
+    links = [
+        f'<li><a href="{html.escape(p.name)}">{html.escape(p.stem)}</a></li>'
+        for p in sorted(html_dir.glob("[0-9][0-9]_*.html"))
+    ]
     rows_html = ""
     if res is not None:
         from .results import rows
 
-        rows_html = "<h2>Headline numbers</h2><table><tr><th>section</th><th>what</th><th>value</th></tr>" + "".join(
-            f"<tr><td>{html.escape(a)}</td><td>{html.escape(b)}</td><td>{html.escape(c)}</td></tr>"
-            for a, b, c in rows(res)) + "</table>"
-        meta = (f"<p>preset <b>{html.escape(res['preset'])}</b>, code {html.escape(res['code_version'])}, torch "
-                f"{html.escape(res['torch'])}, CPU {html.escape(res['cpu'])}; 95 % CIs in brackets.</p>")
+        rows_html = (
+            "<h2>Headline numbers</h2><table><tr><th>section</th><th>what</th><th>value</th></tr>"
+            + "".join(
+                f"<tr><td>{html.escape(a)}</td><td>{html.escape(b)}</td><td>{html.escape(c)}</td></tr>"
+                for a, b, c in rows(res)
+            )
+            + "</table>"
+        )
+        meta = (
+            f"<p>preset <b>{html.escape(res['preset'])}</b>, code {html.escape(res['code_version'])}, torch "
+            f"{html.escape(res['torch'])}, CPU {html.escape(res['cpu'])}; 95 % CIs in brackets.</p>"
+        )
     else:
         meta = ""
-    page = ("<!doctype html><meta charset='utf-8'><title>overthink results</title><style>body{font-family:sans-serif;"
-            "max-width:60em;margin:2em auto}td,th{padding:2px 10px;text-align:left}tr:nth-child(even){background:#f3f3f3}"
-            "</style><h1>overthink: executed notebooks</h1>" + meta + "<ul>" + "".join(links) + "</ul>" + rows_html)
+    page = (
+        "<!doctype html><meta charset='utf-8'><title>overthink results</title><style>body{font-family:sans-serif;"
+        "max-width:60em;margin:2em auto}td,th{padding:2px 10px;text-align:left}tr:nth-child(even){background:#f3f3f3}"
+        "</style><h1>overthink: executed notebooks</h1>" + meta + "<ul>" + "".join(links) + "</ul>" + rows_html
+    )
     index = html_dir / "index.html"
     atomic_write_bytes(index, page.encode())
     return index
 
 
-def _run_books(jobs, runner, cfg, all_params, out_dir, parts_dir, timeout, kernel, progress) -> list[dict[str, Any]]:
+def _run_books(
+    jobs, runner, resolved, all_params, out_dir, parts_dir, timeout, kernel, progress
+) -> list[dict[str, Any]]:
     """Execute (notebook, dataset) pairs in order; each waits for the jobs it reads (``runner``, or None)."""
     import papermill
     from nbclient.exceptions import CellTimeoutError
     from papermill.exceptions import PapermillExecutionError
 
-    from .results import ENV as RESULTS_ENV, TAG_ENV as RESULTS_TAG_ENV
+    from .results import ENV as RESULTS_ENV
+    from .results import TAG_ENV as RESULTS_TAG_ENV
     from .train import HEADLESS_ENV
 
     rows = []
     for book, dataset in jobs:
-        other = dataset is not None and dataset != cfg.datasets[0]
+        other = dataset is not None and dataset != resolved.datasets[0]
         stem = f"{book.stem}-{dataset}" if other else book.stem
         out = out_dir / f"{stem}{book.suffix}"
         part = parts_dir / f"{stem}.json"
@@ -462,36 +503,67 @@ def _run_books(jobs, runner, cfg, all_params, out_dir, parts_dir, timeout, kerne
             if progress and waited > 1:
                 print(f"  (waited {waited:.0f} s for the jobs it reads)", flush=True)
         t0 = time.perf_counter()
-        env = {RESULTS_ENV: str(part), "TQDM_DISABLE": "1", HEADLESS_ENV: "1", RESULTS_TAG_ENV: dataset if other else ""}
+        env = {
+            RESULTS_ENV: str(part),
+            "TQDM_DISABLE": "1",
+            HEADLESS_ENV: "1",
+            RESULTS_TAG_ENV: dataset if other else "",
+        }
         if runner is not None and runner.busy():  # share the cores with the job workers (records: thread-independent)
             env["OMP_NUM_THREADS"] = "1"
         try:
             with _kernel_env(env):
                 papermill.execute_notebook(
-                    str(book), str(out), parameters=book_params, kernel_name=kernel, cwd=str(book.parent),
-                    progress_bar=False, log_output=False, execution_timeout=timeout,
+                    str(book),
+                    str(out),
+                    parameters=book_params,
+                    kernel_name=kernel,
+                    cwd=str(book.parent),
+                    progress_bar=False,
+                    log_output=False,
+                    execution_timeout=timeout,
                     # the kernel app's own log (a TCP-on-localhost warning per notebook) is not the notebook's output
                     extra_arguments=["--IPKernelApp.log_level=ERROR"],
-                    **({"stdout_file": _Prefixed(sys.stdout, f"  [{book.name[:2]}] "),
-                        "stderr_file": _Prefixed(sys.stderr, f"  [{book.name[:2]}] ")} if progress else {}))
+                    **(
+                        {
+                            "stdout_file": _Prefixed(sys.stdout, f"  [{book.name[:2]}] "),
+                            "stderr_file": _Prefixed(sys.stderr, f"  [{book.name[:2]}] "),
+                        }
+                        if progress
+                        else {}
+                    ),
+                )
         except CellTimeoutError:
-            raise NotebookFailed(f"{book.name}: cell {_running_cell(out)} ran past the preset's cell timeout of "
-                                 f"{timeout} s and was stopped — executed copy up to there: {out}") from None
+            raise NotebookFailed(
+                f"{book.name}: cell {_running_cell(out)} ran past the preset's cell timeout of "
+                f"{timeout} s and was stopped — executed copy up to there: {out}"
+            ) from None
         except PapermillExecutionError as err:
-            raise NotebookFailed(f"{book.name} failed in cell {err.cell_index} (execution count {err.exec_count}): "
-                                 f"{err.ename}: {err.evalue.splitlines()[0] if err.evalue else ''} — executed copy "
-                                 f"with the traceback: {out}") from None
+            raise NotebookFailed(
+                f"{book.name} failed in cell {err.cell_index} (execution count {err.exec_count}): "
+                f"{err.ename}: {err.evalue.splitlines()[0] if err.evalue else ''} — executed copy "
+                f"with the traceback: {out}"
+            ) from None
         dt = time.perf_counter() - t0
         rows.append({"notebook": out.name, "seconds": round(dt, 1), "output": str(out)})
         print(f"  {out.name}: {dt:.1f} s", flush=True)
     return rows
 
 
-def run_suite(preset: str, *, only: list[str] | None = None, params: dict[str, Any] | None = None,
-              kernel: str = "python3", progress: bool = True, folder: Path = NOTEBOOK_DIR,
-              out_dir: Path | None = None, cell_timeout: int | None = None,
-              export_html: bool = True, datasets: list[str] | None = None,
-              prefetch: bool = True) -> list[dict[str, Any]]:
+def run_suite(
+    preset: str,
+    *,
+    only: list[str] | None = None,
+    params: dict[str, Any] | None = None,
+    kernel: str = "python3",
+    progress: bool = True,
+    folder: Path = NOTEBOOK_DIR,
+    out_dir: Path | None = None,
+    cell_timeout: int | None = None,
+    export_html: bool = True,
+    datasets: list[str] | None = None,
+    prefetch: bool = True,
+) -> list[dict[str, Any]]:
     """Execute the suite's notebooks in order with papermill; stop at the first failure.
 
     Args:
@@ -523,32 +595,39 @@ def run_suite(preset: str, *, only: list[str] | None = None, params: dict[str, A
     """
     from .results import collect, table
 
-    cfg = get_preset(preset)
+    resolved = get_preset(preset)
     books = list_notebooks(folder)
-    timeout = cfg.cell_timeout if cell_timeout is None else cell_timeout
-    if not only and cfg.suite_skip:
-        skipped = [b.name for b in books if b.name.startswith(cfg.suite_skip)]
-        books = [b for b in books if not b.name.startswith(cfg.suite_skip)]
+    timeout = resolved.cell_timeout if cell_timeout is None else cell_timeout
+    if not only and resolved.suite_skip:
+        skipped = [b.name for b in books if b.name.startswith(resolved.suite_skip)]
+        books = [b for b in books if not b.name.startswith(resolved.suite_skip)]
         if skipped:
-            print(f"preset {preset!r} leaves out {', '.join(skipped)} (too long for its budget): run it with "
-                  f"--only {' --only '.join(p for p in cfg.suite_skip)}", flush=True)
+            print(
+                f"preset {preset!r} leaves out {', '.join(skipped)} (too long for its budget): run it with "
+                f"--only {' --only '.join(p for p in resolved.suite_skip)}",
+                flush=True,
+            )
     if only:
         books = [b for b in books if any(b.name.startswith(o) for o in only)]
         if not books:
-            raise ConfigError(f"no notebook matches {only}; the suite is: "
-                              f"{', '.join(b.name for b in list_notebooks(folder))}")
+            raise ConfigError(
+                f"no notebook matches {only}; the suite is: {', '.join(b.name for b in list_notebooks(folder))}"
+            )
     if "preset" in (params or {}) and params["preset"] != preset:
-        raise ConfigError(f"the preset is given twice ({preset!r} and the parameter preset={params['preset']!r}): "
-                          "give it once, with --preset")
+        raise ConfigError(
+            f"the preset is given twice ({preset!r} and the parameter preset={params['preset']!r}): "
+            "give it once, with --preset"
+        )
     all_params = {"preset": preset, **(params or {})}
     if str(all_params.get("record") or "").strip():  # notebooks run in notebooks/: paths relative to the caller
-        all_params["record"] = ",".join(str(Path(part.strip()).expanduser().resolve())
-                                        for part in str(all_params["record"]).split(","))
+        all_params["record"] = ",".join(
+            str(Path(part.strip()).expanduser().resolve()) for part in str(all_params["record"]).split(",")
+        )
     if "dataset" in all_params:  # one dataset named as a parameter: that one only ("": the preset's first)
         if datasets:
             raise ConfigError("give the datasets either with --datasets or as the parameter dataset, not both")
-        datasets = [all_params.pop("dataset") or cfg.datasets[0]]
-    run_sets = list(datasets) if datasets else list(cfg.datasets)
+        datasets = [all_params.pop("dataset") or resolved.datasets[0]]
+    run_sets = list(datasets) if datasets else list(resolved.datasets)
     for name in run_sets:
         _rule_dataset(name)
         if not name:
@@ -557,8 +636,8 @@ def run_suite(preset: str, *, only: list[str] | None = None, params: dict[str, A
         check_declared(book, all_params)
     check_values(all_params)
     given_record = str(all_params.get("record") or "").strip()
-    variant = variant_dir(cfg, all_params)  # overrides: nothing of the preset's own outputs is touched
-    base = cfg.run_dir if variant is None else variant
+    variant = variant_dir(resolved, all_params)  # overrides: nothing of the preset's own outputs is touched
+    base = resolved.run_dir if variant is None else variant
     own = out_dir is None and not given_record
     if out_dir is None:
         out_dir = base / "notebooks"
@@ -569,11 +648,13 @@ def run_suite(preset: str, *, only: list[str] | None = None, params: dict[str, A
     summary_dir = base if own else out_dir  # results.json/.md, html/ and the timings go here
     parts_dir = summary_dir / "results"
     rows = []
-    fig_dir = cfg.figure_dir if variant is None else variant / "figures"
+    fig_dir = resolved.figure_dir if variant is None else variant / "figures"
     if given_record:
         fig_dir = record_figure_dir(fig_dir, all_params["record"])
-    print(f"running {len(books)} notebook(s) with preset {preset!r}; executed copies → {out_dir}, "
-          f"figures → {fig_dir}", flush=True)
+    print(
+        f"running {len(books)} notebook(s) with preset {preset!r}; executed copies → {out_dir}, figures → {fig_dir}",
+        flush=True,
+    )
     jobs = []
     for book in books:
         if "dataset" in declared_parameters(book):
@@ -585,14 +666,15 @@ def run_suite(preset: str, *, only: list[str] | None = None, params: dict[str, A
         from .jobs import JobRunner, plan
 
         overridden = sorted(k for k in all_params if k != "preset")
-        pairs = plan(cfg, [(b.name, ds) for b, ds in jobs])
+        pairs = plan(resolved, [(b.name, ds) for b, ds in jobs])
         if overridden:
-            print(f"parameters given ({', '.join(overridden)}): the notebooks train what they need themselves",
-                  flush=True)
+            print(
+                f"parameters given ({', '.join(overridden)}): the notebooks train what they need themselves", flush=True
+            )
         elif pairs:
-            runner = JobRunner(cfg, pairs, progress=progress).start()
+            runner = JobRunner(resolved, pairs, progress=progress).start()
     try:
-        rows = _run_books(jobs, runner, cfg, all_params, out_dir, parts_dir, timeout, kernel, progress)
+        rows = _run_books(jobs, runner, resolved, all_params, out_dir, parts_dir, timeout, kernel, progress)
     except BaseException:
         if runner is not None:
             runner.stop()
@@ -609,11 +691,18 @@ def run_suite(preset: str, *, only: list[str] | None = None, params: dict[str, A
             w.writeheader()
             w.writerows(ahead)
     total = sum(r["seconds"] for r in rows)
-    res = collect(parts_dir, summary_dir, preset=preset, timings=rows,
-                  params={k: v for k, v in all_params.items() if k != "preset"})
-    print(f"done: {len(rows)} notebook(s) in {total:.1f} s; timings in {timings}\n\nheadline numbers "
-          f"(95 % CIs in brackets; {summary_dir / 'results.json'}, {summary_dir / 'results.md'}):\n{table(res)}",
-          flush=True)
+    res = collect(
+        parts_dir,
+        summary_dir,
+        preset=preset,
+        timings=rows,
+        params={k: v for k, v in all_params.items() if k != "preset"},
+    )
+    print(
+        f"done: {len(rows)} notebook(s) in {total:.1f} s; timings in {timings}\n\nheadline numbers "
+        f"(95 % CIs in brackets; {summary_dir / 'results.json'}, {summary_dir / 'results.md'}):\n{table(res)}",
+        flush=True,
+    )
     if export_html:
         index = export_notebooks([Path(r["output"]) for r in rows], summary_dir / "html", res)
         print(f"readable copies of the executed notebooks (images embedded, no server needed): {index}", flush=True)

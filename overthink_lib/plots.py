@@ -1,4 +1,5 @@
 """Saving figures: every figure as ``<fig_dir>/<name>.png`` (static) and, where exploring helps, ``.html`` (plotly)."""
+
 from __future__ import annotations
 
 import os
@@ -8,9 +9,9 @@ import matplotlib
 
 if not os.environ.get("DISPLAY") and "inline" not in matplotlib.get_backend():
     matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-from .config import atomic_write_bytes  # noqa: E402
+from .config import ConfigError, atomic_write_bytes
 
 
 def subplots(nrows: int = 1, ncols: int = 1, figsize=None, **kw):
@@ -62,20 +63,81 @@ def sample_scatter_plotly(rec, class_names=None, title: str = ""):
     conf = rec.probs.max(-1).values.numpy()
     preds, labels, ids = rec.preds.numpy(), rec.labels.numpy(), rec.indices.numpy()
     ot = overthought(rec).numpy()
-    hover = ["<br>".join([f"#{int(ids[i])}, true {names[int(labels[i])]}"] +
-                         [f"exit {k + 1}: {names[int(preds[i, k])]} ({conf[i, k]:.2f})"
-                          f"{' ✓' if preds[i, k] == labels[i] else ''}" for k in range(rec.num_exits)])
-             for i in range(len(first))]
+    hover = [
+        "<br>".join(
+            [f"#{int(ids[i])}, true {names[int(labels[i])]}"]
+            + [
+                f"exit {k + 1}: {names[int(preds[i, k])]} ({conf[i, k]:.2f}){' ✓' if preds[i, k] == labels[i] else ''}"
+                for k in range(rec.num_exits)
+            ]
+        )
+        for i in range(len(first))
+    ]
     fig = go.Figure()
     for flag, label, color in ((False, "not overthought", "#7f7f7f"), (True, "overthought", "#d62728")):
         m = ot == flag
-        fig.add_trace(go.Scatter(x=x[m], y=conf[m, -1], mode="markers", name=label, text=np.array(hover)[m],
-                                 hoverinfo="text", marker={"color": color, "size": 6, "opacity": 0.7}))
-    fig.update_layout(title=title or "each test sample: first correct exit vs final-exit confidence",
-                      xaxis={"title": "first correct exit (last tick: none)",
-                             "tickvals": list(range(1, rec.num_exits + 2)),
-                             "ticktext": [str(k) for k in range(1, rec.num_exits + 1)] + ["none"]},
-                      yaxis={"title": "final exit's confidence (max softmax)"}, height=420)
+        fig.add_trace(
+            go.Scatter(
+                x=x[m],
+                y=conf[m, -1],
+                mode="markers",
+                name=label,
+                text=np.array(hover)[m],
+                hoverinfo="text",
+                marker={"color": color, "size": 6, "opacity": 0.7},
+            )
+        )
+    fig.update_layout(
+        title=title or "each test sample: first correct exit vs final-exit confidence",
+        xaxis={
+            "title": "first correct exit (last tick: none)",
+            "tickvals": list(range(1, rec.num_exits + 2)),
+            "ticktext": [str(k) for k in range(1, rec.num_exits + 1)] + ["none"],
+        },
+        yaxis={"title": "final exit's confidence (max softmax)"},
+        height=420,
+    )
+    return fig
+
+
+def exit_predictions(rec, image_set, rows, class_names=None):
+    """One panel per record row in ``rows``: the sample's image (looked up in ``image_set`` by its dataset index),
+    its index and true class, and every exit's prediction (✓/✗, the class name cut to 10 characters) with its
+    confidence (max softmax). Built with :func:`subplots` (no pyplot figure); returns the figure.
+
+    Args:
+        rec: an :class:`~overthink_lib.records.ExitRecord`.
+        image_set: what holds the images: ``images`` ``[N, C, H, W]``, ``indices`` ``[N]`` and ``class_names``
+            (an :class:`~overthink_lib.data.registry.ImageSet`).
+        rows: record rows to show, in order (e.g. the first overthought ones).
+        class_names: names of the classes; default the image set's, else the class numbers.
+    """
+    import numpy as np
+
+    rows = [int(r) for r in rows]
+    pos = {int(i): r for r, i in enumerate(image_set.indices.tolist())}
+    missing = [int(rec.indices[r]) for r in rows if int(rec.indices[r]) not in pos]
+    if missing:
+        raise ConfigError(
+            f"samples {missing[:5]} of the record are not in the image set: give the split it was recorded on"
+        )
+    names = class_names or image_set.class_names or [str(i) for i in range(rec.num_classes)]
+    probs = rec.probs
+    n = len(rows)
+    fig, axes = subplots(1, max(n, 1), figsize=(2.1 * max(n, 1), 3.2), squeeze=False)
+    for ax, r in zip(axes[0], rows, strict=False):  # no rows: one blank panel
+        img = np.asarray(image_set.images[pos[int(rec.indices[r])]])  # [C, H, W]
+        ax.imshow(img[0] if img.shape[0] == 1 else img.transpose(1, 2, 0), cmap="gray")
+        ax.axis("off")
+        lines = [f"#{int(rec.indices[r])} true: {names[int(rec.labels[r])]}"]
+        for k in range(rec.num_exits):
+            pred = int(rec.preds[r, k])
+            ok = "✓" if pred == int(rec.labels[r]) else "✗"
+            lines.append(f"e{k + 1} {ok} {names[pred][:10]} {probs[r, k].max().item():.2f}")
+        ax.set_title("\n".join(lines), fontsize=7, loc="left")
+    for ax in axes[0][n:]:
+        ax.axis("off")
+    fig.tight_layout()
     return fig
 
 
@@ -116,12 +178,22 @@ def plane(anytime, curves: dict, bounds: dict, point: dict | None = None, ax=Non
     m = 1e6
     ax.plot(anytime["flops"] / m, anytime["accuracy"] * 100, "o-", color="k", label="anytime (each exit)")
     if "low" in anytime:
-        ax.errorbar(anytime["flops"] / m, anytime["accuracy"] * 100,
-                    yerr=[(anytime["accuracy"] - anytime["low"]) * 100, (anytime["high"] - anytime["accuracy"]) * 100],
-                    fmt="none", color="k", capsize=3)
+        ax.errorbar(
+            anytime["flops"] / m,
+            anytime["accuracy"] * 100,
+            yerr=[(anytime["accuracy"] - anytime["low"]) * 100, (anytime["high"] - anytime["accuracy"]) * 100],
+            fmt="none",
+            color="k",
+            capsize=3,
+        )
     for i, (name, c) in enumerate(curves.items()):
-        ax.plot(c["test_flops"] / m, c["test_acc"] * 100, ".-" if i == 0 else "x--", color=f"C{i}",
-                label=f"budgeted: {name}")
+        ax.plot(
+            c["test_flops"] / m,
+            c["test_acc"] * 100,
+            ".-" if i == 0 else "x--",
+            color=f"C{i}",
+            label=f"budgeted: {name}",
+        )
         if "low" in c:
             ax.fill_between(c["test_flops"] / m, c["low"] * 100, c["high"] * 100, color=f"C{i}", alpha=0.2)
     for name, marker, color in (("oracle", "*", "C2"), ("realistic", "P", "C3")):
@@ -140,17 +212,41 @@ def plane_plotly(anytime, curves: dict, bounds: dict, title: str = ""):
 
     m = 1e6
     fig = go.Figure()
-    fig.add_trace(go.Scatter(x=anytime["flops"] / m, y=anytime["accuracy"] * 100, mode="lines+markers",
-                             name="anytime", text=[f"exit {k}" for k in anytime["exit"]],
-                             hovertemplate="%{text}<br>%{x:.2f} MFLOPs<br>%{y:.2f} %<extra></extra>"))
+    fig.add_trace(
+        go.Scatter(
+            x=anytime["flops"] / m,
+            y=anytime["accuracy"] * 100,
+            mode="lines+markers",
+            name="anytime",
+            text=[f"exit {k}" for k in anytime["exit"]],
+            hovertemplate="%{text}<br>%{x:.2f} MFLOPs<br>%{y:.2f} %<extra></extra>",
+        )
+    )
     for name, c in curves.items():
-        hover = [f"p={p}<br>thresholds {', '.join(f'{t:.3f}' for t in th[:-1])}<br>exit fractions "
-                 f"{', '.join(f'{f:.2f}' for f in fr)}" for p, th, fr in zip(c["p"], c["thresholds"], c["test_fractions"])]
-        fig.add_trace(go.Scatter(x=c["test_flops"] / m, y=c["test_acc"] * 100, mode="lines+markers",
-                                 name=f"budgeted: {name}", text=hover,
-                                 hovertemplate="%{text}<br>%{x:.2f} MFLOPs<br>%{y:.2f} %<extra></extra>"))
+        hover = [
+            f"p={p}<br>thresholds {', '.join(f'{t:.3f}' for t in th[:-1])}<br>exit fractions "
+            f"{', '.join(f'{f:.2f}' for f in fr)}"
+            for p, th, fr in zip(c["p"], c["thresholds"], c["test_fractions"])
+        ]
+        fig.add_trace(
+            go.Scatter(
+                x=c["test_flops"] / m,
+                y=c["test_acc"] * 100,
+                mode="lines+markers",
+                name=f"budgeted: {name}",
+                text=hover,
+                hovertemplate="%{text}<br>%{x:.2f} MFLOPs<br>%{y:.2f} %<extra></extra>",
+            )
+        )
     for name in ("oracle", "realistic"):
-        fig.add_trace(go.Scatter(x=[bounds[name]["flops"] / m], y=[bounds[name]["accuracy"] * 100], mode="markers",
-                                 marker={"size": 14, "symbol": "star"}, name=name))
+        fig.add_trace(
+            go.Scatter(
+                x=[bounds[name]["flops"] / m],
+                y=[bounds[name]["accuracy"] * 100],
+                mode="markers",
+                marker={"size": 14, "symbol": "star"},
+                name=name,
+            )
+        )
     fig.update_layout(title=title, xaxis_title="expected MFLOPs per sample (MACs)", yaxis_title="test accuracy (%)")
     return fig

@@ -8,24 +8,34 @@ analyses never depend on training code.
   and IMTA convention), on an :class:`ImageSet`, a pair of tensors ``(x, y)`` or an iterable of ``(x, y, ...)``
   batches (e.g. a ``DataLoader``).
 """
+
 from __future__ import annotations
 
 import inspect
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import torch
 from torch import nn
 
-from .config import ConfigError, code_version, config_hash
+from .config import COMPUTE_VERSIONS, ConfigError, code_version, config_hash
 from .data import ImageSet
 from .records import SUFFIX, ExitRecord
 
 
-def make_record(model, ds: ImageSet, *, device: torch.device | None = None, batch_size: int = 512,
-                provenance: dict[str, Any] | None = None, progress: bool = False,
-                weights_hash: str | None = None, speed=None,
-                predicted: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None) -> ExitRecord:
+def make_record(
+    model,
+    ds: ImageSet,
+    *,
+    device: torch.device | None = None,
+    batch_size: int = 512,
+    provenance: dict[str, Any] | None = None,
+    progress: bool = False,
+    weights_hash: str | None = None,
+    speed=None,
+    predicted: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+) -> ExitRecord:
     """Run ``model`` (eval mode, no augmentation) over ``ds`` and keep every exit's logits.
 
     ``weights_hash``: the model's :func:`~overthink_lib.train.state_hash` when the caller already has it.
@@ -38,17 +48,30 @@ def make_record(model, ds: ImageSet, *, device: torch.device | None = None, batc
     from .speed import Speed
     from .train import predict, state_hash
 
-    if getattr(model, "config", None) is not None and hasattr(model.config, "num_classes") and \
-            model.config.num_classes != ds.num_classes:
-        raise ConfigError(f"model has {model.config.num_classes} classes but dataset {ds.name} has {ds.num_classes}: "
-                          "train a model for this dataset")
+    if (
+        getattr(model, "config", None) is not None
+        and hasattr(model.config, "num_classes")
+        and model.config.num_classes != ds.num_classes
+    ):
+        raise ConfigError(
+            f"model has {model.config.num_classes} classes but dataset {ds.name} has {ds.num_classes}: "
+            "train a model for this dataset"
+        )
     speed = (speed or Speed()).resolve()
-    logits, labels, indices = predicted if predicted is not None else \
-        predict(model, ds, batch_size=batch_size, device=device, progress=progress, speed=speed)
+    logits, labels, indices = (
+        predicted
+        if predicted is not None
+        else predict(model, ds, batch_size=batch_size, device=device, progress=progress, speed=speed)
+    )
     flops = torch.tensor(exit_flops(model, tuple(ds.images.shape[1:])), dtype=torch.float64)
-    prov = {"model_spec": getattr(model, "spec", None), "dataset": ds.provenance(),
-            "weights_hash": weights_hash or state_hash(model), "code_version": code_version(),
-            **({} if speed.is_default else {"inference_speed": speed.describe()}), **(provenance or {})}
+    prov = {
+        "model_spec": getattr(model, "spec", None),
+        "dataset": ds.provenance(),
+        "weights_hash": weights_hash or state_hash(model),
+        "code_version": code_version(),
+        **({} if speed.is_default else {"inference_speed": speed.describe()}),
+        **(provenance or {}),
+    }
     return ExitRecord(logits, labels, indices, flops, {k: v.clone() for k, v in ds.extras.items()}, prov)
 
 
@@ -66,8 +89,15 @@ def cached_record(model, ds: ImageSet, cache_dir: Path, *, predictions: Path | N
     speed = speed.resolve() if speed is not None else None
     if speed is not None:
         kwargs["speed"] = speed
-    key = config_hash({"weights": weights, "data": ds.provenance(), "spec": getattr(model, "spec", None),
-                       **({"speed": speed.describe()} if speed is not None and not speed.is_default else {})})
+    key = config_hash(
+        {
+            "weights": weights,
+            "data": ds.provenance(),
+            "spec": getattr(model, "spec", None),
+            "version": COMPUTE_VERSIONS["record"],
+            **({"speed": speed.describe()} if speed is not None and not speed.is_default else {}),
+        }
+    )
     path = Path(cache_dir) / f"{ds.name}-{ds.split}-{key}{SUFFIX}"
     if path.exists():
         return ExitRecord.load(path)
@@ -91,13 +121,15 @@ def _batches(data: Any, batch_size: int) -> Iterable[tuple[torch.Tensor, torch.T
         if len(x) != len(y):
             raise ConfigError(f"record_from_model: {len(x)} inputs but {len(y)} labels")
         for i in range(0, len(x), batch_size):
-            yield x[i:i + batch_size], y[i:i + batch_size], None
+            yield x[i : i + batch_size], y[i : i + batch_size], None
         return
     try:
         it = iter(data)
     except TypeError:
-        raise ConfigError("record_from_model needs an ImageSet, a pair of tensors (x, y) or an iterable of (x, y) "
-                          f"batches, got {type(data).__name__}") from None
+        raise ConfigError(
+            "record_from_model needs an ImageSet, a pair of tensors (x, y) or an iterable of (x, y) "
+            f"batches, got {type(data).__name__}"
+        ) from None
     for batch in it:
         if not isinstance(batch, (tuple, list)) or len(batch) < 2:
             raise ConfigError("record_from_model: every batch must be (x, y) or (x, y, index)")
@@ -117,9 +149,17 @@ def _measured_flops(model: nn.Module, x: torch.Tensor, num_exits: int) -> list[f
 
 
 @torch.no_grad()
-def record_from_model(model: nn.Module, data: Any, *, flops: Any = None, batch_size: int = 256,
-                      device: torch.device | str | None = None, name: str | None = None,
-                      provenance: dict[str, Any] | None = None, progress: bool = False) -> ExitRecord:
+def record_from_model(
+    model: nn.Module,
+    data: Any,
+    *,
+    flops: Any = None,
+    batch_size: int = 256,
+    device: torch.device | str | None = None,
+    name: str | None = None,
+    provenance: dict[str, Any] | None = None,
+    progress: bool = False,
+) -> ExitRecord:
     """An ExitRecord of any multi-exit ``model`` whose forward returns a list/tuple of per-exit logits.
 
     Args:
@@ -144,8 +184,10 @@ def record_from_model(model: nn.Module, data: Any, *, flops: Any = None, batch_s
             x = x.to(device)
             outs = model(x)
             if not isinstance(outs, (list, tuple)) or not outs or not all(torch.is_tensor(o) for o in outs):
-                raise ConfigError(f"record_from_model: {type(model).__name__}.forward must return a list or tuple of "
-                                  f"per-exit logits [B, C], got {type(outs).__name__}")
+                raise ConfigError(
+                    f"record_from_model: {type(model).__name__}.forward must return a list or tuple of "
+                    f"per-exit logits [B, C], got {type(outs).__name__}"
+                )
             logits.append(torch.stack([o.float() for o in outs], 1).cpu())
             labels.append(torch.as_tensor(y).cpu())
             index.append(idx.cpu() if idx is not None else None)
@@ -159,12 +201,24 @@ def record_from_model(model: nn.Module, data: Any, *, flops: Any = None, batch_s
     finally:
         model.train(was_training)
     all_index = torch.cat(index) if all(i is not None for i in index) else None
-    prov = {"source": "record_from_model", "model_class": type(model).__name__, "code_version": code_version(),
-            "flops_source": flops_source, **({"dataset": data.provenance()} if isinstance(data, ImageSet) else {}),
-            **(provenance or {})}
+    prov = {
+        "source": "record_from_model",
+        "model_class": type(model).__name__,
+        "code_version": code_version(),
+        "flops_source": flops_source,
+        **({"dataset": data.provenance()} if isinstance(data, ImageSet) else {}),
+        **(provenance or {}),
+    }
     extras = {k: v.clone() for k, v in data.extras.items()} if isinstance(data, ImageSet) else None
-    return ExitRecord.from_arrays(torch.cat(logits), torch.cat(labels), flops=flops, indices=all_index,
-                                  extras=extras, model=name or state_hash(model), provenance=prov)
+    return ExitRecord.from_arrays(
+        torch.cat(logits),
+        torch.cat(labels),
+        flops=flops,
+        indices=all_index,
+        extras=extras,
+        model=name or state_hash(model),
+        provenance=prov,
+    )
 
 
 __all__ = ["cached_record", "make_record", "record_from_model"]

@@ -8,6 +8,7 @@ Files are ``.npz`` archives of plain numeric arrays plus the provenance as a JSO
 writes, can). Chosen over safetensors because numpy reads it with no extra dependency and any other framework can
 write one (``numpy.savez``). Records of the older ``.pt`` format still load, with ``torch.load(weights_only=True)``.
 """
+
 from __future__ import annotations
 
 import json
@@ -26,8 +27,7 @@ FORMAT = "overthink.ExitRecord/1"
 #: The file suffix of records; ``.pt`` files of the older format still load (weights-only).
 SUFFIX = ".npz"
 #: Formats people send that a record is not read from (one line saying what to do instead).
-UNSUPPORTED = {".safetensors": "safetensors", ".pkl": "pickled", ".pickle": "pickled", ".h5": "HDF5",
-               ".hdf5": "HDF5"}
+UNSUPPORTED = {".safetensors": "safetensors", ".pkl": "pickled", ".pickle": "pickled", ".h5": "HDF5", ".hdf5": "HDF5"}
 
 
 class RecordWarning(UserWarning):
@@ -48,8 +48,9 @@ def _tensor(x: Any, dtype: torch.dtype | None, name: str) -> torch.Tensor:
         try:
             a = np.asarray(x)
         except (TypeError, ValueError) as err:
-            raise ConfigError(f"ExitRecord {name} must be numeric (a numpy array or tensor), got "
-                              f"{type(x).__name__}: {err}") from None
+            raise ConfigError(
+                f"ExitRecord {name} must be numeric (a numpy array or tensor), got {type(x).__name__}: {err}"
+            ) from None
         if a.dtype.kind not in _INT_KINDS + "f":
             raise ConfigError(f"ExitRecord {name} must be numeric, got dtype {a.dtype} ({type(x).__name__})")
         if a.dtype.kind == "u" and a.dtype.itemsize > 1:  # torch has no full uint16/32/64 support
@@ -71,53 +72,65 @@ def _where(bad: torch.Tensor) -> str:
 
 def _check_logits(logits: torch.Tensor) -> torch.Tensor:
     if logits.ndim != 3:
-        raise ConfigError(f"ExitRecord logits must be [N, E, C] (samples, exits, classes), got shape "
-                          f"{tuple(logits.shape)}")
+        raise ConfigError(
+            f"ExitRecord logits must be [N, E, C] (samples, exits, classes), got shape {tuple(logits.shape)}"
+        )
     if logits.dtype == torch.bool:
         raise ConfigError("ExitRecord logits must be scores (floating point), got booleans")
     logits = logits.float()
     if logits.shape[0] < 1:
-        raise ConfigError("ExitRecord holds no samples (logits of shape "
-                          f"{tuple(logits.shape)}): record at least one")
+        raise ConfigError(f"ExitRecord holds no samples (logits of shape {tuple(logits.shape)}): record at least one")
     if logits.shape[1] < 1 or logits.shape[2] < 2:
         raise ConfigError(f"ExitRecord logits {tuple(logits.shape)} need at least one exit and two classes")
     bad = ~torch.isfinite(logits)
     if bad.any():  # policy: refused, never guessed — a NaN would silently move accuracy and every threshold
         nan, pos = int(torch.isnan(logits).sum()), int((logits == float("inf")).sum())
-        raise ConfigError(f"ExitRecord logits hold {int(bad.sum())} non-finite values (NaN {nan}, +Inf {pos}, "
-                          f"-Inf {int(bad.sum()) - nan - pos}; {_where(bad)}): fix the model or the export; for "
-                          "log-probabilities with log(0) clip first, e.g. np.log(np.clip(p, 1e-30, 1))")
+        raise ConfigError(
+            f"ExitRecord logits hold {int(bad.sum())} non-finite values (NaN {nan}, +Inf {pos}, "
+            f"-Inf {int(bad.sum()) - nan - pos}; {_where(bad)}): fix the model or the export; for "
+            "log-probabilities with log(0) clip first, e.g. np.log(np.clip(p, 1e-30, 1))"
+        )
     return logits
 
 
 def _check_labels(labels: torch.Tensor, n: int, c: int) -> torch.Tensor:
     if labels.ndim == 2 and labels.shape == (n, c):
-        raise ConfigError(f"ExitRecord labels must be class indices [N], got shape {tuple(labels.shape)} (one-hot?): "
-                          "pass labels.argmax(1)")
+        raise ConfigError(
+            f"ExitRecord labels must be class indices [N], got shape {tuple(labels.shape)} (one-hot?): "
+            "pass labels.argmax(1)"
+        )
     if labels.ndim != 1:
         raise ConfigError(f"ExitRecord labels must be 1-D class indices [N], got shape {tuple(labels.shape)}")
     if labels.is_floating_point():
-        raise ConfigError(f"ExitRecord labels must be integer class indices, got dtype {labels.dtype}: convert "
-                          "whole-number labels with labels.astype(np.int64)")
+        raise ConfigError(
+            f"ExitRecord labels must be integer class indices, got dtype {labels.dtype}: convert "
+            "whole-number labels with labels.astype(np.int64)"
+        )
     if labels.dtype == torch.bool:
         raise ConfigError("ExitRecord labels must be integer class indices, got booleans")
     labels = labels.long()
     if len(labels) and (labels.min() < 0 or labels.max() >= c):
-        raise ConfigError(f"ExitRecord labels must lie in 0..{c - 1} (the classes of the logits), got "
-                          f"{int(labels.min())}..{int(labels.max())}")
+        raise ConfigError(
+            f"ExitRecord labels must lie in 0..{c - 1} (the classes of the logits), got "
+            f"{int(labels.min())}..{int(labels.max())}"
+        )
     return labels
 
 
 def _check_indices(indices: torch.Tensor, n: int) -> torch.Tensor:
     if indices.ndim != 1 or indices.is_floating_point() or indices.dtype == torch.bool:
-        raise ConfigError(f"ExitRecord indices must be 1-D integer sample ids [N], got shape {tuple(indices.shape)} "
-                          f"dtype {indices.dtype}")
+        raise ConfigError(
+            f"ExitRecord indices must be 1-D integer sample ids [N], got shape {tuple(indices.shape)} "
+            f"dtype {indices.dtype}"
+        )
     indices = indices.long()
     if len(indices) and int(indices.min()) < 0:
         raise ConfigError(f"ExitRecord indices must be >= 0 (dataset indices), got {int(indices.min())}")
     if len(torch.unique(indices)) != len(indices):
-        raise ConfigError(f"ExitRecord indices repeat ({len(indices) - len(torch.unique(indices))} duplicates): each "
-                          "sample needs its own dataset index")
+        raise ConfigError(
+            f"ExitRecord indices repeat ({len(indices) - len(torch.unique(indices))} duplicates): each "
+            "sample needs its own dataset index"
+        )
     return indices
 
 
@@ -128,19 +141,23 @@ def _check_flops(flops: torch.Tensor | None, e: int) -> torch.Tensor | None:
     if len(flops) != e:
         return flops  # the shape check of __post_init__ names every part
     if not torch.isfinite(flops).all() or not (flops > 0).all():
-        raise ConfigError(f"ExitRecord flops must be finite and > 0 (cumulative cost per exit), got "
-                          f"{flops.tolist()}")
+        raise ConfigError(f"ExitRecord flops must be finite and > 0 (cumulative cost per exit), got {flops.tolist()}")
     down = [k for k in range(1, e) if flops[k] < flops[k - 1]]  # 0-based: exit k + 1 costs less than exit k
     if down:
-        raise ConfigError(f"ExitRecord flops must be cumulative (non-decreasing), but exit {down[0] + 1} costs less "
-                          f"than exit {down[0]}: {flops.tolist()}; give the cost of reaching each exit from the input")
+        raise ConfigError(
+            f"ExitRecord flops must be cumulative (non-decreasing), but exit {down[0] + 1} costs less "
+            f"than exit {down[0]}: {flops.tolist()}; give the cost of reaching each exit from the input"
+        )
     same = [k + 1 for k in range(1, e) if flops[k] == flops[k - 1]]
     if same:
         import warnings
 
-        warnings.warn(f"ExitRecord flops: exit {', '.join(map(str, same))} cost as much as the exit before "
-                      f"({flops.tolist()}); a model whose forward ignores upto=k gives this", RecordWarning,
-                      stacklevel=3)
+        warnings.warn(
+            f"ExitRecord flops: exit {', '.join(map(str, same))} cost as much as the exit before "
+            f"({flops.tolist()}); a model whose forward ignores upto=k gives this",
+            RecordWarning,
+            stacklevel=3,
+        )
     return flops
 
 
@@ -155,11 +172,15 @@ def _check_provenance(prov: Any) -> dict[str, Any]:
     if "dataset" in prov:
         d = prov["dataset"]
         if not isinstance(d, dict):
-            raise ConfigError(f"ExitRecord provenance dataset must be a dict like {{'name': 'cifar100', 'split': "
-                              f"'test'}}, got {d!r}")
+            raise ConfigError(
+                f"ExitRecord provenance dataset must be a dict like {{'name': 'cifar100', 'split': 'test'}}, got {d!r}"
+            )
         for key, kind in _DATASET_TYPES.items():
-            if key in d and d[key] is not None and (not isinstance(d[key], kind) or
-                                                   (kind is not bool and isinstance(d[key], bool))):
+            if (
+                key in d
+                and d[key] is not None
+                and (not isinstance(d[key], kind) or (kind is not bool and isinstance(d[key], bool)))
+            ):
                 raise ConfigError(f"ExitRecord provenance dataset.{key} has the wrong type: {d[key]!r}")
     if prov.get("model_spec") is not None and not isinstance(prov["model_spec"], dict):
         raise ConfigError(f"ExitRecord provenance model_spec must be a dict, got {type(prov['model_spec']).__name__}")
@@ -196,8 +217,10 @@ class ExitRecord:
         self.flops = None if self.flops is None else _check_flops(_tensor(self.flops, None, "flops"), e)
         n_flops = e if self.flops is None else len(self.flops)
         if len(self.labels) != n or len(self.indices) != n or n_flops != e:
-            raise ConfigError(f"ExitRecord parts disagree: logits {tuple(self.logits.shape)}, labels {len(self.labels)},"
-                              f" indices {len(self.indices)}, flops {n_flops}")
+            raise ConfigError(
+                f"ExitRecord parts disagree: logits {tuple(self.logits.shape)}, labels {len(self.labels)},"
+                f" indices {len(self.indices)}, flops {n_flops}"
+            )
         if not isinstance(self.extras, dict):
             raise ConfigError(f"ExitRecord extras must be a dict of arrays, got {type(self.extras).__name__}")
         self.extras = {str(k): _tensor(v, None, f"extra {k!r}") for k, v in self.extras.items()}
@@ -207,9 +230,17 @@ class ExitRecord:
         self.provenance = _check_provenance(self.provenance)
 
     @classmethod
-    def from_arrays(cls, logits: Any, labels: Any, *, flops: Any = None, indices: Any = None,
-                    extras: dict[str, Any] | None = None, model: str | None = None,
-                    provenance: dict[str, Any] | None = None) -> "ExitRecord":
+    def from_arrays(
+        cls,
+        logits: Any,
+        labels: Any,
+        *,
+        flops: Any = None,
+        indices: Any = None,
+        extras: dict[str, Any] | None = None,
+        model: str | None = None,
+        provenance: dict[str, Any] | None = None,
+    ) -> ExitRecord:
         """A record of logits computed anywhere (numpy arrays or tensors).
 
         Args:
@@ -266,15 +297,19 @@ class ExitRecord:
     def require_flops(self, what: str = "this analysis") -> torch.Tensor:
         """The per-exit FLOPs, or one ConfigError saying that ``what`` needs them and how to give them."""
         if self.flops is None:
-            raise ConfigError(f"{what} needs the cost of each exit, and this record has none: pass flops=[...] "
-                              "(cumulative per exit) to ExitRecord.from_arrays or record_from_model")
+            raise ConfigError(
+                f"{what} needs the cost of each exit, and this record has none: pass flops=[...] "
+                "(cumulative per exit) to ExitRecord.from_arrays or record_from_model"
+            )
         return self.flops
 
     def summary(self) -> str:
         acc = " ".join(f"{a * 100:.2f}" for a in self.accuracy().tolist())
         p = self.provenance
-        return (f"{p.get('dataset', {}).get('name', '?')}/{p.get('dataset', {}).get('split', '?')}: "
-                f"{self.num_samples} samples, {self.num_exits} exits, accuracy per exit (%) {acc}")
+        return (
+            f"{p.get('dataset', {}).get('name', '?')}/{p.get('dataset', {}).get('split', '?')}: "
+            f"{self.num_samples} samples, {self.num_exits} exits, accuracy per exit (%) {acc}"
+        )
 
     def to_frame(self):
         """Tidy table: one row per (sample, exit) with label, pred, confidence, entropy, margin, correct, flops."""
@@ -285,17 +320,19 @@ class ExitRecord:
         n, e = self.num_samples, self.num_exits
         entropy = -(p * p.clamp_min(1e-12).log()).sum(-1)
         margin = top2[..., 0] - (top2[..., 1] if self.num_classes > 1 else 0)
-        frame = pd.DataFrame({
-            "sample": self.indices.repeat_interleave(e).numpy(),
-            "exit": torch.arange(1, e + 1).repeat(n).numpy(),
-            "label": self.labels.repeat_interleave(e).numpy(),
-            "pred": self.preds.reshape(-1).numpy(),
-            "confidence": top2[..., 0].reshape(-1).numpy(),
-            "entropy": entropy.reshape(-1).numpy(),
-            "margin": margin.reshape(-1).numpy(),
-            "correct": self.correct.reshape(-1).numpy(),
-            "flops": self.flops.repeat(n).numpy() if self.flops is not None else np.nan,
-        })
+        frame = pd.DataFrame(
+            {
+                "sample": self.indices.repeat_interleave(e).numpy(),
+                "exit": torch.arange(1, e + 1).repeat(n).numpy(),
+                "label": self.labels.repeat_interleave(e).numpy(),
+                "pred": self.preds.reshape(-1).numpy(),
+                "confidence": top2[..., 0].reshape(-1).numpy(),
+                "entropy": entropy.reshape(-1).numpy(),
+                "margin": margin.reshape(-1).numpy(),
+                "correct": self.correct.reshape(-1).numpy(),
+                "flops": self.flops.repeat(n).numpy() if self.flops is not None else np.nan,
+            }
+        )
         for k, v in self.extras.items():
             if v.ndim == 1:
                 frame[k] = v.repeat_interleave(e).numpy()
@@ -307,9 +344,13 @@ class ExitRecord:
         path = Path(path)
         if path.suffix != SUFFIX:
             path = path.with_name(path.name + SUFFIX)
-        arrays = {"format": np.array(FORMAT), "logits": self.logits.numpy(), "labels": self.labels.numpy(),
-                  "indices": self.indices.numpy(),
-                  "provenance": np.array(json.dumps(self.provenance, sort_keys=True, default=str))}
+        arrays = {
+            "format": np.array(FORMAT),
+            "logits": self.logits.numpy(),
+            "labels": self.labels.numpy(),
+            "indices": self.indices.numpy(),
+            "provenance": np.array(json.dumps(self.provenance, sort_keys=True, default=str)),
+        }
         if self.flops is not None:
             arrays["flops"] = self.flops.numpy()
         for k, v in self.extras.items():
@@ -322,18 +363,22 @@ class ExitRecord:
         return path
 
     @classmethod
-    def load(cls, path: Path) -> "ExitRecord":
+    def load(cls, path: Path) -> ExitRecord:
         """Load a record without running any code it may carry; a missing, truncated, corrupt or foreign file →
         one clear ConfigError."""
         path = Path(path)
         if not path.is_file():
-            raise ConfigError(f"no ExitRecord file at {path}: make one with python -m overthink_lib record ... "
-                              "(or ExitRecord.from_arrays(...).save(path))")
+            raise ConfigError(
+                f"no ExitRecord file at {path}: make one with python -m overthink_lib record ... "
+                "(or ExitRecord.from_arrays(...).save(path))"
+            )
         if path.suffix == ".pt":
             return cls._load_legacy(path)
         if path.suffix in UNSUPPORTED:
-            raise ConfigError(f"{path}: {UNSUPPORTED[path.suffix]} records are not supported; write an .npz instead "
-                              "(numpy.savez(path, logits=..., labels=...), then python -m overthink_lib import-record)")
+            raise ConfigError(
+                f"{path}: {UNSUPPORTED[path.suffix]} records are not supported; write an .npz instead "
+                "(numpy.savez(path, logits=..., labels=...), then python -m overthink_lib import-record)"
+            )
         if not zipfile.is_zipfile(path):  # np.load would take any other bytes for a pickle
             raise ConfigError(f"ExitRecord {path} is truncated, corrupt or not an .npz archive; make it again")
         try:
@@ -342,12 +387,18 @@ class ExitRecord:
         except ValueError as err:  # an object array: something that needs unpickling
             raise ConfigError(f"{path} holds pickled objects, which a record never does: refused ({err})") from None
         except (OSError, EOFError, zipfile.BadZipFile, KeyError) as err:
-            raise ConfigError(f"ExitRecord {path} is truncated, corrupt or not an .npz archive "
-                              f"({type(err).__name__}); make it again") from None
-        if blob.get("format") is None or str(blob["format"]) != FORMAT or not {"logits", "labels", "indices",
-                                                                              "provenance"} <= set(blob):
-            raise ConfigError(f"{path} is not an ExitRecord file (format {FORMAT} with logits, labels, indices and "
-                              "provenance expected)")
+            raise ConfigError(
+                f"ExitRecord {path} is truncated, corrupt or not an .npz archive ({type(err).__name__}); make it again"
+            ) from None
+        if (
+            blob.get("format") is None
+            or str(blob["format"]) != FORMAT
+            or not {"logits", "labels", "indices", "provenance"} <= set(blob)
+        ):
+            raise ConfigError(
+                f"{path} is not an ExitRecord file (format {FORMAT} with logits, labels, indices and "
+                "provenance expected)"
+            )
         try:
             prov = json.loads(str(blob["provenance"]))
         except json.JSONDecodeError:
@@ -359,14 +410,20 @@ class ExitRecord:
             raise ConfigError(f"{path}: {err}") from None
 
     @classmethod
-    def _load_legacy(cls, path: Path) -> "ExitRecord":
+    def _load_legacy(cls, path: Path) -> ExitRecord:
         """A record of the older ``.pt`` format, loaded weights-only (tensors and plain containers, no code)."""
         blob = safe_torch_load(path, "ExitRecord")
         if not isinstance(blob, dict) or blob.get("format") != FORMAT:
             raise ConfigError(f"{path} is not an ExitRecord file (format {FORMAT} expected)")
         try:
-            return cls(blob["logits"], blob["labels"], blob["indices"], blob.get("flops"), blob.get("extras") or {},
-                       blob.get("provenance") or {})
+            return cls(
+                blob["logits"],
+                blob["labels"],
+                blob["indices"],
+                blob.get("flops"),
+                blob.get("extras") or {},
+                blob.get("provenance") or {},
+            )
         except KeyError as err:
             raise ConfigError(f"{path} is not a complete ExitRecord file (no {err})") from None
         except ConfigError as err:
@@ -388,23 +445,28 @@ def load_records(where: str | Path) -> dict[str, ExitRecord]:
     else:
         folder = Path(text).expanduser()
         if not folder.is_dir():
-            raise ConfigError(f"record {text!r} is neither a folder nor VAL,TEST: give a folder holding val.npz and "
-                              "test.npz, or the two files separated by a comma")
+            raise ConfigError(
+                f"record {text!r} is neither a folder nor VAL,TEST: give a folder holding val.npz and "
+                "test.npz, or the two files separated by a comma"
+            )
         files = sorted(p for p in folder.iterdir() if p.suffix in (SUFFIX, ".pt") and p.is_file())
         found = {}
         for split in ("val", "test"):
             hits = [p for p in files if p.stem == split] or [p for p in files if split in p.stem]
             if len(hits) != 1:
                 other = [p.name for p in folder.iterdir() if p.suffix in UNSUPPORTED and split in p.stem]
-                raise ConfigError(f"record folder {folder}: expected one {split} record ({split}{SUFFIX}), found "
-                                  f"{len(hits)} ({', '.join(p.name for p in hits) or 'none'})" +
-                                  (f"; {', '.join(other)} is not a supported format: convert it to .npz" if other
-                                   else ""))
+                raise ConfigError(
+                    f"record folder {folder}: expected one {split} record ({split}{SUFFIX}), found "
+                    f"{len(hits)} ({', '.join(p.name for p in hits) or 'none'})"
+                    + (f"; {', '.join(other)} is not a supported format: convert it to .npz" if other else "")
+                )
             found[split] = hits[0]
         val_path, test_path = found["val"], found["test"]
     if Path(val_path).resolve() == Path(test_path).resolve():
-        raise ConfigError(f"record {text!r}: the validation and the test record are the same file ({val_path}); "
-                          "thresholds fitted on the test set would flatter every budgeted number")
+        raise ConfigError(
+            f"record {text!r}: the validation and the test record are the same file ({val_path}); "
+            "thresholds fitted on the test set would flatter every budgeted number"
+        )
     recs = {"val": ExitRecord.load(val_path), "test": ExitRecord.load(test_path)}
     check_same_model(recs["val"], recs["test"])
     check_val_test(recs["val"], recs["test"], f"records {val_path} and {test_path}")
@@ -415,26 +477,36 @@ def check_val_test(val: ExitRecord, test: ExitRecord, what: str = "the validatio
     """Refuse a validation/test pair that would give wrong or flattering numbers: other exits or classes, other
     costs per exit, a split named against its role, or the same samples on both sides."""
     if val.num_exits != test.num_exits or val.num_classes != test.num_classes:
-        raise ConfigError(f"{what} disagree in exits or classes ({val.num_exits}/{test.num_exits} exits, "
-                          f"{val.num_classes}/{test.num_classes} classes)")
+        raise ConfigError(
+            f"{what} disagree in exits or classes ({val.num_exits}/{test.num_exits} exits, "
+            f"{val.num_classes}/{test.num_classes} classes)"
+        )
     if val.flops is not None and test.flops is not None and not torch.allclose(val.flops, test.flops, rtol=1e-6):
-        raise ConfigError(f"{what} give other FLOPs per exit ({val.flops.tolist()} vs {test.flops.tolist()}): one "
-                          "model costs the same on both splits")
+        raise ConfigError(
+            f"{what} give other FLOPs per exit ({val.flops.tolist()} vs {test.flops.tolist()}): one "
+            "model costs the same on both splits"
+        )
     dv, dt = val.provenance.get("dataset") or {}, test.provenance.get("dataset") or {}
     if dv.get("split") in ("test",) or dt.get("split") in ("train", "val"):
-        raise ConfigError(f"{what}: the validation record is of split {dv.get('split')!r} and the test record of "
-                          f"{dt.get('split')!r}: give the validation split's record first")
+        raise ConfigError(
+            f"{what}: the validation record is of split {dv.get('split')!r} and the test record of "
+            f"{dt.get('split')!r}: give the validation split's record first"
+        )
     if dv.get("name") is not None and dv.get("name") == dt.get("name") and dv.get("split") == dt.get("split"):
         shared = len(set(val.indices.tolist()) & set(test.indices.tolist()))
         if shared:
             where = dv.get("name") + (f"/{dv['split']}" if dv.get("split") else "")
-            raise ConfigError(f"{what} both hold samples of {where} ({shared} shared): "
-                              "thresholds must be fitted on other samples than the ones they are tested on")
+            raise ConfigError(
+                f"{what} both hold samples of {where} ({shared} shared): "
+                "thresholds must be fitted on other samples than the ones they are tested on"
+            )
 
 
 def check_same_model(*records: ExitRecord) -> None:
     """Refuse records of different models (e.g. thresholds from one model's validation set on another's test set)."""
     keys = {r.model_key() for r in records}
     if len(keys) > 1:
-        raise ConfigError(f"records come from different models (weights {', '.join(sorted(keys))}): use the "
-                          "validation and test records of one model")
+        raise ConfigError(
+            f"records come from different models (weights {', '.join(sorted(keys))}): use the "
+            "validation and test records of one model"
+        )

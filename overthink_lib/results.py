@@ -10,6 +10,7 @@ prints the table. Values: a number, a string, or ``[estimate, low, high]`` (a 95
 :func:`compare` checks a results file against a committed reference with per-metric tolerances (the CI's
 regression check); :func:`write_reference` makes or refreshes that reference from a run.
 """
+
 from __future__ import annotations
 
 import json
@@ -30,8 +31,20 @@ DEFAULT_ABS_TOL = 0.03
 NOT_REFERENCED = ("speed",)
 
 
-_HEADER = ("preset", "params", "code_version", "cpu", "cpu_id", "capability", "torch", "threads", "malloc", "python", "timings",
-           "meta")
+_HEADER = (
+    "preset",
+    "params",
+    "code_version",
+    "cpu",
+    "cpu_id",
+    "capability",
+    "torch",
+    "threads",
+    "malloc",
+    "python",
+    "timings",
+    "meta",
+)
 _KIND_KEYS = ("cpu", "cpu_id", "capability", "torch", "threads")
 #: Within this of the reference counts as the same number on the machine kind that made the reference.
 EXACT_TOL = 1e-9
@@ -102,25 +115,9 @@ def fmt_value(value: Any, unit: str = "") -> str:
     return f"{num(value)}{suffix}" if isinstance(value, (int, float)) and not isinstance(value, bool) else str(value)
 
 
-def cpu_id() -> str:
-    """Vendor, family and model from ``/proc/cpuinfo`` (``"AuthenticAMD family 25 model 17"``): the microarchitecture,
-    which the model name of a virtual machine ("AMD EPYC") does not tell."""
-    fields = {}
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            key = key.strip()
-            if key in ("vendor_id", "cpu family", "model") and key not in fields:
-                fields[key] = value.strip()
-            if not line.strip() and fields:
-                break
-    except OSError:
-        return "unknown"
-    return f"{fields.get('vendor_id', '?')} family {fields.get('cpu family', '?')} model {fields.get('model', '?')}"
-
-
-def collect(parts_dir: Path, out_dir: Path, *, preset: str, timings: list[dict[str, Any]],
-            params: dict[str, Any] | None = None) -> dict[str, Any]:
+def collect(
+    parts_dir: Path, out_dir: Path, *, preset: str, timings: list[dict[str, Any]], params: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Merge every part under ``parts_dir`` (in notebook order) into ``out_dir/results.json`` and ``results.md``.
 
     ``timings``: the runner's rows of this run (notebook, seconds); notebooks not run this time keep their parts
@@ -145,12 +142,21 @@ def collect(parts_dir: Path, out_dir: Path, *, preset: str, timings: list[dict[s
         meta.update(part["meta"])
         sources[p.stem] = part.get("code_version", "?")
     seconds = {r["notebook"]: r["seconds"] for r in timings}
-    res = {"preset": preset, "params": dict(params or {}), "code_version": code_version(),
-           "cpu": cpu_info().describe(), "cpu_id": cpu_id(),
-           "capability": torch.backends.cpu.get_cpu_capability(), "torch": torch.__version__,
-           "threads": torch.get_num_threads(), "malloc": malloc.state(), "python": platform.python_version(),
-           **values, "timings": {"notebook_seconds": seconds, "total_seconds": round(sum(seconds.values()), 1)},
-           "meta": {"labels": meta, "sources": sources}}
+    res = {
+        "preset": preset,
+        "params": dict(params or {}),
+        "code_version": code_version(),
+        "cpu": cpu_info().describe(),
+        "cpu_id": cpu_info().id,
+        "capability": torch.backends.cpu.get_cpu_capability(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "malloc": malloc.state(),
+        "python": platform.python_version(),
+        **values,
+        "timings": {"notebook_seconds": seconds, "total_seconds": round(sum(seconds.values()), 1)},
+        "meta": {"labels": meta, "sources": sources},
+    }
     out_dir = Path(out_dir)
     atomic_write_bytes(out_dir / "results.json", (json.dumps(res, indent=1) + "\n").encode())
     atomic_write_bytes(out_dir / "results.md", markdown(res).encode())
@@ -176,9 +182,11 @@ def rows(res: dict[str, Any]) -> list[tuple[str, str, str]]:
 
 def markdown(res: dict[str, Any]) -> str:
     given = ", ".join(f"{k}={v!r}" for k, v in sorted(res.get("params", {}).items()))
-    head = (f"# Results of the `{res['preset']}` run{f' with {given}' if given else ''}\n\n"
-            f"code {res['code_version']}, torch {res['torch']}, "
-            f"{res['threads']} threads, malloc {res.get('malloc', 'default')}, CPU {res['cpu']}. 95 % CIs in brackets.\n\n")
+    head = (
+        f"# Results of the `{res['preset']}` run{f' with {given}' if given else ''}\n\n"
+        f"code {res['code_version']}, torch {res['torch']}, "
+        f"{res['threads']} threads, malloc {res.get('malloc', 'default')}, CPU {res['cpu']}. 95 % CIs in brackets.\n\n"
+    )
     lines = ["| section | what | value |", "|---|---|---|"]
     lines += [f"| {s} | {w} | {v} |" for s, w, v in rows(res)]
     mixed = sorted(set(res.get("meta", {}).get("sources", {}).values()))
@@ -232,13 +240,16 @@ def compare(res: dict[str, Any], reference: dict[str, Any], exact: bool | None =
             continue
         tol = EXACT_TOL if exact else ref["abs_tol"]
         if abs(have - want) > tol:
-            problems.append(f"{name}: {have:.6g} here, reference {want:.6g} ({'same machine kind: must match' if exact else f'tolerance ±{tol:.3g} across CPU kinds'}, "
-                            f"off by {have - want:+.4g})")
+            problems.append(
+                f"{name}: {have:.6g} here, reference {want:.6g} ({'same machine kind: must match' if exact else f'tolerance ±{tol:.3g} across CPU kinds'}, "
+                f"off by {have - want:+.4g})"
+            )
     return problems
 
 
-def write_reference(res: dict[str, Any], path: Path, *, keep: dict[str, Any] | None = None,
-                    other: dict[str, Any] | None = None) -> dict[str, Any]:
+def write_reference(
+    res: dict[str, Any], path: Path, *, keep: dict[str, Any] | None = None, other: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """A reference from a results dict: every metric but :data:`NOT_REFERENCED`, exact on ``res``'s machine kind.
 
     Cross-kind tolerances: with ``other`` (the same run on another CPU kind) each number's ``abs_tol`` is twice the
@@ -262,11 +273,17 @@ def write_reference(res: dict[str, Any], path: Path, *, keep: dict[str, Any] | N
                 entry["abs_tol"] = max(DEFAULT_ABS_TOL, math.ceil(round(200 * abs(a - b), 6)) / 100)
                 entry["other_kind_value"] = b
         metrics[name] = entry
-    ref = {"preset": res["preset"], "code_version": res["code_version"],
-           "exact_on": {k: res.get(k) for k in _KIND_KEYS},
-           "tolerances_from": (f"{other.get('cpu')} with kernel capability {other.get('capability')}"
-                               if other is not None else (keep or {}).get("tolerances_from", "defaults")),
-           "metrics": metrics,
-           "how": "make reference (reruns smoke, then python -m overthink_lib reference --preset smoke)"}
+    ref = {
+        "preset": res["preset"],
+        "code_version": res["code_version"],
+        "exact_on": {k: res.get(k) for k in _KIND_KEYS},
+        "tolerances_from": (
+            f"{other.get('cpu')} with kernel capability {other.get('capability')}"
+            if other is not None
+            else (keep or {}).get("tolerances_from", "defaults")
+        ),
+        "metrics": metrics,
+        "how": "make reference (reruns smoke, then python -m overthink_lib reference --preset smoke)",
+    }
     atomic_write_bytes(Path(path), (json.dumps(ref, indent=1) + "\n").encode())
     return ref

@@ -1,4 +1,4 @@
-"""Speed settings of training and inference: each a switch with a measured default (README "Performance").
+"""Speed settings of training and inference: each a switch with a measured default (docs/performance.md).
 
 The defaults are plain fp32 eager PyTorch, because everything the lab publishes must be bit-reproducible on CPU and
 the faster settings change the arithmetic (bf16 rounds every activation to 8 bits of mantissa: first-step gradients of
@@ -14,12 +14,14 @@ What pays depends on the CPU, so :meth:`Speed.fast` asks the CPU (:func:`cpu_inf
 - the fused SGD step and BatchNorm folding everywhere (≥ 1.0× on every kind measured).
 
 ``benchmarks/speed.py`` measures every setting against the fp32 eager baseline on the machine it runs on (and,
-given a clone of the official code, the official model side by side); the README lists the numbers per CPU kind.
+given a clone of the official code, the official model side by side); docs/performance.md lists the numbers per CPU
+kind.
 The chosen set is part of a run's hash and of every record's provenance, so results stay reproducible per machine.
 
 What is *not* a switch because it is always on: images live in memory as one uint8 tensor, batches are sliced and
 augmented on the device as whole tensors (:mod:`overthink_lib.data.batches`), there is no per-sample Python work.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -42,10 +44,13 @@ class CpuInfo:
     Attributes:
         model: the CPU's model name (``/proc/cpuinfo``).
         flags: its feature flags (``avx2``, ``avx512f``, ``avx512_bf16``, ``amx_bf16``, ...).
+        id: vendor, family and model (``"AuthenticAMD family 25 model 17"``): the microarchitecture, which the model
+            name of a virtual machine ("AMD EPYC") does not tell; ``"unknown"`` without ``/proc/cpuinfo``.
     """
 
     model: str
     flags: frozenset[str]
+    id: str = "unknown"
 
     @property
     def native_bf16(self) -> bool:
@@ -54,7 +59,7 @@ class CpuInfo:
 
     @property
     def kind(self) -> str:
-        """``avx512-amx``, ``avx512-bf16``, ``avx512``, ``avx2`` or ``other``: the rows of the README's tables."""
+        """``avx512-amx``, ``avx512-bf16``, ``avx512``, ``avx2`` or ``other``: the CPU kinds of docs/performance.md."""
         if "amx_bf16" in self.flags:
             return "avx512-amx"
         if "avx512_bf16" in self.flags:
@@ -68,8 +73,10 @@ class CpuInfo:
 
 
 def parse_cpuinfo(text: str) -> CpuInfo:
-    """A :class:`CpuInfo` from the text of ``/proc/cpuinfo`` (the first processor's model name and flags)."""
+    """A :class:`CpuInfo` from the text of ``/proc/cpuinfo`` (the first processor's model name, flags and id)."""
     model, flags = "unknown CPU", frozenset()
+    ids: dict[str, str] = {}  # vendor_id, cpu family, model of the first processor's block
+    first_block_read = False
     for line in text.splitlines():
         key, _, value = line.partition(":")
         key = key.strip()
@@ -77,7 +84,12 @@ def parse_cpuinfo(text: str) -> CpuInfo:
             model = value.strip()
         elif key == "flags" and not flags:
             flags = frozenset(value.split())
-    return CpuInfo(model, flags)
+        elif key in ("vendor_id", "cpu family", "model") and key not in ids and not first_block_read:
+            ids[key] = value.strip()
+        if not line.strip() and ids:
+            first_block_read = True
+    cpu_id = f"{ids.get('vendor_id', '?')} family {ids.get('cpu family', '?')} model {ids.get('model', '?')}"
+    return CpuInfo(model, flags, cpu_id)
 
 
 @functools.lru_cache(maxsize=1)
@@ -94,11 +106,11 @@ def cpu_info() -> CpuInfo:
 
 #: ``torch.compile`` of MSDNet's training step per CPU kind: (seconds its first step takes with an empty inductor
 #: cache, throughput gain of the compiled step over the same settings in eager mode). Measured with
-#: ``benchmarks/speed.py`` (README "Performance"); a kind not listed takes the most pessimistic row.
+#: ``benchmarks/speed.py`` (docs/performance.md); a kind not listed takes the most pessimistic row.
 COMPILE: dict[str, tuple[float, float]] = {
-    "avx512-amx": (114.0, 1.41),   # x86 with AVX-512 + AMX-bf16 (68–114 s), earlier measurement
+    "avx512-amx": (114.0, 1.41),  # x86 with AVX-512 + AMX-bf16 (68–114 s), earlier measurement
     "avx512-bf16": (145.0, 1.41),  # AMD EPYC (Zen 4: AVX-512-bf16, no AMX), 2026-11-26
-    "avx2": (220.0, 1.23),         # AMD EPYC, AVX2 only (issue 16: 116 vs 94 img/s, 220 s to compile)
+    "avx2": (220.0, 1.23),  # AMD EPYC, AVX2 only (2026-11-26: 116 vs 94 img/s, 220 s to compile)
 }
 
 
@@ -145,7 +157,7 @@ class Speed:
             raise ConfigError("Speed(auto=True) is a request that resolve() turns into settings: give it alone")
 
     @classmethod
-    def fast(cls, *, cpu: CpuInfo | None = None, run_seconds: float | None = None) -> "Speed":
+    def fast(cls, *, cpu: CpuInfo | None = None, run_seconds: float | None = None) -> Speed:
         """The settings that pay on ``cpu`` (default: this machine's) for a run of ``run_seconds`` eager seconds.
 
         bf16 and channels_last only with native bf16; compile only when ``run_seconds`` is known and at least
@@ -157,19 +169,20 @@ class Speed:
         long_run = run_seconds is not None and run_seconds >= compile_break_even(cpu)
         return cls(bf16=native, channels_last=native, compile=long_run, fused_sgd=True, fold_bn=True)
 
-    def resolve(self, *, cpu: CpuInfo | None = None, run_seconds: float | None = None,
-                device: torch.device | str = "cpu") -> "Speed":
+    def resolve(
+        self, *, cpu: CpuInfo | None = None, run_seconds: float | None = None, device: torch.device | str = "cpu"
+    ) -> Speed:
         """Concrete settings: ``auto`` becomes :meth:`fast` for ``cpu`` and the run (on CUDA: the fused SGD step and
         compile for long runs; precision there is :attr:`TrainConfig.amp`'s business); anything else stays."""
         if not self.auto:
             return self
         if torch.device(device).type != "cpu":
-            # not measured on a GPU yet (no device in the session that wrote this): compile only for runs of 10+ min
+            # not measured on a GPU (a guess): compile only for runs of 10+ min
             return Speed(fused_sgd=True, compile=run_seconds is not None and run_seconds >= CUDA_COMPILE_AFTER_S)
         return Speed.fast(cpu=cpu, run_seconds=run_seconds)
 
     @classmethod
-    def parse(cls, text: str) -> "Speed":
+    def parse(cls, text: str) -> Speed:
         """``"fp32"``/``""`` → default; ``"fast"``/``"auto"`` → ``Speed(auto=True)`` (resolved for the machine and
         the run by :meth:`resolve`); or comma-separated field names (``"bf16,compile"``), taken as given."""
         text = text.strip()
@@ -181,8 +194,9 @@ class Speed:
         known = {f.name for f in fields(cls)}
         bad = [n for n in names if n not in known]
         if bad:
-            raise ConfigError(f"unknown speed setting(s) {bad}: use 'fp32', 'fast' or a comma-separated subset of "
-                              f"{sorted(known)}")
+            raise ConfigError(
+                f"unknown speed setting(s) {bad}: use 'fp32', 'fast' or a comma-separated subset of {sorted(known)}"
+            )
         return cls(**{n: True for n in names})
 
     @property
@@ -231,8 +245,7 @@ def estimate_train_seconds(model: nn.Module, x: torch.Tensor, steps: int, probe_
             t0 = time.perf_counter()
             outs = probe(x)
             outs = outs if isinstance(outs, (list, tuple)) else [outs]
-            loss = sum(F.cross_entropy(o.float(), torch.zeros(len(x), dtype=torch.long, device=x.device))
-                       for o in outs)
+            loss = sum(F.cross_entropy(o.float(), torch.zeros(len(x), dtype=torch.long, device=x.device)) for o in outs)
             loss.backward()
             if i:
                 times.append(time.perf_counter() - t0)
@@ -272,13 +285,24 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
             conv, bn = seq[i], seq[i + 1]
             if not (isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d)) or bn.running_var is None:
                 continue
-            scale = bn.weight / torch.sqrt(bn.running_var + bn.eps) if bn.affine else \
-                torch.rsqrt(bn.running_var + bn.eps)
+            scale = (
+                bn.weight / torch.sqrt(bn.running_var + bn.eps) if bn.affine else torch.rsqrt(bn.running_var + bn.eps)
+            )
             shift = bn.bias if bn.affine else torch.zeros_like(bn.running_mean)
             bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
-            new = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
-                            conv.dilation, conv.groups, bias=True, padding_mode=conv.padding_mode,
-                            device=conv.weight.device, dtype=conv.weight.dtype)
+            new = nn.Conv2d(
+                conv.in_channels,
+                conv.out_channels,
+                conv.kernel_size,
+                conv.stride,
+                conv.padding,
+                conv.dilation,
+                conv.groups,
+                bias=True,
+                padding_mode=conv.padding_mode,
+                device=conv.weight.device,
+                dtype=conv.weight.dtype,
+            )
             new.weight.copy_(conv.weight * scale.reshape(-1, 1, 1, 1))
             new.bias.copy_((bias - bn.running_mean) * scale + shift)
             seq[i], seq[i + 1] = new, nn.Identity()
@@ -302,5 +326,15 @@ def for_inference(model: nn.Module, speed: Speed) -> nn.Module:
     return model
 
 
-__all__ = ["COMPILE", "CpuInfo", "Speed", "compile_break_even", "cpu_has_bf16", "cpu_info", "estimate_train_seconds",
-           "fold_batchnorm", "for_inference", "parse_cpuinfo"]
+__all__ = [
+    "COMPILE",
+    "CpuInfo",
+    "Speed",
+    "compile_break_even",
+    "cpu_has_bf16",
+    "cpu_info",
+    "estimate_train_seconds",
+    "fold_batchnorm",
+    "for_inference",
+    "parse_cpuinfo",
+]

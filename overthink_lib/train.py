@@ -11,6 +11,7 @@
 - AMP (bf16, or fp16 with a grad scaler) on CUDA; fp32 on CPU unless :class:`~overthink_lib.speed.Speed` asks for
   bf16 autocast, channels_last, ``torch.compile`` or a fused SGD step (all off by default: see :mod:`.speed`).
 """
+
 from __future__ import annotations
 
 import csv
@@ -20,17 +21,26 @@ import os
 import random
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import (ConfigError, atomic_torch_save, atomic_write_bytes, code_version, config_hash,
-                     safe_torch_load, seed_everything)
+from .config import (
+    COMPUTE_VERSIONS,
+    ConfigError,
+    atomic_torch_save,
+    atomic_write_bytes,
+    code_version,
+    config_hash,
+    safe_torch_load,
+    seed_everything,
+)
 from .data import ImageSet, iterate
 from .models import MultiExit, model_from_spec
 from .speed import Speed, cpu_has_bf16, cpu_threads, estimate_train_seconds, for_inference
@@ -99,8 +109,10 @@ class TrainConfig:
         if not isinstance(self.speed, Speed):
             raise ConfigError(f"TrainConfig.speed must be a Speed, got {self.speed!r} (Speed.parse('fast') makes one)")
         if self.epochs < 0 or self.batch_size < 1 or self.lr <= 0:
-            raise ConfigError(f"TrainConfig needs epochs >= 0, batch_size >= 1, lr > 0 (got {self.epochs}, "
-                              f"{self.batch_size}, {self.lr})")
+            raise ConfigError(
+                f"TrainConfig needs epochs >= 0, batch_size >= 1, lr > 0 (got {self.epochs}, "
+                f"{self.batch_size}, {self.lr})"
+            )
         if not isinstance(self.threads, int) or self.threads < 0:
             raise ConfigError(f"TrainConfig.threads must be an integer >= 0 (0: torch's setting), got {self.threads!r}")
         if self.schedule not in ("step", "onecycle", "constant"):
@@ -131,8 +143,9 @@ class TrainConfig:
         return self.lr * self.lr_gamma ** sum(epoch >= m for m in marks)
 
 
-def multi_exit_loss(outputs: list[torch.Tensor], y: torch.Tensor,
-                    weights: tuple[float, ...] | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
+def multi_exit_loss(
+    outputs: list[torch.Tensor], y: torch.Tensor, weights: tuple[float, ...] | None = None
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Σ_k γ_k · CE(outputs[k], y); returns (total, per-exit CE)."""
     per_exit = [F.cross_entropy(o.float(), y) for o in outputs]
     w = weights or (1.0,) * len(outputs)
@@ -171,9 +184,16 @@ def build_model(spec: dict[str, Any], init_seed: int) -> MultiExit:
 
 
 @torch.no_grad()
-def predict(model: nn.Module, ds: ImageSet, *, batch_size: int = 512, device: torch.device | None = None,
-            amp: bool = False, progress: bool = False,
-            speed: Speed = Speed()) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def predict(
+    model: nn.Module,
+    ds: ImageSet,
+    *,
+    batch_size: int = 512,
+    device: torch.device | None = None,
+    amp: bool = False,
+    progress: bool = False,
+    speed: Speed = Speed(),
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Logits of every exit for every sample, in eval mode, without augmentation.
 
     ``speed`` other than the default runs a prepared copy (:func:`~overthink_lib.speed.for_inference`); the
@@ -192,8 +212,9 @@ def predict(model: nn.Module, ds: ImageSet, *, batch_size: int = 512, device: to
     outs = []
     try:
         it = iterate(ds, batch_size, device=device)
-        for x, _, _ in tqdm(it, total=math.ceil(len(ds) / batch_size), disable=not progress, desc="predict",
-                            leave=False):
+        for x, _, _ in tqdm(
+            it, total=math.ceil(len(ds) / batch_size), disable=not progress, desc="predict", leave=False
+        ):
             with speed.autocast(device, amp):
                 logits = net(speed.batch(x))
             outs.append(torch.stack([o.float() for o in logits], 1).cpu())
@@ -202,8 +223,15 @@ def predict(model: nn.Module, ds: ImageSet, *, batch_size: int = 512, device: to
     return torch.cat(outs), ds.labels.clone(), ds.indices.clone()
 
 
-def evaluate(model: nn.Module, ds: ImageSet, *, batch_size: int = 512, device: torch.device | None = None,
-             amp: bool = False, speed: Speed = Speed()) -> dict[str, list[float]]:
+def evaluate(
+    model: nn.Module,
+    ds: ImageSet,
+    *,
+    batch_size: int = 512,
+    device: torch.device | None = None,
+    amp: bool = False,
+    speed: Speed = Speed(),
+) -> dict[str, list[float]]:
     """Per-exit cross-entropy and accuracy on ``ds`` (eval mode, no augmentation)."""
     logits, labels, _ = predict(model, ds, batch_size=batch_size, device=device, amp=amp, speed=speed)
     return _scores(logits, labels)
@@ -217,8 +245,13 @@ def _scores(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, list[float]
 
 def _prediction_key(ds: ImageSet, weights: str, batch_size: int, device: torch.device) -> dict[str, Any]:
     # everything the logits depend on besides the code: the weights, the samples, the batch size, the device kind
-    return {"weights": weights, "data": ds.provenance(), "batch_size": int(batch_size),
-            "device": torch.device(device).type}
+    return {
+        "weights": weights,
+        "data": ds.provenance(),
+        "batch_size": int(batch_size),
+        "device": torch.device(device).type,
+        "record_version": COMPUTE_VERSIONS["record"],
+    }
 
 
 def prediction_path(folder: Path, ds: ImageSet, weights: str) -> Path:
@@ -226,18 +259,35 @@ def prediction_path(folder: Path, ds: ImageSet, weights: str) -> Path:
     return Path(folder) / f"{ds.split}-{weights}.pt"
 
 
-def save_predictions(folder: Path, ds: ImageSet, weights: str, batch_size: int, device: torch.device,
-                     logits: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor) -> Path:
+def save_predictions(
+    folder: Path,
+    ds: ImageSet,
+    weights: str,
+    batch_size: int,
+    device: torch.device,
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    indices: torch.Tensor,
+) -> Path:
     """Keep fp32-eager logits of :func:`predict` (weights hash ``weights``, ``batch_size``, on ``device``) for
     :func:`load_predictions`; written atomically."""
     path = prediction_path(folder, ds, weights)
-    atomic_torch_save({**_prediction_key(ds, weights, batch_size, device), "logits": logits, "labels": labels,
-                       "indices": indices, "code_version": code_version()}, path)
+    atomic_torch_save(
+        {
+            **_prediction_key(ds, weights, batch_size, device),
+            "logits": logits,
+            "labels": labels,
+            "indices": indices,
+            "code_version": code_version(),
+        },
+        path,
+    )
     return path
 
 
-def load_predictions(folder: Path, ds: ImageSet, weights: str, batch_size: int,
-                     device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+def load_predictions(
+    folder: Path, ds: ImageSet, weights: str, batch_size: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
     """The (logits, labels, indices) that :func:`predict` gives for weights ``weights`` on ``ds`` with fp32 eager
     inference, ``batch_size`` and ``device``, when :func:`save_predictions` kept exactly those; else None (also
     for an unreadable file: then the caller just predicts)."""
@@ -252,16 +302,23 @@ def load_predictions(folder: Path, ds: ImageSet, weights: str, batch_size: int,
     if not isinstance(saved, dict) or any(saved.get(k) != v for k, v in key.items()):
         return None
     logits, labels, indices = saved.get("logits"), saved.get("labels"), saved.get("indices")
-    if not all(torch.is_tensor(t) for t in (logits, labels, indices)) or logits.shape[0] != len(ds) \
-            or not torch.equal(labels, ds.labels) or not torch.equal(indices, ds.indices):
+    if (
+        not all(torch.is_tensor(t) for t in (logits, labels, indices))
+        or logits.shape[0] != len(ds)
+        or not torch.equal(labels, ds.labels)
+        or not torch.equal(indices, ds.indices)
+    ):
         return None
     return logits, labels, indices
 
 
 def _rng_state() -> dict[str, Any]:
     name, keys, pos, has_gauss, gauss = np.random.get_state()  # its key array as a tensor: loadable weights-only
-    state = {"torch": torch.get_rng_state(), "numpy": (name, torch.from_numpy(keys.astype(np.int64)), pos,
-                                                       has_gauss, gauss), "python": random.getstate()}
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": (name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss),
+        "python": random.getstate(),
+    }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -303,8 +360,9 @@ def model_from_checkpoint(path: Path, device: torch.device | str = "cpu") -> tup
     try:
         model.load_state_dict(ckpt["model"])
     except RuntimeError as err:
-        raise ConfigError(f"checkpoint {path} does not fit model {ckpt['model_spec']['name']}: "
-                          f"{str(err).splitlines()[0]}") from None
+        raise ConfigError(
+            f"checkpoint {path} does not fit model {ckpt['model_spec']['name']}: {str(err).splitlines()[0]}"
+        ) from None
     return model.to(device).eval(), ckpt
 
 
@@ -327,8 +385,9 @@ def _write_metrics(path: Path, history: list[dict[str, Any]]) -> None:
     atomic_write_bytes(path, buf.getvalue().encode())
 
 
-def resolve_speed(cfg: TrainConfig, model: nn.Module, train_ds: ImageSet,
-                  device: torch.device | None = None) -> TrainConfig:
+def resolve_speed(
+    cfg: TrainConfig, model: nn.Module, train_ds: ImageSet, device: torch.device | None = None
+) -> TrainConfig:
     """``cfg`` with a ``Speed(auto=True)`` request turned into the settings that pay on this machine for this run
     (:meth:`~overthink_lib.speed.Speed.resolve`): the run's eager length is estimated by timing two training steps
     of a copy of ``model`` on a batch shaped like ``train_ds``'s. Other configs are returned unchanged."""
@@ -346,13 +405,25 @@ HEADLESS_ENV = "OVERTHINK_HEADLESS"  # set by the notebook runner for the kernel
 
 
 def _mmss(seconds: float) -> str:
-    m, s = divmod(int(round(seconds)), 60)
+    m, s = divmod(round(seconds), 60)
     return f"{m} min {s:02d} s" if m else f"{s} s"
 
 
-def train_one_epoch(net: nn.Module, opt: torch.optim.Optimizer, train_ds: ImageSet, cfg: TrainConfig, epoch: int, *,
-                    n_exits: int, loss_fn: LossFn, device: torch.device, scaler=None, rank: int = 0, world: int = 1,
-                    progress: bool = True) -> dict[str, Any]:
+def train_one_epoch(
+    net: nn.Module,
+    opt: torch.optim.Optimizer,
+    train_ds: ImageSet,
+    cfg: TrainConfig,
+    epoch: int,
+    *,
+    n_exits: int,
+    loss_fn: LossFn,
+    device: torch.device,
+    scaler=None,
+    rank: int = 0,
+    world: int = 1,
+    progress: bool = True,
+) -> dict[str, Any]:
     """One epoch of SGD over ``train_ds`` (order and augmentation drawn from ``(cfg.data_seed, epoch)``).
 
     Returns the epoch's row of the history: ``epoch``, the last ``lr``, and per exit the mean training loss and
@@ -364,12 +435,24 @@ def train_one_epoch(net: nn.Module, opt: torch.optim.Optimizer, train_ds: ImageS
     sp = cfg.speed
     steps_per_epoch = math.ceil((len(train_ds) // world) / cfg.batch_size)
     sums = torch.zeros(2 * n_exits + 1, dtype=torch.float64)  # per-exit loss sums, correct counts, samples
-    batches = iterate(train_ds, cfg.batch_size, device=device, shuffle=True, augment=cfg.augment,
-                      seed=int(np.random.SeedSequence([cfg.data_seed, epoch]).generate_state(1)[0]), rank=rank,
-                      world_size=world)
+    batches = iterate(
+        train_ds,
+        cfg.batch_size,
+        device=device,
+        shuffle=True,
+        augment=cfg.augment,
+        seed=int(np.random.SeedSequence([cfg.data_seed, epoch]).generate_state(1)[0]),
+        rank=rank,
+        world_size=world,
+    )
     headless = os.environ.get(HEADLESS_ENV) == "1"  # under reproduce: nobody sees a bar
-    bar = tqdm(batches, total=steps_per_epoch, disable=not progress or rank != 0 or headless,
-               desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False)
+    bar = tqdm(
+        batches,
+        total=steps_per_epoch,
+        disable=not progress or rank != 0 or headless,
+        desc=f"epoch {epoch + 1}/{cfg.epochs}",
+        leave=False,
+    )
     lr = cfg.lr
     # headless: a status line every PROGRESS_EVERY_S seconds instead of the bar
     status = progress and rank == 0 and headless
@@ -393,16 +476,19 @@ def train_one_epoch(net: nn.Module, opt: torch.optim.Optimizer, train_ds: ImageS
             opt.step()
         with torch.no_grad():
             b = len(y)
-            sums[:n_exits] += torch.tensor([float(l) * b for l in per_exit], dtype=torch.float64)
-            sums[n_exits:2 * n_exits] += torch.stack([(o.argmax(-1) == y).sum() for o in outs]).double().cpu()
+            sums[:n_exits] += torch.tensor([float(loss) * b for loss in per_exit], dtype=torch.float64)
+            sums[n_exits : 2 * n_exits] += torch.stack([(o.argmax(-1) == y).sum() for o in outs]).double().cpu()
             sums[-1] += b
         if i % 20 == 0:
             bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.4f}")
         now = time.perf_counter()
         if status and now - t_last >= PROGRESS_EVERY_S and i + 1 < steps_per_epoch:
             t_last, rate = now, (i + 1) / (now - t_start)
-            print(f"epoch {epoch + 1}/{cfg.epochs}: step {i + 1}/{steps_per_epoch}, loss {loss.item():.3f}, "
-                  f"{rate * cfg.batch_size:.0f} img/s, epoch ETA {_mmss((steps_per_epoch - i - 1) / rate)}", flush=True)
+            print(
+                f"epoch {epoch + 1}/{cfg.epochs}: step {i + 1}/{steps_per_epoch}, loss {loss.item():.3f}, "
+                f"{rate * cfg.batch_size:.0f} img/s, epoch ETA {_mmss((steps_per_epoch - i - 1) / rate)}",
+                flush=True,
+            )
     sums = _all_reduce(sums.to(device), world).cpu()
     row: dict[str, Any] = {"epoch": epoch + 1, "lr": lr}
     for k in range(n_exits):
@@ -411,10 +497,21 @@ def train_one_epoch(net: nn.Module, opt: torch.optim.Optimizer, train_ds: ImageS
     return row
 
 
-def fit(model: MultiExit, train_ds: ImageSet, val_ds: ImageSet | None, cfg: TrainConfig, *, out_dir: Path,
-        resume: bool = False, device: torch.device | None = None, loss_fn: LossFn | None = None,
-        params: list[nn.Parameter] | None = None, progress: bool = True, extra: dict[str, Any] | None = None,
-        stop_after_epoch: int | None = None) -> list[dict[str, Any]]:
+def fit(
+    model: MultiExit,
+    train_ds: ImageSet,
+    val_ds: ImageSet | None,
+    cfg: TrainConfig,
+    *,
+    out_dir: Path,
+    resume: bool = False,
+    device: torch.device | None = None,
+    loss_fn: LossFn | None = None,
+    params: list[nn.Parameter] | None = None,
+    progress: bool = True,
+    extra: dict[str, Any] | None = None,
+    stop_after_epoch: int | None = None,
+) -> list[dict[str, Any]]:
     """Train ``model`` on ``train_ds`` (on ``cfg.threads`` CPU threads when set and on the CPU); evaluate on ``val_ds`` after every epoch; checkpoint every epoch.
 
     Args:
@@ -432,16 +529,40 @@ def fit(model: MultiExit, train_ds: ImageSet, val_ds: ImageSet | None, cfg: Trai
     device = device or next(model.parameters()).device
     try:
         with cpu_threads(cfg.threads if device.type == "cpu" else 0):
-            return _fit(model, train_ds, val_ds, cfg, out_dir=out_dir, resume=resume, device=device, loss_fn=loss_fn,
-                        params=params, progress=progress, extra=extra, stop_after_epoch=stop_after_epoch)
+            return _fit(
+                model,
+                train_ds,
+                val_ds,
+                cfg,
+                out_dir=out_dir,
+                resume=resume,
+                device=device,
+                loss_fn=loss_fn,
+                params=params,
+                progress=progress,
+                extra=extra,
+                stop_after_epoch=stop_after_epoch,
+            )
     finally:  # trained in channels_last or not, the model comes back as a checkpoint loads it (NCHW): what the
         # caller computes from it next (records, CAMs) runs the same kernels as from a cached checkpoint
         model.to(memory_format=torch.contiguous_format)
 
 
-def _fit(model: MultiExit, train_ds: ImageSet, val_ds: ImageSet | None, cfg: TrainConfig, *, out_dir: Path,
-         resume: bool, device: torch.device, loss_fn: LossFn | None, params: list[nn.Parameter] | None,
-         progress: bool, extra: dict[str, Any] | None, stop_after_epoch: int | None) -> list[dict[str, Any]]:
+def _fit(
+    model: MultiExit,
+    train_ds: ImageSet,
+    val_ds: ImageSet | None,
+    cfg: TrainConfig,
+    *,
+    out_dir: Path,
+    resume: bool,
+    device: torch.device,
+    loss_fn: LossFn | None,
+    params: list[nn.Parameter] | None,
+    progress: bool,
+    extra: dict[str, Any] | None,
+    stop_after_epoch: int | None,
+) -> list[dict[str, Any]]:
     rank, world = _dist()
     device = device or next(model.parameters()).device
     model.to(device)
@@ -449,29 +570,46 @@ def _fit(model: MultiExit, train_ds: ImageSet, val_ds: ImageSet | None, cfg: Tra
     ckpt_path = out_dir / CHECKPOINT
     if cfg.speed.auto:  # "fast": pick what pays on this machine for a run of this length, before anything is hashed
         cfg = resolve_speed(cfg, model, train_ds, device)
-    identity = {"model_spec": model.spec, "train_config": cfg.hashed_fields(), "train_data": train_ds.provenance(),
-                "extra": extra or {}}
+    identity = {
+        "model_spec": model.spec,
+        "train_config": cfg.hashed_fields(),
+        "train_data": train_ds.provenance(),
+        "extra": extra or {},
+        "train_version": COMPUTE_VERSIONS["train"],
+    }
     sp = cfg.speed
     if sp.bf16 and device.type == "cpu" and not cpu_has_bf16() and rank == 0:
-        warnings.warn("speed.bf16 on a CPU without AMX/AVX-512-bf16: bf16 is emulated there and runs slower than fp32",
-                      stacklevel=2)
+        warnings.warn(
+            "speed.bf16 on a CPU without AMX/AVX-512-bf16: bf16 is emulated there and runs slower than fp32",
+            stacklevel=2,
+        )
     if sp.channels_last and device.type == "cpu" and not sp.bf16 and rank == 0:
-        warnings.warn("fp32 channels_last training on CPU: torch 2.14.1's oneDNN corrupts memory in the input gradient "
-                      "of some NHWC strided convolutions (benchmarks/onednn_nhwc_bug.py); no preset uses it",
-                      stacklevel=2)
+        warnings.warn(
+            "fp32 channels_last training on CPU: torch 2.14.1's oneDNN corrupts memory in the input gradient "
+            "of some NHWC strided convolutions (benchmarks/onednn_nhwc_bug.py); no preset uses it",
+            stacklevel=2,
+        )
     if sp.channels_last:
         model.to(memory_format=torch.channels_last)
     params = list(model.parameters()) if params is None else params
-    opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
-                          nesterov=cfg.nesterov, **({"fused": True} if sp.fused_sgd else {}))
+    opt = torch.optim.SGD(
+        params,
+        lr=cfg.lr,
+        momentum=cfg.momentum,
+        weight_decay=cfg.weight_decay,
+        nesterov=cfg.nesterov,
+        **({"fused": True} if sp.fused_sgd else {}),
+    )
     history: list[dict[str, Any]] = []
     start_epoch = 0
     if resume and ckpt_path.exists():
         ckpt = load_checkpoint(ckpt_path)
         mine, theirs = config_hash(identity), config_hash({k: ckpt.get(k) for k in identity})
         if mine != theirs:
-            raise ConfigError(f"checkpoint {ckpt_path} comes from another config (hash {theirs} ≠ {mine}); "
-                              "use another out_dir or resume=False to start over")
+            raise ConfigError(
+                f"checkpoint {ckpt_path} comes from another config (hash {theirs} ≠ {mine}); "
+                "use another out_dir or resume=False to start over"
+            )
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
         _set_rng_state(ckpt["rng"])
@@ -496,37 +634,81 @@ def _fit(model: MultiExit, train_ds: ImageSet, val_ds: ImageSet | None, cfg: Tra
     keep_after = {last} | ({cfg.epochs // 2} if cfg.epochs % 2 == 0 else set())  # 1-based epochs
     for epoch in range(start_epoch, cfg.epochs):
         t0 = time.perf_counter()
-        row = train_one_epoch(net, opt, train_ds, cfg, epoch, n_exits=n_exits, loss_fn=loss_fn,
-                              device=device, scaler=scaler, rank=rank, world=world, progress=progress)
+        row = train_one_epoch(
+            net,
+            opt,
+            train_ds,
+            cfg,
+            epoch,
+            n_exits=n_exits,
+            loss_fn=loss_fn,
+            device=device,
+            scaler=scaler,
+            rank=rank,
+            world=world,
+            progress=progress,
+        )
         if val_ds is not None and rank == 0:
-            logits, labels, indices = predict(model, val_ds, batch_size=cfg.eval_batch_size, device=device,
-                                              amp=cfg.amp, speed=eval_speed)
+            logits, labels, indices = predict(
+                model, val_ds, batch_size=cfg.eval_batch_size, device=device, amp=cfg.amp, speed=eval_speed
+            )
             ev = _scores(logits, labels)
             if keep_predictions and epoch + 1 in keep_after:
-                save_predictions(out_dir / PREDICTIONS, val_ds, state_hash(model), cfg.eval_batch_size, device,
-                                 logits, labels, indices)
+                save_predictions(
+                    out_dir / PREDICTIONS,
+                    val_ds,
+                    state_hash(model),
+                    cfg.eval_batch_size,
+                    device,
+                    logits,
+                    labels,
+                    indices,
+                )
             for k in range(n_exits):
                 row[f"val_loss_{k + 1}"], row[f"val_acc_{k + 1}"] = ev["loss"][k], ev["acc"][k]
         row["seconds"] = round(time.perf_counter() - t0, 2)
         history.append(row)
         if rank == 0:
-            atomic_torch_save({**identity, "model": model.state_dict(), "optimizer": opt.state_dict(),
-                               "epoch": epoch + 1, "rng": _rng_state(), "history": history,
-                               "code_version": code_version(), "init_seed": cfg.init_seed, "data_seed": cfg.data_seed},
-                              ckpt_path)
+            atomic_torch_save(
+                {
+                    **identity,
+                    "model": model.state_dict(),
+                    "optimizer": opt.state_dict(),
+                    "epoch": epoch + 1,
+                    "rng": _rng_state(),
+                    "history": history,
+                    "code_version": code_version(),
+                    "init_seed": cfg.init_seed,
+                    "data_seed": cfg.data_seed,
+                },
+                ckpt_path,
+            )
             if cfg.epochs % 2 == 0 and epoch + 1 == cfg.epochs // 2:
-                atomic_torch_save({**identity, "model": model.state_dict(), "epoch": epoch + 1, "history": history,
-                                   "code_version": code_version(), "init_seed": cfg.init_seed,
-                                   "data_seed": cfg.data_seed}, out_dir / HALFWAY)
+                atomic_torch_save(
+                    {
+                        **identity,
+                        "model": model.state_dict(),
+                        "epoch": epoch + 1,
+                        "history": history,
+                        "code_version": code_version(),
+                        "init_seed": cfg.init_seed,
+                        "data_seed": cfg.data_seed,
+                    },
+                    out_dir / HALFWAY,
+                )
             _write_metrics(out_dir / METRICS, history)
             if progress:
-                accs = " ".join(f"{row.get(f'val_acc_{k + 1}', row[f'train_acc_{k + 1}']) * 100:.1f}"
-                                for k in range(n_exits))
+                accs = " ".join(
+                    f"{row.get(f'val_acc_{k + 1}', row[f'train_acc_{k + 1}']) * 100:.1f}" for k in range(n_exits)
+                )
                 which = "val" if val_ds is not None else "train"
                 left = (cfg.epochs - epoch - 1) * float(np.mean([h["seconds"] for h in history[start_epoch:]]))
-                print(f"epoch {epoch + 1}/{cfg.epochs}: {row['seconds']:.0f} s, train loss (last exit) "
-                      f"{row[f'train_loss_{n_exits}']:.3f}, {which} acc per exit {accs}, ETA {_mmss(left)} "
-                      f"→ {ckpt_path}", flush=True)
+                print(
+                    f"epoch {epoch + 1}/{cfg.epochs}: {row['seconds']:.0f} s, train loss (last exit) "
+                    f"{row[f'train_loss_{n_exits}']:.3f}, {which} acc per exit {accs}, ETA {_mmss(left)} "
+                    f"→ {ckpt_path}",
+                    flush=True,
+                )
         if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch:
             break
     return history

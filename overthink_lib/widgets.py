@@ -9,11 +9,12 @@ every explorer is a :class:`FigureView`: the figure is built outside pyplot (:fu
 PNG bytes under one lock, and set as the value of an ``Image`` widget — one atomic state update, no output capture,
 nothing for the end-of-cell flush to find, whichever thread the callback runs on.
 """
+
 from __future__ import annotations
 
 import io
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -22,8 +23,9 @@ from .analysis import exits
 from .records import ExitRecord
 
 
-def threshold_point(test: ExitRecord, thresholds, criterion: str = "max_softmax", anytime=None, curves=None,
-                    bounds=None):
+def threshold_point(
+    test: ExitRecord, thresholds, criterion: str = "max_softmax", anytime=None, curves=None, bounds=None
+):
     """Hand-set thresholds → (result of :func:`exits.apply_thresholds`, figure: the point on the accuracy–FLOPs
     plane beside the curves, and the exit distribution)."""
     res = exits.apply_thresholds(test, thresholds, criterion)
@@ -32,8 +34,11 @@ def threshold_point(test: ExitRecord, thresholds, criterion: str = "max_softmax"
     if anytime is not None:
         plots.plane(anytime, curves or {}, bounds, point=point, ax=ax1)
     ax2.bar(range(1, test.num_exits + 1), np.array(res["fractions"]) * 100, color="C2")
-    ax2.set(xlabel="exit", ylabel="% of test samples exiting", title=f"{criterion}: acc {res['accuracy'] * 100:.2f} %, "
-            f"{res['flops'] / 1e6:.2f} MFLOPs")
+    ax2.set(
+        xlabel="exit",
+        ylabel="% of test samples exiting",
+        title=f"{criterion}: acc {res['accuracy'] * 100:.2f} %, {res['flops'] / 1e6:.2f} MFLOPs",
+    )
     shown = ", ".join(f"T{k + 1} = {t:.3g}" for k, t in enumerate(thresholds))
     fig.suptitle(f"thresholds {shown}", fontsize=9, x=0.01, ha="left")  # the picture names what it shows
     fig.tight_layout()
@@ -68,8 +73,13 @@ class FigureView:
     of a draw as text, shown under the image instead of a blank.
     """
 
-    def __init__(self, draw: Callable[..., object], controls: dict, rows: list[list[str]] | None = None,
-                 redraw_on: list[str] | None = None):
+    def __init__(
+        self,
+        draw: Callable[..., object],
+        controls: dict,
+        rows: list[list[str]] | None = None,
+        redraw_on: list[str] | None = None,
+    ):
         import ipywidgets as W
 
         self.draw, self.controls = draw, controls
@@ -78,7 +88,7 @@ class FigureView:
         self.renders, self.error, self._quiet = 0, None, False
         rows = rows or [list(controls)]
         self.widget = W.VBox([W.HBox([controls[n] for n in row]) for row in rows] + [self.image, self.message])
-        for name in (controls if redraw_on is None else redraw_on):  # the others redraw through their own handler
+        for name in controls if redraw_on is None else redraw_on:  # the others redraw through their own handler
             controls[name].observe(self.redraw, names="value")
         self.redraw()
 
@@ -90,7 +100,7 @@ class FigureView:
             return
         try:
             png = render_png(self.draw(**self.values()))
-        except Exception as err:  # noqa: BLE001 - shown under the figure; the slider stays usable
+        except Exception as err:
             self.error = f"{type(err).__name__}: {err}"
             self.message.value = f"<pre style='color:#b00'>{self.error}</pre>"
             return
@@ -117,27 +127,46 @@ class FigureView:
         display(self.widget)
 
 
-def threshold_explorer(test: ExitRecord, anytime=None, curves=None, bounds=None, criterion: str = "max_softmax",
-                       initial=None) -> FigureView:
+def threshold_explorer(
+    test: ExitRecord, anytime=None, curves=None, bounds=None, criterion: str = "max_softmax", initial=None
+) -> FigureView:
     """One slider per exit threshold (exits 1..n−1) and a criterion dropdown; redraws :func:`threshold_point`."""
     import ipywidgets as W
 
     lo, hi = _slider_range(test, criterion)
     init = list(initial) if initial is not None else [hi] * (test.num_exits - 1)
-    sliders = {f"T{k + 1}": W.FloatSlider(value=float(np.clip(v, lo, hi)), min=lo, max=hi,
-                                          step=(hi - lo) / 200 or 0.01, description=f"T{k + 1}",
-                                          continuous_update=False, readout_format=".3f")
-               for k, v in enumerate(init)}
+    sliders = {
+        f"T{k + 1}": W.FloatSlider(
+            value=float(np.clip(v, lo, hi)),
+            min=lo,
+            max=hi,
+            step=(hi - lo) / 200 or 0.01,
+            description=f"T{k + 1}",
+            continuous_update=False,
+            readout_format=".3f",
+        )
+        for k, v in enumerate(init)
+    }
     crit = W.Dropdown(options=list(exits.CRITERIA), value=criterion, description="criterion")
 
     def draw(criterion, **ts):
-        return threshold_point(test, [ts[f"T{k + 1}"] for k in range(len(ts))], criterion, anytime,
-                               curves if criterion == first_criterion else None, bounds)[1]
+        return threshold_point(
+            test,
+            [ts[f"T{k + 1}"] for k in range(len(ts))],
+            criterion,
+            anytime,
+            curves if criterion == first_criterion else None,
+            bounds,
+        )[1]
 
     first_criterion = criterion
     names = list(sliders)
-    view = FigureView(draw, {"criterion": crit, **sliders},
-                      rows=[["criterion"], names[: (len(names) + 1) // 2], names[(len(names) + 1) // 2:]], redraw_on=names)
+    view = FigureView(
+        draw,
+        {"criterion": crit, **sliders},
+        rows=[["criterion"], names[: (len(names) + 1) // 2], names[(len(names) + 1) // 2 :]],
+        redraw_on=names,
+    )
 
     def on_criterion(change):
         lo2, hi2 = _slider_range(test, change["new"])
@@ -159,21 +188,34 @@ def label_share_figure(record: ExitRecord, lam: float, method: str = "score"):
     d = d[d["share"].notna()]
     fig, ax = plots.subplots(figsize=(5.5, 2.8))
     ax.bar(d["label"], d["share"] * 100, color="C0")
-    ax.set(xlabel="D_ee label (exit)", ylabel="% of samples", title=f"{method} labels, λ = {lam:.2f}",
-           xticks=list(d["label"]))
+    ax.set(
+        xlabel="D_ee label (exit)",
+        ylabel="% of samples",
+        title=f"{method} labels, λ = {lam:.2f}",
+        xticks=list(d["label"]),
+    )
     fig.tight_layout()
     return fig
 
 
-def lambda_explorer(record: ExitRecord, lam: float, method: str = "score", lo: float = 0.1,
-                    hi: float = 300.0) -> FigureView:
+def lambda_explorer(
+    record: ExitRecord, lam: float, method: str = "score", lo: float = 0.1, hi: float = 300.0
+) -> FigureView:
     """A log-scale λ slider (labelled λ, starting exactly at ``lam``) redrawing :func:`label_share_figure`."""
     import ipywidgets as W
 
     if not lo <= lam <= hi:
         raise ValueError(f"lambda {lam} is outside the slider's range [{lo}, {hi}]")
-    slider = W.FloatLogSlider(value=lam, base=10, min=float(np.log10(lo)), max=float(np.log10(hi)), step=0.01,
-                              description="λ", continuous_update=False, readout_format=".3g")
+    slider = W.FloatLogSlider(
+        value=lam,
+        base=10,
+        min=float(np.log10(lo)),
+        max=float(np.log10(hi)),
+        step=0.01,
+        description="λ",
+        continuous_update=False,
+        readout_format=".3g",
+    )
     slider.value = lam  # FloatLogSlider snaps to its step on creation; the start value is the notebook's λ
     return FigureView(lambda lam: label_share_figure(record, lam, method), {"lam": slider})
 
@@ -184,6 +226,12 @@ def sample_browser(n: int, draw: Callable[[int], object], description: str = "sa
 
     if n < 1:
         raise ValueError("nothing to browse: no samples")
-    slider = W.IntSlider(value=0, min=0, max=n - 1, description=description, continuous_update=False,
-                         style={"description_width": "initial"})
+    slider = W.IntSlider(
+        value=0,
+        min=0,
+        max=n - 1,
+        description=description,
+        continuous_update=False,
+        style={"description_width": "initial"},
+    )
     return FigureView(lambda i: draw(i), {"i": slider})

@@ -1,13 +1,13 @@
 """Launched by tests/test_train.py with torchrun (2 processes, gloo on CPU)."""
+
 import sys
 
 import torch
 import torch.distributed as dist
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
-from helpers import random_set, tiny_spec  # noqa: E402
-
-from overthink_lib.train import TrainConfig, build_model, fit  # noqa: E402
+from helpers import random_set, tiny_spec
+from overthink_lib.train import TrainConfig, build_model, fit
 
 out = sys.argv[1]
 model = build_model(tiny_spec(), init_seed=0)

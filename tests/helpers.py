@@ -1,4 +1,5 @@
 """Small models and data for fast tests."""
+
 import torch
 
 from overthink_lib.data import ImageSet
@@ -17,5 +18,16 @@ def random_set(n=96, classes=10, channels=1, size=16, seed=0, split="train"):
     # make the task learnable: brighten a class-dependent row band
     for c in range(classes):
         images[labels == c, :, c % size, :] = 255
-    return ImageSet("random", split, images, labels, torch.arange(n), classes, (0.5,) * channels,
-                    (0.25,) * channels, {"pad": 1, "flip": True}, {}, {"seed": seed})
+    return ImageSet(
+        "random",
+        split,
+        images,
+        labels,
+        torch.arange(n),
+        classes,
+        (0.5,) * channels,
+        (0.25,) * channels,
+        {"pad": 1, "flip": True},
+        {},
+        {"seed": seed},
+    )

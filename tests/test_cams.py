@@ -1,4 +1,5 @@
 """GradCAM per exit: shapes, range, one target per image, hooks released, a planted left-half model, bad input."""
+
 import numpy as np
 import pytest
 import torch
@@ -86,6 +87,35 @@ def test_statistics_on_planted_maps():
     assert overlay(np.zeros((1, 9, 9), np.uint8), cams[0, 0]).shape == (9, 9, 3)
 
 
+def test_disjoint_pairs_compare_the_two_groups_cis():
+    import pandas as pd
+
+    from overthink_lib.cams import disjoint_pairs
+
+    def row(group, statistic, e, low, high):
+        return {"group": group, "statistic": statistic, "exit": e, "mean": (low + high) / 2, "low": low, "high": high}
+
+    stats = pd.DataFrame(
+        [
+            row("overthought", "entropy", 1, 0.6, 0.8),
+            row("other", "entropy", 1, 0.2, 0.5),  # above: disjoint
+            row("overthought", "entropy", 2, 0.1, 0.2),
+            row("other", "entropy", 2, 0.3, 0.4),  # below: disjoint
+            row("overthought", "com_distance", 1, 0.2, 0.5),
+            row("other", "com_distance", 1, 0.5, 0.9),  # touching: not
+            row("overthought", "com_distance", 2, 0.2, 0.6),
+            row("other", "com_distance", 2, 0.3, 0.4),  # nested: not
+            row("overthought", "similarity_prev", 2, 0.9, 1.0),  # only one group has it: not
+        ]
+    )
+    pairs, n = disjoint_pairs(stats)
+    assert pairs == [("entropy", 1), ("entropy", 2)] and n == 5
+    assert all(type(s) is str and type(e) is int for s, e in pairs)
+    assert disjoint_pairs(stats, ("other", "overthought")) == (pairs, n)  # symmetric
+    with pytest.raises(ConfigError, match="needs the groups 'overthought' and 'right'"):
+        disjoint_pairs(stats, ("overthought", "right"))
+
+
 def test_bad_input_is_one_clear_error():
     model = get_model("msdnet_cifar", num_classes=10, in_channels=1, channels=4, growth=2, head_channels=8)
     x = torch.randn(2, 1, 28, 28)
@@ -103,7 +133,10 @@ def test_default_explains_each_exit_prediction_and_works_on_a_frozen_imta_networ
     from overthink_lib.models.imta import load_backbone
 
     torch.manual_seed(0)
-    spec = {"name": "msdnet_cifar", "kwargs": dict(num_classes=10, in_channels=1, channels=4, growth=2, head_channels=8)}
+    spec = {
+        "name": "msdnet_cifar",
+        "kwargs": dict(num_classes=10, in_channels=1, channels=4, growth=2, head_channels=8),
+    }
     backbone = get_model(spec["name"], **spec["kwargs"])
     x = torch.randn(3, 1, 28, 28)
     pred = exit_cams(model=backbone, x=x, exits=[1])

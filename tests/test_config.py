@@ -36,11 +36,16 @@ def test_paired_differences_over_seeds_by_hand():
 
     from overthink_lib.experiment import paired_over_seeds
 
-    t = pd.DataFrame({"seed": [0, 0, 1, 1, 2, 2], "arm": ["2E", "ISC", "2E", "ISC", "2E", "ISC"],
-                      "overthought": [0.10, 0.07, 0.12, 0.10, 0.09, 0.08]})
+    t = pd.DataFrame(
+        {
+            "seed": [0, 0, 1, 1, 2, 2],
+            "arm": ["2E", "ISC", "2E", "ISC", "2E", "ISC"],
+            "overthought": [0.10, 0.07, 0.12, 0.10, 0.09, 0.08],
+        }
+    )
     m, lo, hi = paired_over_seeds(t, "overthought", "ISC", "2E")
     d = [-0.03, -0.02, -0.01]  # per seed
-    half = stats.t.ppf(0.975, 2) * pd.Series(d).std() / 3 ** 0.5
+    half = stats.t.ppf(0.975, 2) * pd.Series(d).std() / 3**0.5
     assert m == pytest.approx(-0.02) and lo == pytest.approx(-0.02 - half) and hi == pytest.approx(-0.02 + half)
 
 

@@ -1,4 +1,5 @@
 """Dataset registry: the offline default for real, the other formats on small files written in their real formats."""
+
 import pickle
 
 import numpy as np
@@ -23,8 +24,12 @@ def test_fashion_mnist_offline_default(fashion_train):
     assert not torch.equal(other.indices, val.indices)
     assert torch.bincount(test.labels).tolist() == [1000] * 10
     x, y, i = fashion_train[5]
-    assert x.shape == (1, 28, 28) and x.dtype == torch.float32 and isinstance(y, int) and i == int(
-        fashion_train.indices[5])
+    assert (
+        x.shape == (1, 28, 28)
+        and x.dtype == torch.float32
+        and isinstance(y, int)
+        and i == int(fashion_train.indices[5])
+    )
     assert fashion_train.provenance()["split_seed"] == 0
 
 
@@ -72,8 +77,11 @@ def test_mnist_from_idx_files(tmp_path):
 
 
 def test_missing_mnist_offline_message(tmp_path, monkeypatch):
-    with pytest.raises(DatasetUnavailable, match=r"dataset 'mnist' is not on disk .*train-images-idx3-ubyte.*"
-                                                 r"python -m overthink_lib fetch mnist"):
+    with pytest.raises(
+        DatasetUnavailable,
+        match=r"dataset 'mnist' is not on disk .*train-images-idx3-ubyte.*"
+        r"python -m overthink_lib fetch mnist",
+    ):
         get_dataset("mnist", "train", root=tmp_path, download=False)
 
     import torchvision
@@ -134,8 +142,11 @@ def test_cifar_from_pickles(tmp_path, name):
 
 
 def test_missing_cifar100_offline_message(tmp_path):
-    with pytest.raises(DatasetUnavailable, match=r"'cifar100' is not on disk \(expected train, test in .*cifar-100"
-                                                 r"-python\).*fetch cifar100"):
+    with pytest.raises(
+        DatasetUnavailable,
+        match=r"'cifar100' is not on disk \(expected train, test in .*cifar-100"
+        r"-python\).*fetch cifar100",
+    ):
         get_dataset("cifar100", "test", root=tmp_path, download=False)
 
 
@@ -146,8 +157,13 @@ def _write_svhn(root, n=(40, 30, 60)):
     folder.mkdir(parents=True)
     rng = np.random.default_rng(2)
     for split, k in zip(("train", "test", "extra"), n):
-        savemat(folder / f"{split}_32x32.mat", {"X": rng.integers(0, 256, (32, 32, 3, k), dtype=np.uint8),
-                                                 "y": (np.arange(k) % 10 + 1).reshape(-1, 1).astype(np.uint8)})
+        savemat(
+            folder / f"{split}_32x32.mat",
+            {
+                "X": rng.integers(0, 256, (32, 32, 3, k), dtype=np.uint8),
+                "y": (np.arange(k) % 10 + 1).reshape(-1, 1).astype(np.uint8),
+            },
+        )
 
 
 def test_svhn_from_mat_with_extra_topup(tmp_path, monkeypatch):
@@ -203,8 +219,11 @@ def test_forged_cifar_file_is_refused_and_its_code_never_runs(tmp_path, protocol
     entry = {b"data": np.zeros((8, 3072), np.uint8), b"fine_labels": [0] * 8, b"payload": _RunsCode(marker)}
     (folder / "test").write_bytes(pickle.dumps(entry, protocol=protocol))
     before = sorted(p.name for p in tmp_path.rglob("*"))
-    with pytest.raises(DatasetUnavailable, match=r"asks to run posix.system while loading.*refused without running "
-                                                 r"it") as err:
+    with pytest.raises(
+        DatasetUnavailable,
+        match=r"asks to run posix.system while loading.*refused without running "
+        r"it",
+    ) as err:
         get_dataset("cifar100", "test", root=tmp_path, download=False)
     assert len(str(err.value).splitlines()) == 1
     assert not marker.exists() and sorted(p.name for p in tmp_path.rglob("*")) == before
@@ -230,8 +249,15 @@ def test_cifar_pickles_of_every_protocol_and_numpy_module_name_load(tmp_path):
         get_dataset("cifar10", "test", root=tmp_path, download=False)
 
 
-@pytest.mark.parametrize("payload", [np.zeros(2, dtype=[("a", "O")]), np.array([1, "x"], dtype=object),
-                                     np.zeros(2, dtype="V8"), np.zeros((2, 2), dtype=[("a", "u1", (2,))])])
+@pytest.mark.parametrize(
+    "payload",
+    [
+        np.zeros(2, dtype=[("a", "O")]),
+        np.array([1, "x"], dtype=object),
+        np.zeros(2, dtype="V8"),
+        np.zeros((2, 2), dtype=[("a", "u1", (2,))]),
+    ],
+)
 def test_cifar_file_with_an_object_or_structured_array_is_refused(tmp_path, payload):
     """A structured or object dtype's pickled state can be forged so that raw bytes are read as pointers: only
     numpy's built-in numeric dtypes are rebuilt."""

@@ -1,4 +1,5 @@
 """DCT clutter: planted images with known answers, ordering, invariance, and the group tests."""
+
 import numpy as np
 import pytest
 
@@ -29,8 +30,9 @@ def test_invariant_to_brightness_scaling():
         for colour in dct.COLOURS:
             for measure in dct.MEASURES:
                 a = dct.clutter(img, order=order, colour=colour, measure=measure)
-                assert np.allclose(a, dct.clutter(7.5 * img, order=order, colour=colour, measure=measure),
-                                   equal_nan=True)
+                assert np.allclose(
+                    a, dct.clutter(7.5 * img, order=order, colour=colour, measure=measure), equal_nan=True
+                )
 
 
 def test_orders_run_low_to_high():
@@ -44,6 +46,7 @@ def test_orders_run_low_to_high():
     coef = np.zeros((1, 1, 8, 8))
     coef[0, 0, 7, 7] = 1.0
     from scipy import fft
+
     img = fft.idctn(coef, axes=(-2, -1), norm="ortho")
     assert dct.clutter(img)[0] == 1.0 and dct.clutter(img, order="radial")[0] == 1.0
 
@@ -70,7 +73,7 @@ def test_literal_row_order_and_measures_on_a_hand_made_matrix():
 def test_orthonormal_transform_keeps_energy():
     rng = np.random.default_rng(2)
     img = rng.random((3, 1, 10, 12))
-    assert np.allclose((dct.dct2(img) ** 2).sum((1, 2, 3)), (img ** 2).sum((1, 2, 3)))
+    assert np.allclose((dct.dct2(img) ** 2).sum((1, 2, 3)), (img**2).sum((1, 2, 3)))
 
 
 def test_group_tests_flag_planted_difference_not_null():
@@ -85,6 +88,47 @@ def test_group_tests_flag_planted_difference_not_null():
     assert dct.permutation_test(planted, groups, n_perm=300)["p"] < 0.01
     summary = dct.group_summary(planted, groups)
     assert list(summary.index) == [0, 1, 2] and summary["mean"].is_monotonic_increasing
+
+
+def test_readings_side_by_side_on_hand_made_coefficients():
+    # 2 × 2 grids at a 90 % share; scores (abs, signed, energy), worked out by hand:
+    coef = np.array(
+        [
+            [[1, 0], [0, 0]],  # DC only: 1/4 under every reading
+            [[1, 1], [1, 1]],  # flat: 3 of 4 is 75 %, all four needed: 1
+            [[-3, 1], [0, 0]],  # abs 3, 4 of 4 → 2/4; signed total −2 → NaN; energy 9 of 10 → 1/4
+            [[2, 0], [0, 2]],
+        ],
+        dtype=float,
+    )[:, None]  # the last coefficient is needed: 1
+    groups = np.array(["a", "a", "b", "b"])
+    readings = {"abs": dict(measure="abs"), "signed": dict(measure="sum"), "energy": dict(measure="energy")}
+    t = dct.compare_readings(coef, groups, readings, threshold=0.9, means_of=["a", "b"])
+    assert list(t.index) == ["abs", "signed", "energy"] and t.index.name == "measure"
+    assert t["mean"].tolist() == pytest.approx([2.75 / 4, 2.25 / 3, 2.5 / 4])
+    assert t["std"].tolist() == pytest.approx(
+        [np.std([0.25, 1, 0.5, 1]), np.std([0.25, 1, 1]), np.std([0.25, 1, 0.25, 1])]
+    )
+    assert t["NaN %"].tolist() == pytest.approx([0, 25, 0])
+    assert t["DC alone %"].tolist() == pytest.approx([25, 100 / 3, 50])
+    assert t["mean, a"].tolist() == pytest.approx([0.625] * 3)
+    assert t["mean, b"].tolist() == pytest.approx([0.75, 1, 0.625])  # the signed NaN left out of b's mean
+    for name, scores, g in (("abs", [0.25, 1, 0.5, 1], groups), ("signed", [0.25, 1, 1], groups[[0, 1, 3]])):
+        kw = dct.kruskal_test(scores, g)  # the signed reading is tested on the images it scores
+        assert (t.loc[name, "KW epsilon²"], t.loc[name, "KW p"]) == pytest.approx((kw["epsilon_squared"], kw["p"]))
+    assert t.loc["energy", "KW epsilon²"] == 0 and t.loc["energy", "KW p"] == pytest.approx(1)  # same in a and b
+    # nothing to compare: one score for every image, or one group among the scored images → NaN, not an error
+    flat = dct.compare_readings(coef[[0, 0]], ["a", "b"], readings, threshold=0.9)
+    assert flat[["KW epsilon²", "KW p"]].isna().all().all() and "mean, a" not in flat
+    one_group = dct.compare_readings(coef[[2, 3]], ["a", "b"], {"signed": dict(measure="sum")}, threshold=0.9)
+    assert np.isnan(one_group.loc["signed", "KW epsilon²"]) and one_group.loc["signed", "NaN %"] == 50
+
+
+def test_reading_keys_are_the_results_keys():
+    assert dct.reading_key("row, |coefficients| (thesis, default)") == "row_coefficients"
+    assert dct.reading_key("row, signed coefficients (thesis, other reading)") == "row_signed_coefficients"
+    assert dct.reading_key("zig-zag, energy (ours)") == "zig-zag_energy"
+    assert dct.reading_key("radial, energy (ours)") == "radial_energy"
 
 
 def test_bad_input():

@@ -1,4 +1,5 @@
 """Real early exit gives the simulated predictions for the same thresholds (CPU)."""
+
 import math
 
 import torch
@@ -14,8 +15,14 @@ from overthink_lib.train import TrainConfig, build_model, fit
 
 def trained(tmp_path):
     model = build_model(tiny_spec(), 0)
-    fit(model, random_set(128), None, TrainConfig(epochs=2, batch_size=16, lr=0.05, augment=False,
-                                                   schedule="constant"), out_dir=tmp_path, progress=False)
+    fit(
+        model,
+        random_set(128),
+        None,
+        TrainConfig(epochs=2, batch_size=16, lr=0.05, augment=False, schedule="constant"),
+        out_dir=tmp_path,
+        progress=False,
+    )
     return model.eval()
 
 

@@ -1,4 +1,5 @@
 """Golden tests on a hand-built record (6 samples × 3 exits, worked out on paper) and property tests."""
+
 import math
 
 import numpy as np
@@ -8,13 +9,20 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from overthink_lib.analysis import exits, overthinking
+from overthink_lib.analysis.stats import bootstrap_mean
 from overthink_lib.config import ConfigError
 from overthink_lib.records import ExitRecord
-from overthink_lib.analysis.stats import bootstrap_mean
 
 # rows = samples, columns = exits; 1 = correct
 CORRECT = [[1, 1, 1], [1, 0, 1], [0, 1, 0], [0, 0, 1], [0, 0, 0], [1, 0, 0]]
-CONF = [[.90, .90, .9], [.80, .60, .9], [.55, .85, .9], [.60, .65, .9], [.70, .75, .9], [.95, .70, .9]]
+CONF = [
+    [0.90, 0.90, 0.9],
+    [0.80, 0.60, 0.9],
+    [0.55, 0.85, 0.9],
+    [0.60, 0.65, 0.9],
+    [0.70, 0.75, 0.9],
+    [0.95, 0.70, 0.9],
+]
 FLOPS = [10.0, 20.0, 40.0]
 
 
@@ -25,8 +33,13 @@ def make_record(correct=CORRECT, conf=CONF, flops=FLOPS, key="m1"):
     a = torch.log(p / (1 - p))  # logit gap giving max softmax = conf
     logits = torch.stack([torch.where(c, a, torch.zeros_like(a)), torch.where(c, torch.zeros_like(a), a)], -1)
     n = len(correct)
-    return ExitRecord(logits.float(), torch.zeros(n, dtype=torch.long), torch.arange(100, 100 + n),
-                      torch.tensor(flops, dtype=torch.float64), provenance={"weights_hash": key})
+    return ExitRecord(
+        logits.float(),
+        torch.zeros(n, dtype=torch.long),
+        torch.arange(100, 100 + n),
+        torch.tensor(flops, dtype=torch.float64),
+        provenance={"weights_hash": key},
+    )
 
 
 def test_golden_overthinking_metrics():
@@ -72,16 +85,16 @@ def test_golden_both_threshold_algorithms_at_p_equal_b():
 
 def test_thesis_and_official_differ_on_ties():
     # exit 1 ties at the threshold: the thesis removes exactly its quota, the official code every tied sample
-    conf = torch.tensor([[.8, .10, 0], [.8, .95, 0], [.5, .90, 0], [.4, .30, 0]])
+    conf = torch.tensor([[0.8, 0.10, 0], [0.8, 0.95, 0], [0.5, 0.90, 0], [0.4, 0.30, 0]])
     t_thesis, _ = exits.thresholds_thesis(conf, 20)
     t_official, _ = exits.thresholds_official(conf, 20)
-    assert t_thesis[:2] == pytest.approx([.8, .95])
-    assert t_official[:2] == pytest.approx([.8, .90])
+    assert t_thesis[:2] == pytest.approx([0.8, 0.95])
+    assert t_official[:2] == pytest.approx([0.8, 0.90])
 
 
 def test_quota_zero_gives_infinite_threshold():
     conf = torch.rand(10, 3)
-    t, shares = exits.thresholds_official(conf, 1)  # share of exit 1 ≈ 0.95, exit 2 ≈ 0.05 → ⌊10·0.0475⌋ = 0
+    t, _shares = exits.thresholds_official(conf, 1)  # share of exit 1 ≈ 0.95, exit 2 ≈ 0.05 → ⌊10·0.0475⌋ = 0
     assert t[1] == math.inf
     t2, _ = exits.thresholds_thesis(conf, 1)
     assert t2[1] == math.inf
@@ -98,6 +111,33 @@ def test_budgeted_curve_table_and_budget_lookup():
     assert pick["val_flops"] <= 40.0
     with pytest.raises(ConfigError, match="below the cheapest point"):
         exits.thresholds_for_budget(curve, 5.0)
+
+
+def test_budgeted_points_against_anytime_interpolated_in_flops():
+    import pandas as pd
+
+    anytime = exits.anytime_curve(make_record())  # exits at 10, 20, 40 FLOPs: accuracy 1/2, 1/3, 1/2
+    curve = pd.DataFrame(
+        {
+            "p": [1, 2, 3, 4, 5],
+            "test_flops": [15.0, 30.0, 10.0, 40.0, 35.0],
+            "test_acc": [0.6, 0.4, 0.5, 0.5, 0.45],
+            "low": [0.45, 0.42, 0.3, 0.4, 0.46],
+        }
+    )
+    cmp = exits.compare_to_anytime(curve, anytime)
+    between = [(1 / 2 + 1 / 3) / 2, (1 / 3 + 1 / 2) / 2, 1 / 2, 1 / 2, 1 / 3 + (1 / 2 - 1 / 3) * 3 / 4]
+    assert cmp["anytime interp %"].tolist() == pytest.approx([100 * a for a in between])
+    assert cmp["gain (pts)"].tolist() == pytest.approx([100 * (b - a) for a, b in zip(between, curve["test_acc"])])
+    assert cmp["MFLOPs"].tolist() == pytest.approx([1.5e-5, 3e-5, 1e-5, 4e-5, 3.5e-5])
+    assert cmp["above, CI excludes anytime"].tolist() == [True, True, False, False, True]
+    g = exits.gain_over_anytime(cmp, anytime)  # strictly between exit 1 and exit 3: p = 1, 2, 5
+    assert (g["points"], g["above"], g["ci_above"]) == (3, 1, 3)
+    assert g["best"]["p"] == 1 and g["best"]["gain (pts)"] == pytest.approx(100 * (0.6 - between[0]))
+    no_ci = exits.compare_to_anytime(curve.drop(columns="low"), anytime)
+    assert no_ci["budgeted low %"].isna().all() and not no_ci["above, CI excludes anytime"].any()
+    ends = exits.compare_to_anytime(curve.iloc[[2, 3]], anytime)  # only the end exits' costs: nothing inside
+    assert exits.gain_over_anytime(ends, anytime) == {"points": 0, "above": 0, "ci_above": 0, "best": None}
 
 
 def test_bad_input_is_refused():
@@ -121,9 +161,14 @@ def test_criteria_order_confidence_the_same_way():
         assert order.tolist() == exits.confidence(rec)[:, 0].argsort().tolist(), name
 
 
-records = st.integers(2, 40).flatmap(lambda n: st.integers(2, 5).flatmap(lambda e: st.tuples(
-    st.lists(st.lists(st.booleans(), min_size=e, max_size=e), min_size=n, max_size=n),
-    st.lists(st.lists(st.floats(0.51, 0.99), min_size=e, max_size=e), min_size=n, max_size=n))))
+records = st.integers(2, 40).flatmap(
+    lambda n: st.integers(2, 5).flatmap(
+        lambda e: st.tuples(
+            st.lists(st.lists(st.booleans(), min_size=e, max_size=e), min_size=n, max_size=n),
+            st.lists(st.lists(st.floats(0.51, 0.99), min_size=e, max_size=e), min_size=n, max_size=n),
+        )
+    )
+)
 
 
 @settings(max_examples=60, deadline=None)
@@ -132,7 +177,7 @@ def test_properties(data, raw_t):
     correct, conf = data
     e = len(correct[0])
     rec = make_record(correct, conf, flops=[float(10 * (k + 1) ** 2) for k in range(e)])
-    r = exits.apply_thresholds(rec, raw_t[:e - 1])
+    r = exits.apply_thresholds(rec, raw_t[: e - 1])
     assert sum(r["fractions"]) == pytest.approx(1.0)
     assert rec.flops[0] - 1e-9 <= r["flops"] <= rec.flops[-1] + 1e-9
     assert exits.apply_thresholds(rec, [-math.inf] * (e - 1))["fractions"][0] == pytest.approx(1.0)
@@ -171,8 +216,9 @@ def test_overthought_and_others_samples_each_group_within_itself():
     g = overthinking.overthought_and_others(rec, 2, seed=0)
     assert set(g["overthought"]) <= {1, 2, 5} and set(g["other"]) <= {0, 3, 4}
     assert len(g["overthought"]) == 2 == len(g["other"]) and list(g["other"]) == sorted(g["other"])
-    assert {k: v.tolist() for k, v in overthinking.overthought_and_others(rec, 2, seed=0).items()} == \
-        {k: v.tolist() for k, v in g.items()}  # seeded
+    assert {k: v.tolist() for k, v in overthinking.overthought_and_others(rec, 2, seed=0).items()} == {
+        k: v.tolist() for k, v in g.items()
+    }  # seeded
     everything = overthinking.overthought_and_others(rec, 10, seed=3)
     assert everything["overthought"].tolist() == [1, 2, 5] and everything["other"].tolist() == [0, 3, 4]
     none = overthinking.overthought_and_others(make_record(correct=[[1, 1, 1], [0, 0, 0]], conf=CONF[:2]), 5, 0)
@@ -183,7 +229,8 @@ def test_flops_free_records_say_so_where_costs_are_needed():
     rec = make_record()
     rec.flops = None
     assert exits.apply_thresholds(rec, [0.75, 0.8])["accuracy"] == pytest.approx(
-        exits.apply_thresholds(make_record(), [0.75, 0.8])["accuracy"])
+        exits.apply_thresholds(make_record(), [0.75, 0.8])["accuracy"]
+    )
     assert math.isnan(exits.apply_thresholds(rec, [0.75, 0.8])["flops"])
     for fn in (exits.anytime_curve, overthinking.bounds, lambda r: exits.budgeted_curve(r, r)):
         with pytest.raises(ConfigError, match="needs the cost of each exit"):

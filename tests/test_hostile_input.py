@@ -1,9 +1,9 @@
 """Bad and hostile input: every record field validated wherever a record comes from, records matched to their images,
 names from files never becoming paths, outputs of a run with parameters kept apart, leftovers of killed writers
 removed. Each bad input gets one ConfigError line naming what was wrong."""
+
 import json
 import os
-import socket
 import subprocess
 import sys
 import warnings
@@ -20,8 +20,12 @@ from overthink_lib.records import FORMAT, ExitRecord, RecordWarning, load_record
 
 def good(n=40, e=3, c=5, seed=0):
     g = np.random.default_rng(seed)
-    return {"logits": g.normal(size=(n, e, c)).astype(np.float32), "labels": g.integers(0, c, n),
-            "indices": np.arange(n), "flops": np.array([1e6, 2e6, 3e6][:e])}
+    return {
+        "logits": g.normal(size=(n, e, c)).astype(np.float32),
+        "labels": g.integers(0, c, n),
+        "indices": np.arange(n),
+        "flops": np.array([1e6, 2e6, 3e6][:e]),
+    }
 
 
 def _nan_column(a):
@@ -33,6 +37,7 @@ def _set(key, value):
     def change(a):
         a[key] = value(a) if callable(value) else value
         return a
+
     return change
 
 
@@ -40,21 +45,38 @@ def _poke(value, where=(3, 1, 0)):
     def change(a):
         a["logits"][where] = value
         return a
+
     return change
 
 
-#: (what, how the good arrays are spoiled, the one line it must get). The table of the README's "Bad input" part.
+#: (what, how the good arrays are spoiled, the one line it must get). The README's "What a record must hold".
 BAD = [
-    ("one NaN logit", _poke(np.nan), r"logits hold 1 non-finite values \(NaN 1, \+Inf 0, -Inf 0; first at sample 3, exit 2\)"),
+    (
+        "one NaN logit",
+        _poke(np.nan),
+        r"logits hold 1 non-finite values \(NaN 1, \+Inf 0, -Inf 0; first at sample 3, exit 2\)",
+    ),
     ("a NaN class column", _nan_column, r"logits hold 120 non-finite values \(NaN 120"),
     ("+Inf logit", _poke(np.inf), r"non-finite values \(NaN 0, \+Inf 1"),
     ("-Inf logit (log 0)", _poke(-np.inf), r"-Inf 1.*clip first"),
     ("labels above the classes", _set("labels", lambda a: a["labels"] + 5), r"labels must lie in 0\.\.4"),
     ("negative labels", _set("labels", lambda a: a["labels"] - 5), r"labels must lie in 0\.\.4"),
-    ("float labels", _set("labels", lambda a: a["labels"].astype(np.float32)), r"labels must be integer class indices, got dtype torch.float32"),
-    ("one-hot labels", _set("labels", lambda a: np.eye(5, dtype=np.int64)[a["labels"]]), r"got shape \(40, 5\) \(one-hot\?\): pass labels.argmax\(1\)"),
+    (
+        "float labels",
+        _set("labels", lambda a: a["labels"].astype(np.float32)),
+        r"labels must be integer class indices, got dtype torch.float32",
+    ),
+    (
+        "one-hot labels",
+        _set("labels", lambda a: np.eye(5, dtype=np.int64)[a["labels"]]),
+        r"got shape \(40, 5\) \(one-hot\?\): pass labels.argmax\(1\)",
+    ),
     ("2-D labels", _set("labels", lambda a: a["labels"][:, None]), r"labels must be 1-D class indices"),
-    ("boolean labels", _set("labels", lambda a: a["labels"] > 2), r"labels must be integer class indices, got booleans"),
+    (
+        "boolean labels",
+        _set("labels", lambda a: a["labels"] > 2),
+        r"labels must be integer class indices, got booleans",
+    ),
     ("string logits", _set("logits", np.array([[["a"]]])), r"logits must be numeric, got dtype <U1"),
     ("2-D logits", _set("logits", lambda a: a["logits"][:, 0]), r"logits must be \[N, E, C\]"),
     ("one class", _set("logits", lambda a: a["logits"][:, :, :1]), r"need at least one exit and two classes"),
@@ -62,27 +84,36 @@ BAD = [
     ("Inf FLOPs", _set("flops", np.array([1e6, 2e6, np.inf])), r"flops must be finite and > 0"),
     ("zero FLOPs", _set("flops", np.array([0.0, 2e6, 3e6])), r"flops must be finite and > 0"),
     ("negative FLOPs", _set("flops", np.array([-1.0, 2e6, 3e6])), r"flops must be finite and > 0"),
-    ("decreasing FLOPs", _set("flops", np.array([1e6, 3e6, 2e6])), r"flops must be cumulative \(non-decreasing\), but exit 3 costs less than exit 2"),
+    (
+        "decreasing FLOPs",
+        _set("flops", np.array([1e6, 3e6, 2e6])),
+        r"flops must be cumulative \(non-decreasing\), but exit 3 costs less than exit 2",
+    ),
     ("FLOPs of the wrong length", _set("flops", np.array([1e6, 2e6])), r"parts disagree"),
     ("repeated indices", _set("indices", lambda a: np.zeros(40, np.int64)), r"indices repeat \(39 duplicates\)"),
     ("negative indices", _set("indices", lambda a: -np.arange(40) - 1), r"indices must be >= 0"),
     ("float indices", _set("indices", lambda a: np.arange(40) + 0.5), r"indices must be 1-D integer sample ids"),
     ("labels of another length", _set("labels", lambda a: a["labels"][:30]), r"parts disagree"),
     ("no samples", lambda a: {k: (v[:0] if k != "flops" else v) for k, v in a.items()}, r"holds no samples"),
-    ("uint64 labels above 2**63", _set("labels", lambda a: a["labels"].astype(np.uint64) + np.uint64(2**63)),
-     r"uint64 values above 2\*\*63"),
+    (
+        "uint64 labels above 2**63",
+        _set("labels", lambda a: a["labels"].astype(np.uint64) + np.uint64(2**63)),
+        r"uint64 values above 2\*\*63",
+    ),
 ]
 
 
 def _arrays_call(a, provenance=None):
-    return ExitRecord.from_arrays(a["logits"], a["labels"], flops=a.get("flops"), indices=a.get("indices"),
-                                  provenance=provenance)
+    return ExitRecord.from_arrays(
+        a["logits"], a["labels"], flops=a.get("flops"), indices=a.get("indices"), provenance=provenance
+    )
 
 
 def _raw_file(path, a, provenance='{"weights_hash": "m"}'):
     """An .npz in the record format written without the lab's checks: what a file from elsewhere may hold."""
-    np.savez(path, format=np.array(FORMAT), provenance=np.array(provenance),
-             **{k: v for k, v in a.items() if v is not None})
+    np.savez(
+        path, format=np.array(FORMAT), provenance=np.array(provenance), **{k: v for k, v in a.items() if v is not None}
+    )
     return path
 
 
@@ -98,16 +129,19 @@ def test_every_bad_record_is_one_line_from_arrays_and_from_a_file(tmp_path, what
     assert "\n" not in str(err.value) and str(path) in str(err.value)  # the file is named
 
 
-@pytest.mark.parametrize("provenance,line", [
-    ('[1, 2]', r"provenance must be a dict"),
-    ('{"weights_hash": 7}', r"weights_hash must be a string"),
-    ('{"dataset": "cifar100"}', r"provenance dataset must be a dict"),
-    ('{"dataset": {"name": 3, "split": "test"}}', r"dataset.name has the wrong type"),
-    ('{"dataset": {"name": "mnist", "split_seed": "0"}}', r"dataset.split_seed has the wrong type"),
-    ('{"dataset": {"name": "mnist", "svhn_extra": 1}}', r"dataset.svhn_extra has the wrong type"),
-    ('{"model_spec": "msdnet"}', r"model_spec must be a dict"),
-    ('{"dataset": null}', r"provenance dataset must be a dict"),
-])
+@pytest.mark.parametrize(
+    "provenance,line",
+    [
+        ("[1, 2]", r"provenance must be a dict"),
+        ('{"weights_hash": 7}', r"weights_hash must be a string"),
+        ('{"dataset": "cifar100"}', r"provenance dataset must be a dict"),
+        ('{"dataset": {"name": 3, "split": "test"}}', r"dataset.name has the wrong type"),
+        ('{"dataset": {"name": "mnist", "split_seed": "0"}}', r"dataset.split_seed has the wrong type"),
+        ('{"dataset": {"name": "mnist", "svhn_extra": 1}}', r"dataset.svhn_extra has the wrong type"),
+        ('{"model_spec": "msdnet"}', r"model_spec must be a dict"),
+        ('{"dataset": null}', r"provenance dataset must be a dict"),
+    ],
+)
 def test_provenance_of_the_wrong_types_is_one_line(tmp_path, provenance, line):
     with pytest.raises(ConfigError, match=line):
         ExitRecord.load(_raw_file(tmp_path / "r.npz", good(), provenance))
@@ -116,10 +150,17 @@ def test_provenance_of_the_wrong_types_is_one_line(tmp_path, provenance, line):
 def test_what_is_fine_stays_fine(tmp_path):
     """float16/float64 logits, int32/uint16 labels, big-endian arrays and FLOPs given as ints load exactly."""
     a = good()
-    a16 = {**a, "logits": a["logits"].astype(np.float16), "labels": a["labels"].astype(np.uint16),
-           "indices": a["indices"].astype(">i4"), "flops": np.array([1, 2, 3])}
+    a16 = {
+        **a,
+        "logits": a["logits"].astype(np.float16),
+        "labels": a["labels"].astype(np.uint16),
+        "indices": a["indices"].astype(">i4"),
+        "flops": np.array([1, 2, 3]),
+    }
     rec = ExitRecord.load(_raw_file(tmp_path / "r.npz", a16))
-    assert rec.logits.dtype == torch.float32 and torch.equal(rec.logits, torch.from_numpy(a16["logits"].astype(np.float32)))
+    assert rec.logits.dtype == torch.float32 and torch.equal(
+        rec.logits, torch.from_numpy(a16["logits"].astype(np.float32))
+    )
     assert rec.labels.dtype == torch.int64 and rec.labels.tolist() == a["labels"].tolist()
     assert rec.indices.tolist() == list(range(40)) and rec.flops.tolist() == [1.0, 2.0, 3.0]
     big = ExitRecord.from_arrays(a["logits"].astype(">f8"), a["labels"].astype(np.int32))
@@ -177,15 +218,22 @@ def test_a_record_in_another_sample_order_than_its_dataset_is_refused(tmp_path):
     assert torch.equal(record_images(right, preset).labels, right.labels)
     shuffled = ExitRecord.from_arrays(logits, labels[g.permutation(n)], provenance=prov)  # samples reordered
     agree = (shuffled.labels.numpy() == labels).mean() * 100
-    with pytest.raises(ConfigError, match=rf"agree with fashion_mnist/test's labels .* for only {agree:.1f} % of its "
-                                          r"200 samples") as err:
+    with pytest.raises(
+        ConfigError,
+        match=rf"agree with fashion_mnist/test's labels .* for only {agree:.1f} % of its "
+        r"200 samples",
+    ) as err:
         record_images(shuffled, preset)
     assert "\n" not in str(err.value)
     folder = tmp_path / "recs"
     shuffled.save(folder / "test.npz")
     val_set = get_dataset("fashion_mnist", "val", download=False)  # a good validation record: the test record's
-    ExitRecord.from_arrays(logits, val_set.labels[:n], indices=val_set.indices[:n],  # order is what is refused
-                           provenance={"dataset": {"name": "fashion_mnist", "split": "val"}}).save(folder / "val.npz")
+    ExitRecord.from_arrays(
+        logits,
+        val_set.labels[:n],
+        indices=val_set.indices[:n],  # order is what is refused
+        provenance={"dataset": {"name": "fashion_mnist", "split": "val"}},
+    ).save(folder / "val.npz")
     with pytest.raises(ConfigError, match="agree with"):
         analysis_experiment(preset, 0, str(folder))
     wide = ExitRecord.from_arrays(np.zeros((n, 2, 20), np.float32), labels, provenance=prov)
@@ -230,8 +278,17 @@ def test_a_validation_and_test_pair_that_would_flatter_the_numbers_is_refused(tm
     other = ExitRecord.from_arrays(b["logits"], b["labels"], flops=b["flops"] * 2, model="m")
     with pytest.raises(ConfigError, match=r"give other FLOPs per exit"):
         load_records(_pair(tmp_path, val, other, "flops"))
-    on = lambda r, split: ExitRecord(r.logits, r.labels, r.indices, r.flops, {},  # noqa: E731
-                                     {**r.provenance, "dataset": {"name": "mnist", "split": split}})
+
+    def on(r, split):
+        return ExitRecord(
+            r.logits,
+            r.labels,
+            r.indices,
+            r.flops,
+            {},
+            {**r.provenance, "dataset": {"name": "mnist", "split": split}},
+        )
+
     with pytest.raises(ConfigError, match=r"validation record is of split 'test'"):
         load_records(_pair(tmp_path, on(val, "test"), on(test, "test"), "roles"))
     with pytest.raises(ConfigError, match=r"both hold samples of mnist \(40 shared\)"):
@@ -241,7 +298,6 @@ def test_a_validation_and_test_pair_that_would_flatter_the_numbers_is_refused(tm
 def test_a_policy_is_never_reused_for_another_records_labels():
     """Two records of one split, both of model 'unknown', with D_ee sets of the same size: other runs."""
     from helpers import random_set
-
     from overthink_lib.experiment import policy_training_set
 
     val = random_set(40, classes=3, size=12, split="val")
@@ -249,8 +305,13 @@ def test_a_policy_is_never_reused_for_another_records_labels():
     for seed in (0, 1):
         logits = np.random.default_rng(seed).normal(size=(40, 3, 3)).astype(np.float32)
         logits[:, 2] += 10 * np.eye(3, dtype=np.float32)[val.labels.numpy()]  # the last exit always right
-        rec = ExitRecord.from_arrays(logits, val.labels, flops=[1e6, 2e6, 3e6], indices=val.indices,
-                                     provenance={"dataset": {"name": "random", "split": "val"}})
+        rec = ExitRecord.from_arrays(
+            logits,
+            val.labels,
+            flops=[1e6, 2e6, 3e6],
+            indices=val.indices,
+            provenance={"dataset": {"name": "random", "split": "val"}},
+        )
         labels, _, source = policy_training_set(rec, val, "score", 5.0)
         assert len(labels.rows) == 40
         sources.add(source)
@@ -277,7 +338,6 @@ def test_a_record_whose_model_name_climbs_out_trains_its_policy_inside_runs(tmp_
     """notebook 08's policy run folder is built from the record's model name: '../', absolute paths and NUL stay
     inside runs/<preset>/models/."""
     from helpers import random_set
-
     from overthink_lib.experiment import policy_training_set, train_policy
 
     preset = replace(get_preset("smoke"), name="hostile-test", policy_depth=18, policy_width=4, policy_epochs=1)
@@ -288,8 +348,14 @@ def test_a_record_whose_model_name_climbs_out_trains_its_policy_inside_runs(tmp_
             val = random_set(40, classes=3, size=12, split="val")
             logits = np.random.default_rng(0).normal(size=(40, 3, 3)).astype(np.float32)
             logits[np.arange(40), 2, val.labels.numpy()] += 5  # the last exit right: D_ee is not empty
-            rec = ExitRecord.from_arrays(logits, val.labels, flops=[1e6, 2e6, 3e6], indices=val.indices, model=model,
-                                         provenance={"dataset": {"name": "random", "split": "val"}})
+            rec = ExitRecord.from_arrays(
+                logits,
+                val.labels,
+                flops=[1e6, 2e6, 3e6],
+                indices=val.indices,
+                model=model,
+                provenance={"dataset": {"name": "random", "split": "val"}},
+            )
             _, d_ee, source = policy_training_set(rec, val, "score", 5.0)
             _, _, run = train_policy(preset, d_ee, 0, source=source, progress=False)
             assert run.resolve().parent == (preset.run_dir / "models").resolve() and (run / "checkpoint.pt").exists()
@@ -322,11 +388,13 @@ def test_temporaries_of_killed_writers_go_on_the_next_write(tmp_path):
     ExitRecord.from_arrays(**{k: v for k, v in good().items() if k in ("logits", "labels")}).save(tmp_path / "test.npz")
     assert not orphan.exists() and not huge_pid.exists() and alive.exists() and other_host.exists() and young.exists()
     # a writer killed mid-write (SIGKILL) leaves one; the next write removes it
-    code = ("import os, signal, numpy as np; from overthink_lib import config\n"
-            "real = os.replace\n"
-            "def die(*a): os.kill(os.getpid(), signal.SIGKILL)\n"
-            "config.os.replace = die\n"
-            f"config.atomic_write_bytes(__import__('pathlib').Path({str(tmp_path / 'k.bin')!r}), b'x' * 1000)")
+    code = (
+        "import os, signal, numpy as np; from overthink_lib import config\n"
+        "real = os.replace\n"
+        "def die(*a): os.kill(os.getpid(), signal.SIGKILL)\n"
+        "config.os.replace = die\n"
+        f"config.atomic_write_bytes(__import__('pathlib').Path({str(tmp_path / 'k.bin')!r}), b'x' * 1000)"
+    )
     res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, timeout=120)
     assert res.returncode == -9
     left = [p for p in tmp_path.iterdir() if p.name.startswith(".k.bin.tmp-")]
@@ -337,8 +405,9 @@ def test_temporaries_of_killed_writers_go_on_the_next_write(tmp_path):
 
 
 def _cli(*args, timeout=900):
-    return subprocess.run([sys.executable, "-m", "overthink_lib", *args], capture_output=True, text=True, cwd=ROOT,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "overthink_lib", *args], capture_output=True, text=True, cwd=ROOT, timeout=timeout
+    )
 
 
 def test_import_record_into_a_folder_and_its_checks(tmp_path):
@@ -363,8 +432,15 @@ def _digest(folder):
     import hashlib
 
     folder = Path(folder)
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()} if folder.exists() else {}
+    return (
+        {
+            str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*"))
+            if p.is_file()
+        }
+        if folder.exists()
+        else {}
+    )
 
 
 def test_a_run_with_parameters_never_touches_the_presets_outputs():
@@ -394,17 +470,29 @@ def test_papermill_run_by_hand_refuses_a_name_the_notebook_does_not_take_and_kee
     preset = get_preset("smoke")
     book = ROOT / "notebooks" / "04_overthinking.ipynb"
     pm = [sys.executable, "-m", "papermill", str(book)]
-    res = subprocess.run(pm + [str(tmp_path / "a.ipynb"), "-p", "preset", "smoke", "-p", "lam", "3"], cwd=ROOT / "notebooks",
-                         capture_output=True, text=True, timeout=600)
+    res = subprocess.run(
+        [*pm, str(tmp_path / "a.ipynb"), "-p", "preset", "smoke", "-p", "lam", "3"],
+        cwd=ROOT / "notebooks",
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert res.returncode != 0
-    assert "ConfigError: this notebook has no parameter 'lam' (given with papermill -p): it takes dataset, n_boot, " \
-           "n_examples, preset, record, seed" in res.stdout + res.stderr
+    assert (
+        "ConfigError: this notebook has no parameter 'lam' (given with papermill -p): it takes dataset, n_boot, "
+        "n_examples, preset, record, seed" in res.stdout + res.stderr
+    )
     before = _digest(preset.figure_dir)
     import shutil
 
     shutil.rmtree(preset.run_dir / "variants" / "n_boot-50", ignore_errors=True)
-    res = subprocess.run(pm + [str(tmp_path / "b.ipynb"), "-p", "preset", "smoke", "-p", "n_boot", "50"],
-                         cwd=ROOT / "notebooks", capture_output=True, text=True, timeout=600)
+    res = subprocess.run(
+        [*pm, str(tmp_path / "b.ipynb"), "-p", "preset", "smoke", "-p", "n_boot", "50"],
+        cwd=ROOT / "notebooks",
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert _digest(preset.figure_dir) == before
     assert (preset.run_dir / "variants" / "n_boot-50" / "figures" / "04_pairwise.png").exists()
@@ -419,7 +507,9 @@ def test_every_notebook_hands_start_each_parameter_it_declares():
     for book in list_notebooks():
         cells = json.loads(book.read_text())["cells"]
         code = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
-        call = next(n for n in ast.walk(ast.parse(code)) if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "start")
+        call = next(
+            n for n in ast.walk(ast.parse(code)) if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "start"
+        )
         passed = {_ALIASES.get(k.arg, k.arg) for k in call.keywords}
         assert passed == set(declared_parameters(book)), book.name
 
@@ -436,7 +526,10 @@ def test_a_torch_file_that_calls_os_system_says_so(tmp_path):
 
     torch.save({"epoch": 1, "x": Calls()}, tmp_path / "evil.pt")
     for load in (load_checkpoint, ExitRecord.load):
-        with pytest.raises(ConfigError, match=r"carries objects that need code to load: refused \(it asks for "
-                                              r"posix.system\)"):
+        with pytest.raises(
+            ConfigError,
+            match=r"carries objects that need code to load: refused \(it asks for "
+            r"posix.system\)",
+        ):
             load(tmp_path / "evil.pt")
     assert not marker.exists()

@@ -1,10 +1,12 @@
 """IMTA: ISC widths, OFA by hand (both KL reductions), the frozen pretrained teacher, what trains per freeze mode,
 gradients through ISC, GE gradient scaling, the contract."""
+
 import pytest
 import torch
 import torch.nn.functional as F
 
 from helpers import random_set, tiny_spec
+from overthink_lib.analysis.stats import change_verdict, excludes_zero
 from overthink_lib.config import ConfigError
 from overthink_lib.models import get_model
 from overthink_lib.models.imta import IMTANet, grad_scale, load_backbone, ofa_loss
@@ -33,8 +35,10 @@ def test_ofa_loss_equals_hand_computation_for_both_reductions():
     p_t = torch.softmax(teacher / 2, -1)
     log_q = torch.log_softmax(z[0] / 2, -1)
     kl_rows = (p_t * (p_t.log() - log_q)).sum(-1)  # KL(teacher || student) per sample
-    for reduction, kl in (("batchmean", kl_rows.mean()),  # the true KL per sample, averaged over the batch
-                          ("mean", kl_rows.sum() / (4 * 3))):  # official KLDivLoss(): over every element
+    for reduction, kl in (
+        ("batchmean", kl_rows.mean()),  # the true KL per sample, averaged over the batch
+        ("mean", kl_rows.sum() / (4 * 3)),
+    ):  # official KLDivLoss(): over every element
         total, per = ofa_loss(z, y, temperature=2.0, gamma=0.7, teacher=teacher, reduction=reduction)
         first = 0.3 * F.cross_entropy(z[0], y) + 0.7 * 4.0 * kl
         assert torch.allclose(per[0], first) and torch.allclose(per[1], F.cross_entropy(z[1], y))
@@ -44,8 +48,9 @@ def test_ofa_loss_equals_hand_computation_for_both_reductions():
     # without a teacher the last output is the teacher
     p_last = torch.softmax(z[1] / 2, -1)
     kl_last = (p_last * (p_last.log() - log_q)).sum(-1).sum() / 12
-    assert torch.allclose(ofa_loss(z, y, temperature=2.0, gamma=0.7)[1][0],
-                          0.3 * F.cross_entropy(z[0], y) + 0.7 * 4.0 * kl_last)
+    assert torch.allclose(
+        ofa_loss(z, y, temperature=2.0, gamma=0.7)[1][0], 0.3 * F.cross_entropy(z[0], y) + 0.7 * 4.0 * kl_last
+    )
     with pytest.raises(ConfigError, match="OFA needs"):
         ofa_loss(z, y, gamma=1.5)
     with pytest.raises(ConfigError, match="KL reduction must be one of mean, batchmean"):
@@ -69,8 +74,14 @@ def test_teacher_new_is_detached_and_gradients_reach_earlier_heads_through_isc()
 
 def _fine_tune(tmp_path, freeze):
     backbone = build_model(tiny_spec(), 0)
-    fit(backbone, random_set(64), None, TrainConfig(epochs=1, batch_size=16, lr=0.05), out_dir=tmp_path / "pre",
-        progress=False)  # a pretrained network with non-trivial BatchNorm statistics
+    fit(
+        backbone,
+        random_set(64),
+        None,
+        TrainConfig(epochs=1, batch_size=16, lr=0.05),
+        out_dir=tmp_path / "pre",
+        progress=False,
+    )  # a pretrained network with non-trivial BatchNorm statistics
     m = get_model("imta", backbone=tiny_spec(), freeze=freeze)
     load_backbone(m, backbone)
     x = torch.randn(8, 1, 16, 16)
@@ -81,8 +92,16 @@ def _fine_tune(tmp_path, freeze):
     m(x)
     assert torch.allclose(m.teacher_logits(), pretrained_final, atol=1e-6)  # the teacher is the pretrained final exit
     before = {k: v.clone() for k, v in m.state_dict().items()}
-    fit(m, random_set(64), None, TrainConfig(epochs=2, batch_size=16, lr=0.05), out_dir=tmp_path / freeze,
-        progress=False, loss_fn=lambda o, y, i: ofa_loss(o, y, teacher=m.teacher_logits()), params=m.trainable())
+    fit(
+        m,
+        random_set(64),
+        None,
+        TrainConfig(epochs=2, batch_size=16, lr=0.05),
+        out_dir=tmp_path / freeze,
+        progress=False,
+        loss_fn=lambda o, y, i: ofa_loss(o, y, teacher=m.teacher_logits()),
+        params=m.trainable(),
+    )
     assert all(not p.requires_grad and p.grad is None for p in m.base.parameters())  # no gradient reached it
     m.train()
     m(x)  # after fine-tuning the teacher is unchanged: no gradient and no BatchNorm update reached the base
@@ -101,8 +120,13 @@ def test_official_freeze_trains_only_new_classifiers_and_isc_with_the_pretrained
     assert m.cam_layers()[0] == "base.heads.0.tap"
 
 
-@pytest.mark.parametrize("freeze, trains", [("blocks", {"classifiers", "isc_layers", "features"}),
-                                            ("none", {"classifiers", "isc_layers", "features", "blocks"})])
+@pytest.mark.parametrize(
+    "freeze, trains",
+    [
+        ("blocks", {"classifiers", "isc_layers", "features"}),
+        ("none", {"classifiers", "isc_layers", "features", "blocks"}),
+    ],
+)
 def test_other_freeze_modes_train_more_but_keep_the_teacher_frozen(tmp_path, freeze, trains):
     m, changed = _fine_tune(tmp_path, freeze)
     assert not any(k.startswith("base.") for k in changed)
@@ -138,3 +162,14 @@ def test_bad_backbone():
 
     with pytest.raises(ConfigError, match="IMTA needs a backbone with blocks and heads"):
         IMTANet(NoBlocks())
+
+
+def test_verdict_of_a_difference_with_its_ci():
+    """The IMTA verdict (ISC+OFA − 2E, notebook 07), over test samples and over seeds alike."""
+    assert change_verdict(-0.04, -0.07, -0.01) == "lowered"
+    assert change_verdict(0.37, 0.295, 0.44) == "raised"
+    assert change_verdict(-0.15, -0.66, 0.35) == "did not measurably change"
+    assert change_verdict(0.02, 0.0, 0.05) == "did not measurably change"  # a bound on 0 does not exclude it
+    assert change_verdict(0.0, 0.01, 0.02) == "raised"  # the CI decides whether, the estimate's sign which way
+    assert excludes_zero(0.01, 0.2) is True and excludes_zero(-0.2, -0.01) is True and excludes_zero(-0.1, 0.1) is False
+    assert excludes_zero([0.1, -0.1, -0.3], [0.2, 0.1, -0.2]).tolist() == [True, False, True]

@@ -1,4 +1,5 @@
 """The jobs reproduce runs ahead of the notebooks: plan, scheduling, failure, and pinned training threads."""
+
 import json
 import sys
 import time
@@ -7,13 +8,13 @@ from dataclasses import replace
 import pytest
 import torch
 
+from helpers import random_set, tiny_spec
+from overthink_lib.analysis.policy import DEFAULT_LAMBDA
 from overthink_lib.config import ConfigError, get_preset
-from overthink_lib.jobs import JOBS, MAXMIN_LAMBDA, Job, plan, run_jobs
+from overthink_lib.jobs import JOBS, Job, plan, run_jobs
 from overthink_lib.notebooks import declared_parameters, list_notebooks
 from overthink_lib.speed import cpu_threads
 from overthink_lib.train import TrainConfig, fit
-
-from helpers import random_set, tiny_spec
 
 BOOKS = [(b.name, None) for b in list_notebooks()]
 
@@ -21,13 +22,24 @@ BOOKS = [(b.name, None) for b in list_notebooks()]
 def test_plan_covers_what_the_notebooks_use():
     cpu = get_preset("cpu")
     assert [(j.name, d) for j, d in plan(cpu, BOOKS)] == [
-        ("data", "fashion_mnist"), ("main", "fashion_mnist"), ("maxmin", "fashion_mnist"), ("imta-seeds", "fashion_mnist"),
-        ("imta", "fashion_mnist"), ("policy-binary", "fashion_mnist"), ("policy-binary-control", "fashion_mnist"),
-        ("policy-maxmin", "fashion_mnist"), ("policy-maxmin-control", "fashion_mnist")]
+        ("data", "fashion_mnist"),
+        ("main", "fashion_mnist"),
+        ("maxmin", "fashion_mnist"),
+        ("imta-seeds", "fashion_mnist"),
+        ("imta", "fashion_mnist"),
+        ("policy-binary", "fashion_mnist"),
+        ("policy-binary-control", "fashion_mnist"),
+        ("policy-maxmin", "fashion_mnist"),
+        ("policy-maxmin-control", "fashion_mnist"),
+    ]
     assert [j.name for j, _ in plan(cpu, [("03_anytime_and_budgeted.ipynb", "fashion_mnist")])] == ["data", "main"]
     assert plan(cpu, [("01_data.ipynb", None)]) == []
-    two = [(j.name, d) for j, d in plan(cpu, [(b, ds) for b in ("07_imta.ipynb", "08_policy_network.ipynb")
-                                              for ds in ("fashion_mnist", "mnist")])]
+    two = [
+        (j.name, d)
+        for j, d in plan(
+            cpu, [(b, ds) for b in ("07_imta.ipynb", "08_policy_network.ipynb") for ds in ("fashion_mnist", "mnist")]
+        )
+    ]
     assert ("maxmin", "fashion_mnist") in two and ("maxmin", "mnist") not in two  # Max-Min is dataset-free
     assert ("imta", "mnist") in two and ("policy-binary", "mnist") in two
     # another dataset only: a notebook without a dataset parameter (10) still reads the preset's first dataset
@@ -45,30 +57,39 @@ def test_jobs_call_with_the_notebooks_defaults():
         book = next(b for b in list_notebooks() if b.name.startswith(prefix))
         return {k: ast.literal_eval(v["default"]) for k, v in declared_parameters(book).items()}
 
-    p07, p08 = defaults("07"), defaults("08")
+    p06, p07, p08 = defaults("06"), defaults("07"), defaults("08")
     for name in ("smoke", "cpu", "paper"):
-        P = get_preset(name)
-        assert (p07["imta_freeze"], p07["imta_teacher"], p07["imta_kl"], p07["imta_parent"]) == \
-            (P.imta_freeze, P.imta_teacher, P.imta_kl, P.imta_parent)
-        assert p07["n_seeds"] == 0 and p07["seed"] == 0 == P.seed  # 0: the preset's seeds and seed
-    assert p08["lam"] == MAXMIN_LAMBDA
+        preset = get_preset(name)
+        assert (p07["imta_freeze"], p07["imta_teacher"], p07["imta_kl"], p07["imta_parent"]) == (
+            preset.imta_freeze,
+            preset.imta_teacher,
+            preset.imta_kl,
+            preset.imta_parent,
+        )
+        assert p07["n_seeds"] == 0 and p07["seed"] == 0 == preset.seed  # 0: the preset's seeds and seed
+    assert p06["lam"] == p08["lam"] == DEFAULT_LAMBDA  # λ: one default, written where papermill must see it
 
 
 def _fake(tmp_path, fail: str = ""):
     """A worker command that logs start/end times and sleeps; job ``fail`` exits 3."""
+
     def command(preset, dataset, name):
-        code = (f"import json, time, sys; t0 = time.time(); time.sleep(0.4); "
-                f"open({str(tmp_path / 'events.jsonl')!r}, 'a').write(json.dumps([{name!r}, {dataset!r}, t0, time.time()]) + '\\n'); "
-                f"print('bad input: no such thing'); sys.exit(3 if {name!r} == {fail!r} else 0)")
+        code = (
+            f"import json, time, sys; t0 = time.time(); time.sleep(0.4); "
+            f"open({str(tmp_path / 'events.jsonl')!r}, 'a').write(json.dumps([{name!r}, {dataset!r}, t0, time.time()]) + '\\n'); "
+            f"print('bad input: no such thing'); sys.exit(3 if {name!r} == {fail!r} else 0)"
+        )
         return [sys.executable, "-c", code]
+
     return command
 
 
 def test_run_jobs_respects_order_and_workers(tmp_path):
-    P = get_preset("smoke")
+    preset = get_preset("smoke")
     pairs = [(j, "fashion_mnist") for j in JOBS]
-    rows = run_jobs(P, pairs, workers=2, log_dir=tmp_path / "logs", progress=False, poll=0.05,
-                    command=_fake(tmp_path))
+    rows = run_jobs(
+        preset, pairs, workers=2, log_dir=tmp_path / "logs", progress=False, poll=0.05, command=_fake(tmp_path)
+    )
     assert sorted(r["job"] for r in rows) == sorted(j.name for j in JOBS)
     ev = {e[0]: e for e in map(json.loads, (tmp_path / "events.jsonl").read_text().splitlines())}
     for job in JOBS:  # every job starts after the ones it reads have ended
@@ -84,13 +105,23 @@ def test_run_jobs_respects_order_and_workers(tmp_path):
 
 
 def test_a_failed_job_stops_the_run_with_its_log(tmp_path):
-    P = get_preset("smoke")
+    preset = get_preset("smoke")
     pairs = [(Job("a", (), ("02",)), "fashion_mnist"), (Job("b", ("a",), ("02",)), "fashion_mnist")]
     t0 = time.perf_counter()
-    with pytest.raises(ConfigError, match=r"job a \(fashion_mnist\) failed with exit code 3; its log .*a.log ends:\n"
-                                          r"bad input: no such thing"):
-        run_jobs(P, pairs, workers=2, log_dir=tmp_path / "logs", progress=False, poll=0.05,
-                 command=_fake(tmp_path, fail="a"))
+    with pytest.raises(
+        ConfigError,
+        match=r"job a \(fashion_mnist\) failed with exit code 3; its log .*a.log ends:\n"
+        r"bad input: no such thing",
+    ):
+        run_jobs(
+            preset,
+            pairs,
+            workers=2,
+            log_dir=tmp_path / "logs",
+            progress=False,
+            poll=0.05,
+            command=_fake(tmp_path, fail="a"),
+        )
     assert time.perf_counter() - t0 < 30
     assert not (tmp_path / "logs" / "b.log").exists()  # what depends on it never started
 
@@ -98,19 +129,35 @@ def test_a_failed_job_stops_the_run_with_its_log(tmp_path):
 def test_notebooks_wait_only_for_the_jobs_they_read(tmp_path):
     from overthink_lib.jobs import JobRunner
 
-    P = get_preset("smoke")
-    slow = lambda preset, ds, name: _fake(tmp_path)(preset, ds, name) if name != "b" else \
-        [sys.executable, "-c", "import time; time.sleep(3)"]
+    preset = get_preset("smoke")
+
+    def slow(preset, ds, name):
+        return (
+            _fake(tmp_path)(preset, ds, name) if name != "b" else [sys.executable, "-c", "import time; time.sleep(3)"]
+        )
+
     pairs = [(Job("a", (), ("02",)), "fashion_mnist"), (Job("b", (), ("07",)), "fashion_mnist")]
-    runner = JobRunner(P, pairs, workers=2, log_dir=tmp_path / "logs", progress=False, poll=0.05, command=slow).start()
-    assert runner.needs("02_train.ipynb", None) == {("a", "fashion_mnist")} and runner.needs("01_data.ipynb", None) == set()
+    runner = JobRunner(
+        preset, pairs, workers=2, log_dir=tmp_path / "logs", progress=False, poll=0.05, command=slow
+    ).start()
+    assert (
+        runner.needs("02_train.ipynb", None) == {("a", "fashion_mnist")}
+        and runner.needs("01_data.ipynb", None) == set()
+    )
     runner.wait_for("02_train.ipynb", "fashion_mnist", poll=0.05)
     assert ("a", "fashion_mnist") in runner.done and runner.busy()  # 02 may start while b still trains
     runner.wait_for("07_imta.ipynb", None, poll=0.05)
     assert not runner.busy()  # every job done: the next notebook gets all threads, even before the thread ends
     assert [r["job"] for r in runner.finish()] == ["a", "b"]
-    failing = JobRunner(P, [(Job("a", (), ("02",)), "fashion_mnist")], workers=1, log_dir=tmp_path / "logs2",
-                        progress=False, poll=0.05, command=_fake(tmp_path, fail="a")).start()
+    failing = JobRunner(
+        preset,
+        [(Job("a", (), ("02",)), "fashion_mnist")],
+        workers=1,
+        log_dir=tmp_path / "logs2",
+        progress=False,
+        poll=0.05,
+        command=_fake(tmp_path, fail="a"),
+    ).start()
     with pytest.raises(ConfigError, match="job a .* failed"):
         failing.wait_for("02_train.ipynb", None, poll=0.05)
 

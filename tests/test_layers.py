@@ -105,6 +105,8 @@ def test_the_check_sees_an_upward_import(tmp_path):
     (fake / "analysis").mkdir(parents=True)
     (fake / "train.py").write_text("")
     bad = fake / "analysis" / "bad.py"
-    bad.write_text("from ..train import fit\nfrom . import stats\nimport overthink_lib.experiment\nfrom .. import train\n")
+    bad.write_text(
+        "from ..train import fit\nfrom . import stats\nimport overthink_lib.experiment\nfrom .. import train\n"
+    )
     found = list(_imported_units(bad, fake))
     assert found == [(1, "train"), (2, "analysis"), (3, "experiment"), (4, "train")]

@@ -1,4 +1,5 @@
 """Max-Min composites: labels, 2:1:1 levels, balance, no overlap, disjoint base images, purity."""
+
 import numpy as np
 import pytest
 import torch
@@ -8,11 +9,13 @@ from overthink_lib.data import get_dataset
 from overthink_lib.data.maxmin import make_maxmin
 
 
-# (canvas, item size): the thesis's 64/20 (the paper preset) and the cpu preset's 36/14 (issue 15)
+# (canvas, item size): the thesis's 64/20 (the paper preset) and the cpu preset's 36/14
 @pytest.fixture(scope="module", params=[(64, 20), (36, 14)], ids=["canvas64-item20", "canvas36-item14"])
 def splits(request):
     canvas, item = request.param
-    return {s: get_dataset("maxmin", s, size=800, seed=3, canvas=canvas, item_size=item) for s in ("train", "val", "test")}
+    return {
+        s: get_dataset("maxmin", s, size=800, seed=3, canvas=canvas, item_size=item) for s in ("train", "val", "test")
+    }
 
 
 def test_presets_use_the_canvas_they_name():
@@ -54,7 +57,7 @@ def test_items_do_not_overlap_and_pixels_lie_inside_them(splits):
                 assert (np.abs(boxes[a] - boxes[b]) >= s).any(), f"sample {i} items {a},{b} overlap"
         mask = np.zeros((canvas, canvas), bool)
         for y, x in boxes:
-            mask[y:y + s, x:x + s] = True
+            mask[y : y + s, x : x + s] = True
         assert (ds.images[i, 0].numpy()[~mask] == 0).all()
         assert ds.images[i, 0].numpy()[mask].max() > 0
 

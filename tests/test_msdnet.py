@@ -1,4 +1,6 @@
-"""MSDNet against the official model's counts (SPEC §1) and the multi-exit contract, for every registered model."""
+"""MSDNet against the official model's counts (kalviny/MSDNet-PyTorch, CIFAR-100) and the multi-exit contract, for
+every registered model."""
+
 import pytest
 import torch
 
@@ -31,7 +33,7 @@ def test_flops_within_tolerance_of_the_official_counter(cifar100):
 
 
 def test_architecture_details(cifar100):
-    # exit heads read 88, 136, 104, 200, 208 channels (SPEC §1)
+    # exit heads read 88, 136, 104, 200, 208 channels, as in the official model
     assert [h.features[0][0].in_channels for h in cifar100.heads] == [88, 136, 104, 200, 208]
     assert MSDNetConfig().steps() == [1, 2, 3, 4, 5]
     cfg = cifar100.config
@@ -39,25 +41,53 @@ def test_architecture_details(cifar100):
 
 
 SMALL = {
-    "msdnet_cifar": [dict(num_classes=10, in_channels=1, channels=4, growth=2, head_channels=8, size=28),
-                     dict(num_classes=7, in_channels=3, channels=4, growth=2, head_channels=8, size=32),
-                     dict(num_classes=10, in_channels=1, channels=4, growth=2, head_channels=8, size=64),
-                     dict(num_classes=5, in_channels=3, channels=4, growth=2, head_channels=8, size=32, prune="min")],
-    "msdnet_imagenet": [dict(num_classes=6, in_channels=3, channels=4, growth=2, n_blocks=2, step=2, base=2,
-                             size=64)],
-    "imta": [dict(backbone={"name": "msdnet_cifar", "kwargs": dict(num_classes=10, in_channels=1, channels=4,
-                                                                     growth=2, head_channels=8)},
-                  freeze="none", num_classes=10, in_channels=1, size=28),
-             dict(backbone={"name": "msdnet_cifar", "kwargs": dict(num_classes=7, in_channels=3, channels=4,
-                                                                     growth=2, head_channels=8)},
-                  freeze="none", ge=True, num_classes=7, in_channels=3, size=32),
-             dict(backbone={"name": "msdnet_cifar", "kwargs": dict(num_classes=10, in_channels=1, channels=4,
-                                                                     growth=2, head_channels=8)},
-                  num_classes=10, in_channels=1, size=28)],
-    "sdn_resnet20": [dict(num_classes=10, in_channels=1, width=4, size=28),
-                     dict(num_classes=5, in_channels=3, width=4, size=32, exits_after=(3, 6))],
-    "policy_resnet": [dict(depth=18, width=4, num_classes=5, in_channels=1, size=28),
-                      dict(depth=34, width=4, num_classes=2, in_channels=3, size=32)],
+    "msdnet_cifar": [
+        dict(num_classes=10, in_channels=1, channels=4, growth=2, head_channels=8, size=28),
+        dict(num_classes=7, in_channels=3, channels=4, growth=2, head_channels=8, size=32),
+        dict(num_classes=10, in_channels=1, channels=4, growth=2, head_channels=8, size=64),
+        dict(num_classes=5, in_channels=3, channels=4, growth=2, head_channels=8, size=32, prune="min"),
+    ],
+    "msdnet_imagenet": [dict(num_classes=6, in_channels=3, channels=4, growth=2, n_blocks=2, step=2, base=2, size=64)],
+    "imta": [
+        dict(
+            backbone={
+                "name": "msdnet_cifar",
+                "kwargs": dict(num_classes=10, in_channels=1, channels=4, growth=2, head_channels=8),
+            },
+            freeze="none",
+            num_classes=10,
+            in_channels=1,
+            size=28,
+        ),
+        dict(
+            backbone={
+                "name": "msdnet_cifar",
+                "kwargs": dict(num_classes=7, in_channels=3, channels=4, growth=2, head_channels=8),
+            },
+            freeze="none",
+            ge=True,
+            num_classes=7,
+            in_channels=3,
+            size=32,
+        ),
+        dict(
+            backbone={
+                "name": "msdnet_cifar",
+                "kwargs": dict(num_classes=10, in_channels=1, channels=4, growth=2, head_channels=8),
+            },
+            num_classes=10,
+            in_channels=1,
+            size=28,
+        ),
+    ],
+    "sdn_resnet20": [
+        dict(num_classes=10, in_channels=1, width=4, size=28),
+        dict(num_classes=5, in_channels=3, width=4, size=32, exits_after=(3, 6)),
+    ],
+    "policy_resnet": [
+        dict(depth=18, width=4, num_classes=5, in_channels=1, size=28),
+        dict(depth=34, width=4, num_classes=2, in_channels=3, size=32),
+    ],
 }
 SHAPE_ONLY = {"num_classes", "in_channels"}  # arguments that only some builders take
 
@@ -80,8 +110,11 @@ def test_every_model_keeps_the_contract(name, kw):
     assert isinstance(outs, list) and len(outs) == model.num_exits >= 1
     assert all(o.shape == (3, kw["num_classes"]) and torch.isfinite(o).all() for o in outs)
     sum(o.logsumexp(-1).sum() for o in outs).backward()
-    missing = [n for n, p in model.named_parameters()
-               if p.requires_grad and (p.grad is None or not torch.isfinite(p.grad).all())]
+    missing = [
+        n
+        for n, p in model.named_parameters()
+        if p.requires_grad and (p.grad is None or not torch.isfinite(p.grad).all())
+    ]
     assert missing == []
     # running up to exit k computes only the first k exits, identical to the full run (eval mode)
     model.eval()
@@ -91,7 +124,7 @@ def test_every_model_keeps_the_contract(name, kw):
         assert len(part) == min(2, model.num_exits)
         assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(part, full))
         # continue from a stage on a subset of the batch (what real early exit does)
-        state, first = model.stage(0, x)
+        state, _first = model.stage(0, x)
         keep = torch.tensor([True, False, True])
         state = index_state(state, keep)
         for k in range(1, model.num_exits):

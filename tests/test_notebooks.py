@@ -1,4 +1,5 @@
 """The notebook runner: parameter validation, one-line errors, and the whole suite headless on the smoke preset."""
+
 import subprocess
 import sys
 
@@ -9,8 +10,9 @@ from overthink_lib.notebooks import check_declared, list_notebooks, parse_param,
 
 
 def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "overthink_lib", *args], capture_output=True, text=True,
-                          cwd=ROOT, timeout=1800)
+    return subprocess.run(
+        [sys.executable, "-m", "overthink_lib", *args], capture_output=True, text=True, cwd=ROOT, timeout=1800
+    )
 
 
 def test_suite_is_numbered_and_starts_with_data():
@@ -70,13 +72,22 @@ def test_parse_param():
         parse_param("seed")
 
 
-@pytest.mark.parametrize("args, message", [
-    (["reproduce", "--preset", "gpu"], "error: unknown preset 'gpu': choose one of smoke, cpu, paper"),
-    (["reproduce", "--preset", "smoke", "--param", "sead=1"], "error: notebook 01_data.ipynb has no parameter 'sead'"),
-    (["reproduce", "--preset", "smoke", "--param", "seed=x"], "error: notebook 01_data.ipynb: parameter 'seed' must be int"),
-    (["reproduce", "--preset", "smoke", "--only", "99"], "error: no notebook matches ['99']"),
-    (["train", "--preset", "smoke", "--speed", "bf16,turbo"], "error: unknown speed setting(s) ['turbo']"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["reproduce", "--preset", "gpu"], "error: unknown preset 'gpu': choose one of smoke, cpu, paper"),
+        (
+            ["reproduce", "--preset", "smoke", "--param", "sead=1"],
+            "error: notebook 01_data.ipynb has no parameter 'sead'",
+        ),
+        (
+            ["reproduce", "--preset", "smoke", "--param", "seed=x"],
+            "error: notebook 01_data.ipynb: parameter 'seed' must be int",
+        ),
+        (["reproduce", "--preset", "smoke", "--only", "99"], "error: no notebook matches ['99']"),
+        (["train", "--preset", "smoke", "--speed", "bf16,turbo"], "error: unknown speed setting(s) ['turbo']"),
+    ],
+)
 def test_cli_bad_input_is_one_error_line(args, message):
     res = _cli(*args)
     assert res.returncode == 2
@@ -99,11 +110,26 @@ def test_smoke_suite_runs_headless_and_writes_figures():
     import re
 
     timings = (preset.run_dir / "jobs_timings.csv").read_text()
-    assert all(f"{j}," in timings for j in ("data", "main", "maxmin", "imta-seeds", "imta", "policy-binary",
-                                          "policy-binary-control", "policy-maxmin", "policy-maxmin-control"))
+    assert all(
+        f"{j}," in timings
+        for j in (
+            "data",
+            "main",
+            "maxmin",
+            "imta-seeds",
+            "imta",
+            "policy-binary",
+            "policy-binary-control",
+            "policy-maxmin",
+            "policy-maxmin-control",
+        )
+    )
     jobs_end = max(p.stat().st_mtime for p in (preset.run_dir / "jobs").glob("*.log"))
-    late = [p.parent.name for p in (preset.run_dir / "models").glob("*/checkpoint.pt")
-            if "stoch" not in p.parent.name and p.stat().st_mtime > jobs_end + 1]  # 09 trains its own runs
+    late = [
+        p.parent.name
+        for p in (preset.run_dir / "models").glob("*/checkpoint.pt")
+        if "stoch" not in p.parent.name and p.stat().st_mtime > jobs_end + 1
+    ]  # 09 trains its own runs
     assert not late, f"trained after the jobs ended, by a notebook: {late}"
     for book in list_notebooks():
         if book.name[:2] in ("02", "03", "04", "05", "06", "07", "08"):
@@ -117,19 +143,37 @@ def test_a_cell_past_the_timeout_ends_the_run_with_one_line(tmp_path):
 
     from overthink_lib.notebooks import NotebookFailed, run_suite
 
-    cells = [{"cell_type": "code", "metadata": {"tags": ["parameters"]}, "execution_count": None, "outputs": [],
-              "source": ['preset = "smoke"  # the preset\n']},
-             {"cell_type": "code", "metadata": {}, "execution_count": None, "outputs": [], "source": ["x = 1\n"]},
-             {"cell_type": "code", "metadata": {}, "execution_count": None, "outputs": [],
-              "source": ["import time\n", "time.sleep(60)  # a reply that never comes\n"]}]
-    book = {"cells": cells, "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3",
-                                                        "language": "python"}}, "nbformat": 4, "nbformat_minor": 5}
+    cells = [
+        {
+            "cell_type": "code",
+            "metadata": {"tags": ["parameters"]},
+            "execution_count": None,
+            "outputs": [],
+            "source": ['preset = "smoke"  # the preset\n'],
+        },
+        {"cell_type": "code", "metadata": {}, "execution_count": None, "outputs": [], "source": ["x = 1\n"]},
+        {
+            "cell_type": "code",
+            "metadata": {},
+            "execution_count": None,
+            "outputs": [],
+            "source": ["import time\n", "time.sleep(60)  # a reply that never comes\n"],
+        },
+    ]
+    book = {
+        "cells": cells,
+        "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
+        "nbformat": 4,
+        "nbformat_minor": 5,
+    }
     (tmp_path / "books").mkdir()
     (tmp_path / "books" / "01_hang.ipynb").write_text(json.dumps(book))
     import time
 
     t0 = time.perf_counter()
-    with pytest.raises(NotebookFailed, match=r"01_hang.ipynb: cell \d+ ran past the preset's cell timeout of 5 s") as err:
+    with pytest.raises(
+        NotebookFailed, match=r"01_hang.ipynb: cell \d+ ran past the preset's cell timeout of 5 s"
+    ) as err:
         run_suite("smoke", folder=tmp_path / "books", out_dir=tmp_path / "out", cell_timeout=5, progress=False)
     assert time.perf_counter() - t0 < 50 and "\n" not in str(err.value)
     assert not (get_preset("smoke").run_dir / "notebooks" / "01_hang.ipynb").exists()
@@ -146,8 +190,10 @@ def test_smoke_numbers_match_the_reference():
     assert path.exists(), f"no {path}: the smoke suite (test_smoke_suite_runs_headless_and_writes_figures) runs first"
     ref = json.loads((ROOT / "tests" / "reference" / "smoke.json").read_text())
     problems = compare(json.loads(path.read_text()), ref)
-    assert not problems, ("smoke numbers drifted from tests/reference/smoke.json (after a deliberate change: "
-                          "make reference):\n  " + "\n  ".join(problems))
+    assert not problems, (
+        "smoke numbers drifted from tests/reference/smoke.json (after a deliberate change: "
+        "make reference):\n  " + "\n  ".join(problems)
+    )
 
 
 def test_two_datasets_give_one_table_3_1_row_each(tmp_path, monkeypatch):
@@ -174,12 +220,15 @@ def test_two_datasets_give_one_table_3_1_row_each(tmp_path, monkeypatch):
     monkeypatch.setenv("OVERTHINK_DATA", str(data))  # the kernels inherit it
     out = tmp_path / "out"
     (get_preset("smoke").figure_dir / "mnist" / "07_imta.png").unlink(missing_ok=True)  # no figure of an earlier run
-    rows = run_suite("smoke", only=["07"], datasets=["fashion_mnist", "mnist"], out_dir=out, progress=False,
-                     export_html=False)
+    rows = run_suite(
+        "smoke", only=["07"], datasets=["fashion_mnist", "mnist"], out_dir=out, progress=False, export_html=False
+    )
     assert [r["notebook"] for r in rows] == ["07_imta.ipynb", "07_imta-mnist.ipynb"]
     res = json.loads((out / "results.json").read_text())
     for section in ("imta", "imta@mnist"):  # Table 3.1, one row per dataset, each with its verdict over seeds
-        assert {"overthought_E", "overthought_2E", "isc_ofa_minus_2E", "seed_level_isc_ofa_minus_2E"} <= set(res[section])
+        assert {"overthought_E", "overthought_2E", "isc_ofa_minus_2E", "seed_level_isc_ofa_minus_2E"} <= set(
+            res[section]
+        )
     assert res["imta"]["overthought_2E"] != res["imta@mnist"]["overthought_2E"]
     assert (get_preset("smoke").figure_dir / "mnist" / "07_imta.png").exists()
     executed = json.loads((out / "07_imta-mnist.ipynb").read_text())

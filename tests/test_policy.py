@@ -1,7 +1,9 @@
 """Policy networks: D_ee sets, errors, evaluation against chance and majority, the shuffled control, exit policy."""
+
 import numpy as np
 import pytest
 import torch
+from test_exits_overthinking import make_record as hand_record
 
 from helpers import random_set, tiny_spec
 from overthink_lib.analysis import policy
@@ -10,15 +12,19 @@ from overthink_lib.experiment import policy_set
 from overthink_lib.models import get_model
 from overthink_lib.recording import make_record
 from overthink_lib.train import TrainConfig, build_model, fit, predict
-from test_exits_overthinking import make_record as hand_record
 
 
 @pytest.fixture(scope="module")
 def val_and_test():
     model = build_model(tiny_spec(), 0)
-    fit(model, random_set(128), None, TrainConfig(epochs=3, batch_size=16, lr=0.05, augment=False,
-                                                   schedule="constant"),
-        out_dir="/tmp/overthink-test-policy", progress=False)
+    fit(
+        model,
+        random_set(128),
+        None,
+        TrainConfig(epochs=3, batch_size=16, lr=0.05, augment=False, schedule="constant"),
+        out_dir="/tmp/overthink-test-policy",
+        progress=False,
+    )
     val, test = random_set(96, seed=1, split="val"), random_set(64, seed=2, split="test")
     return val, test, make_record(model, val), make_record(model, test)
 
@@ -34,12 +40,12 @@ def test_policy_set_keeps_the_dee_rows(val_and_test):
 
 
 def test_bad_input(val_and_test):
-    val, test, rec_val, rec_test = val_and_test
+    _val, test, rec_val, rec_test = val_and_test
     with pytest.raises(ConfigError, match="must come from the validation record, got a record of split 'test'"):
         policy.check_training_record(rec_test)
     with pytest.raises(ConfigError, match="do not hold the same samples"):
         policy_set(test, rec_val, policy.exit_labels(rec_val, "first"))
-    nobody = hand_record([[0, 0, 0], [0, 0, 0]], [[.9] * 3] * 2)
+    nobody = hand_record([[0, 0, 0], [0, 0, 0]], [[0.9] * 3] * 2)
     lab = policy.exit_labels(nobody, "first")
     assert lab.dropped == 2
     two = random_set(2, split="val")
@@ -76,15 +82,22 @@ def test_shuffled_control_gives_chance_where_true_labels_are_learnable(tmp_path)
     for shuffle in (False, True):
         torch.manual_seed(0)
         m = get_model("policy_resnet", depth=18, width=4, in_channels=1, num_classes=4)
-        fit(m, policy.shuffled(train, 1) if shuffle else train, None, cfg, out_dir=tmp_path / str(shuffle),
-            loss_fn=policy.weighted_ce(w), progress=False)
+        fit(
+            m,
+            policy.shuffled(train, 1) if shuffle else train,
+            None,
+            cfg,
+            out_dir=tmp_path / str(shuffle),
+            loss_fn=policy.weighted_ce(w),
+            progress=False,
+        )
         preds = predict(m, test)[0][:, 0].argmax(-1)
         accs[shuffle] = (preds == test.labels).double().mean().item()
     assert accs[False] > 0.7 and accs[True] < 0.5, accs
 
 
 def test_exit_policy_and_balancing_lambda():
-    rec = hand_record([[1, 1, 1], [0, 1, 1], [0, 0, 1], [0, 0, 0]], [[.9] * 3] * 4, flops=[1e6, 2e6, 4e6])
+    rec = hand_record([[1, 1, 1], [0, 1, 1], [0, 0, 1], [0, 0, 0]], [[0.9] * 3] * 4, flops=[1e6, 2e6, 4e6])
     r = policy.as_exit_policy(torch.tensor([0, 1, 2, 0]), rec, "score")
     assert r["accuracy"] == pytest.approx(3 / 4) and r["flops"] == pytest.approx((1e6 + 2e6 + 4e6 + 1e6) / 4)
     b = policy.as_exit_policy(torch.tensor([0, 1, 1, 1]), rec, "binary")  # 1 → the last exit
@@ -92,3 +105,32 @@ def test_exit_policy_and_balancing_lambda():
     lam = policy.balancing_lambda(rec)
     assert 0.05 <= lam <= 200
     assert np.isfinite(policy.exit_labels(rec, "binary", lam).distribution()).all()
+
+
+def test_verdict_on_balanced_accuracy_against_chance_and_the_shuffled_control():
+    def pol(low, chance=0.5):
+        return {"balanced_accuracy": (low + 0.05, low, low + 0.1), "chance": chance}
+
+    def ctl(high):
+        return {"balanced_accuracy": (high - 0.1, high - 0.2, high)}
+
+    crit = " [balanced accuracy, lower CI bound vs chance (= majority label) and the shuffled control's upper bound]"
+    assert policy.verdict(pol(0.6), ctl(0.55)) == "beats chance, the majority label and the shuffled control" + crit
+    assert policy.verdict(pol(0.6), ctl(0.6)) == "does not beat the shuffled control" + crit  # ties do not beat
+    assert policy.verdict(pol(0.45), ctl(0.4)) == "does not beat chance (= majority label)" + crit
+    assert policy.verdict(pol(0.3, chance=0.2), ctl(0.7)) == "does not beat the shuffled control" + crit
+    assert policy.verdict(pol(0.4), ctl(0.7)) == "does not beat chance (= majority label), the shuffled control" + crit
+
+
+def test_accuracy_by_level_per_exit():
+    correct = [[1, 1, 1], [0, 1, 1], [1, 0, 1], [0, 0, 1], [0, 0, 0]]
+    rec = hand_record(correct, [[0.9] * 3] * 5, flops=[1e6, 2e6, 4e6])
+    rec.extras["level"] = torch.tensor([0, 0, 2, 2, 2])  # two easy, no medium, three hard samples
+    acc = policy.accuracy_by_level(rec, ("easy", "medium", "hard"))
+    assert list(acc.columns) == ["easy", "medium", "hard"] and acc.index.name == "exit"
+    assert acc.index.tolist() == [1, 2, 3]
+    assert acc["easy"].tolist() == [0.5, 1.0, 1.0]
+    assert acc["hard"].tolist() == pytest.approx([1 / 3, 0.0, 2 / 3])
+    assert acc["medium"].isna().all()  # a level without samples
+    with pytest.raises(ConfigError, match="'level' extra"):
+        policy.accuracy_by_level(hand_record(correct, [[0.9] * 3] * 5, flops=[1e6, 2e6, 4e6]), ("easy",))

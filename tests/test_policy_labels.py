@@ -1,15 +1,16 @@
 """D_ee labels on hand-made records, checked on paper."""
+
 import pytest
 import torch
-
-from overthink_lib.config import ConfigError
-from overthink_lib.analysis.policy import class_weights, exit_labels, scores
 from test_exits_overthinking import make_record
+
+from overthink_lib.analysis.policy import class_weights, exit_labels, scores
+from overthink_lib.config import ConfigError
 
 # FLOPs 1, 2, 4 MFLOPs → 1/(λ·MFLOPs) = 1/λ, 1/(2λ), 1/(4λ)
 FLOPS = [1e6, 2e6, 4e6]
 CORRECT = [[1, 1, 1], [0, 1, 1], [0, 0, 1], [0, 0, 0], [1, 0, 1]]
-CONF = [[.60, .90, .99], [.60, .55, .99], [.9, .9, .70], [.9, .9, .9], [.51, .9, .99]]
+CONF = [[0.60, 0.90, 0.99], [0.60, 0.55, 0.99], [0.9, 0.9, 0.70], [0.9, 0.9, 0.9], [0.51, 0.9, 0.99]]
 
 
 def rec():
@@ -21,14 +22,17 @@ def test_first_correct_labels_and_dropped_count():
     assert lab.rows.tolist() == [0, 1, 2, 4] and lab.labels.tolist() == [0, 1, 2, 0] and lab.dropped == 1
 
 
-@pytest.mark.parametrize("lam, expected", [
-    # λ = 1: s0 1.60 / 1.40 / 1.24 → 0; s1 0 / 1.05 / 1.24 → 2; s2 → 2; s4 1.51 / 0 / 1.24 → 0
-    (1.0, [0, 2, 2, 0]),
-    # λ = 2: s0 1.10 / 1.15 / 1.115 → 1; s1 0 / .80 / 1.115 → 2; s2 → 2; s4 1.01 / 0 / 1.115 → 2
-    (2.0, [1, 2, 2, 2]),
-    # λ = 5: s0 .80 / 1.00 / 1.04 → 2; s1 0 / .65 / 1.04 → 2; s4 .71 / 0 / 1.04 → 2
-    (5.0, [2, 2, 2, 2]),
-])
+@pytest.mark.parametrize(
+    "lam, expected",
+    [
+        # λ = 1: s0 1.60 / 1.40 / 1.24 → 0; s1 0 / 1.05 / 1.24 → 2; s2 → 2; s4 1.51 / 0 / 1.24 → 0
+        (1.0, [0, 2, 2, 0]),
+        # λ = 2: s0 1.10 / 1.15 / 1.115 → 1; s1 0 / .80 / 1.115 → 2; s2 → 2; s4 1.01 / 0 / 1.115 → 2
+        (2.0, [1, 2, 2, 2]),
+        # λ = 5: s0 .80 / 1.00 / 1.04 → 2; s1 0 / .65 / 1.04 → 2; s4 .71 / 0 / 1.04 → 2
+        (5.0, [2, 2, 2, 2]),
+    ],
+)
 def test_score_labels_for_several_lambdas(lam, expected):
     lab = exit_labels(rec(), "score", lam)
     assert lab.labels.tolist() == expected and lab.dropped == 1
@@ -48,7 +52,7 @@ def test_binary_labels():
     assert lab.rows.tolist() == [0, 1, 2, 4] and lab.labels.tolist() == [0, 1, 1, 0] and lab.num_labels == 2
     assert lab.dropped == 1 and lab.dropped_middle == 0  # s3: no exit right
     # only the middle exit right: Eq 6 scores it 0 at both ends; dropped and counted apart (not labelled "first")
-    mid = exit_labels(make_record([[0, 1, 0], [0, 0, 0], [1, 1, 0]], [[.9, .9, .9]] * 3, FLOPS), "binary")
+    mid = exit_labels(make_record([[0, 1, 0], [0, 0, 0], [1, 1, 0]], [[0.9, 0.9, 0.9]] * 3, FLOPS), "binary")
     assert mid.rows.tolist() == [2] and mid.labels.tolist() == [0]
     assert mid.dropped == 2 and mid.dropped_middle == 1
     assert exit_labels(rec(), "score").dropped_middle == 0

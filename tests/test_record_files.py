@@ -1,4 +1,5 @@
 """Records from anything (arrays, any list-of-logits model), safe files, and notebooks on a given record."""
+
 import json
 import pickle
 import subprocess
@@ -27,13 +28,24 @@ def arrays(n=60, e=3, c=4, seed=0):
 
 def test_from_arrays_round_trips_exactly(tmp_path):
     logits, labels = arrays()
-    rec = ExitRecord.from_arrays(logits, labels, flops=[1e6, 2e6, 3.5e6], indices=np.arange(100, 160),
-                                 extras={"level": np.arange(60) % 3}, model="my-net",
-                                 provenance={"dataset": {"name": "mine", "split": "test"}})
+    rec = ExitRecord.from_arrays(
+        logits,
+        labels,
+        flops=[1e6, 2e6, 3.5e6],
+        indices=np.arange(100, 160),
+        extras={"level": np.arange(60) % 3},
+        model="my-net",
+        provenance={"dataset": {"name": "mine", "split": "test"}},
+    )
     assert rec.logits.dtype == torch.float32 and rec.labels.dtype == torch.int64 and rec.model_key() == "my-net"
     back = ExitRecord.load(rec.save(tmp_path / "test.npz"))
-    for a, b in ((rec.logits, back.logits), (rec.labels, back.labels), (rec.indices, back.indices),
-                 (rec.flops, back.flops), (rec.extras["level"], back.extras["level"])):
+    for a, b in (
+        (rec.logits, back.logits),
+        (rec.labels, back.labels),
+        (rec.indices, back.indices),
+        (rec.flops, back.flops),
+        (rec.extras["level"], back.extras["level"]),
+    ):
         assert torch.equal(a, b) and a.dtype == b.dtype
     assert back.provenance == rec.provenance
     no_flops = ExitRecord.from_arrays(torch.from_numpy(logits), torch.from_numpy(labels))
@@ -77,8 +89,9 @@ def test_record_from_model_equals_a_record_built_by_hand():
     rec = record_from_model(model, ds, batch_size=16, flops=[10.0, 20.0], name="probes")
     model.eval()
     with torch.no_grad():
-        by_hand = ExitRecord.from_arrays(torch.stack(model(x), 1), ds.labels, flops=[10.0, 20.0],
-                                         indices=ds.indices, model="probes")
+        by_hand = ExitRecord.from_arrays(
+            torch.stack(model(x), 1), ds.labels, flops=[10.0, 20.0], indices=ds.indices, model="probes"
+        )
     torch.testing.assert_close(rec.logits, by_hand.logits)
     assert torch.equal(rec.labels, by_hand.labels) and torch.equal(rec.indices, by_hand.indices)
     assert rec.provenance["dataset"]["split"] == "test" and rec.model_key() == "probes"
@@ -143,15 +156,30 @@ def test_crafted_files_are_refused_without_running_their_code(tmp_path):
     assert "\n" not in str(err.value)
     # a legacy .pt record, and an .npz record whose provenance is a pickled object array
     logits, labels = arrays()
-    torch.save({"format": "overthink.ExitRecord/1", "logits": torch.from_numpy(logits), "labels": labels,
-                "indices": torch.arange(60), "flops": torch.ones(3), "extras": {}, "provenance": {"x": evil}},
-               tmp_path / "evil_record.pt")
+    torch.save(
+        {
+            "format": "overthink.ExitRecord/1",
+            "logits": torch.from_numpy(logits),
+            "labels": labels,
+            "indices": torch.arange(60),
+            "flops": torch.ones(3),
+            "extras": {},
+            "provenance": {"x": evil},
+        },
+        tmp_path / "evil_record.pt",
+    )
     with pytest.raises(ConfigError, match="carries objects that need code to load"):
         ExitRecord.load(tmp_path / "evil_record.pt")
     obj = np.empty((), dtype=object)
     obj[()] = evil
-    np.savez(tmp_path / "evil_record.npz", format=np.array("overthink.ExitRecord/1"), logits=logits, labels=labels,
-             indices=np.arange(60), provenance=obj)
+    np.savez(
+        tmp_path / "evil_record.npz",
+        format=np.array("overthink.ExitRecord/1"),
+        logits=logits,
+        labels=labels,
+        indices=np.arange(60),
+        provenance=obj,
+    )
     with pytest.raises(ConfigError, match="holds pickled objects"):
         ExitRecord.load(tmp_path / "evil_record.npz")
     assert not marker.exists()
@@ -189,35 +217,56 @@ def test_import_record_command(tmp_path):
     logits, labels = arrays()
     np.savez(tmp_path / "mine.npz", logits=logits, labels=labels, flops=np.array([1e6, 2e6, 3e6]))
     out = tmp_path / "recs" / "test.npz"
-    res = subprocess.run([sys.executable, "-m", "overthink_lib", "import-record", str(tmp_path / "mine.npz"), str(out),
-                          "--model", "mine"], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "overthink_lib",
+            "import-record",
+            str(tmp_path / "mine.npz"),
+            str(out),
+            "--model",
+            "mine",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
     assert res.returncode == 0, res.stderr
     rec = ExitRecord.load(out)
     assert torch.equal(rec.logits, torch.from_numpy(logits)) and rec.flops.tolist() == [1e6, 2e6, 3e6]
     np.savez(tmp_path / "bad.npz", scores=logits)
-    res = subprocess.run([sys.executable, "-m", "overthink_lib", "import-record", str(tmp_path / "bad.npz"),
-                          str(tmp_path / "x.npz")], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    res = subprocess.run(
+        [sys.executable, "-m", "overthink_lib", "import-record", str(tmp_path / "bad.npz"), str(tmp_path / "x.npz")],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
     assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1 and "no array 'logits'" in res.stderr
 
 
 def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "overthink_lib", *args], capture_output=True, text=True, cwd=ROOT,
-                          timeout=1200)
+    return subprocess.run(
+        [sys.executable, "-m", "overthink_lib", *args], capture_output=True, text=True, cwd=ROOT, timeout=1200
+    )
 
 
 def test_notebooks_03_and_04_run_headless_on_records_from_arrays(tmp_path):
     from overthink_lib.config import get_preset
 
     preset = get_preset("smoke")
-    logits, labels = arrays(n=300, e=4, c=10)
+    _logits, _labels = arrays(n=300, e=4, c=10)
     for name, flops in (("given-noflops", None), ("given-flops", [1e6, 2e6, 4e6, 8e6])):
         folder = tmp_path / name
         for split, seed in (("val", 1), ("test", 2)):
             lg, lb = arrays(n=300, e=4, c=10, seed=seed)
             ExitRecord.from_arrays(lg, lb, flops=flops, model="given").save(folder / f"{split}.npz")
         before = {f: f.stat().st_mtime for f in preset.figure_dir.glob("0[34]_*")}
-        res = _cli("reproduce", "--preset", "smoke", "--only", "03", "--only", "04", "--param", f"record={folder}",
-                   "--quiet")
+        res = _cli(
+            "reproduce", "--preset", "smoke", "--only", "03", "--only", "04", "--param", f"record={folder}", "--quiet"
+        )
         assert res.returncode == 0, res.stdout + res.stderr
         figs = preset.figure_dir / "records" / name
         assert (figs / "04_pairwise.png").stat().st_size > 1000
@@ -234,11 +283,27 @@ def test_notebooks_03_and_04_run_headless_on_records_from_arrays(tmp_path):
 
 
 def test_the_readme_example_makes_records_of_a_model_outside_the_registry(tmp_path):
-    res = subprocess.run([sys.executable, str(ROOT / "examples" / "resnet18_probes.py"), "--seconds", "3", "--limit",
-                          "256", "--out", str(tmp_path)], capture_output=True, text=True, cwd=ROOT, timeout=600)
+    res = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "examples" / "resnet18_probes.py"),
+            "--seconds",
+            "3",
+            "--limit",
+            "256",
+            "--out",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=600,
+    )
     assert res.returncode == 0, res.stdout + res.stderr
     recs = load_records(tmp_path)
-    assert recs["test"].num_exits == 4 and recs["test"].num_samples == 256 and recs["val"].model_key() == "resnet18-probes"
+    assert (
+        recs["test"].num_exits == 4 and recs["test"].num_samples == 256 and recs["val"].model_key() == "resnet18-probes"
+    )
     flops = recs["test"].flops.tolist()
     assert flops == sorted(flops) and flops[0] > 0  # measured with flop_counter through forward(x, upto=k)
     assert recs["test"].provenance["dataset"]["name"] == "fashion_mnist"
@@ -256,13 +321,31 @@ def test_notebooks_03_04_06_08_finish_on_a_record_without_flops_and_train_nothin
         ExitRecord(r.logits, r.labels, r.indices, None, r.extras, r.provenance).save(folder / f"{split}.npz")
     models = preset.run_dir / "models"
     before = sorted(p.name for p in models.iterdir())
-    res = _cli("reproduce", "--preset", "smoke", "--only", "03", "--only", "04", "--only", "06", "--only", "08",
-               "--param", f"record={folder}", "--no-html")
+    res = _cli(
+        "reproduce",
+        "--preset",
+        "smoke",
+        "--only",
+        "03",
+        "--only",
+        "04",
+        "--only",
+        "06",
+        "--only",
+        "08",
+        "--param",
+        f"record={folder}",
+        "--no-html",
+    )
     assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-4000:]
     out = res.stdout
-    for line in ("this record has no per-exit FLOPs: the D_ee score labels (Eq 4.1) need them",
-                 "a given record: the Max-Min sanity check", "a given record: the Max-Min part",
-                 "this record has no per-exit FLOPs: the binary D_ee labels (Eq 6)", "skipped: no policy to place"):
+    for line in (
+        "this record has no per-exit FLOPs: the D_ee score labels (Eq 4.1) need them",
+        "a given record: the Max-Min sanity check",
+        "a given record: the Max-Min part",
+        "this record has no per-exit FLOPs: the binary D_ee labels (Eq 6)",
+        "skipped: no policy to place",
+    ):
         assert line in out, line
     import re
 
@@ -279,11 +362,30 @@ def test_a_one_exit_record_says_there_is_nothing_to_budget(tmp_path):
     folder = tmp_path / "one-exit"
     for split, r in main_records("smoke").items():
         ExitRecord(r.logits[:, -1:], r.labels, r.indices, r.flops[-1:], r.extras, r.provenance).save(
-            folder / f"{split}.npz")
-    res = _cli("reproduce", "--preset", "smoke", "--only", "03", "--only", "04", "--only", "06", "--only", "08",
-               "--param", f"record={folder}", "--no-html")
+            folder / f"{split}.npz"
+        )
+    res = _cli(
+        "reproduce",
+        "--preset",
+        "smoke",
+        "--only",
+        "03",
+        "--only",
+        "04",
+        "--only",
+        "06",
+        "--only",
+        "08",
+        "--param",
+        f"record={folder}",
+        "--no-html",
+    )
     assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-4000:]
-    for line in ("this record has one exit: there is no earlier exit to stop at", "skipped: needs two exits or more",
-                 "no sample can be overthought", "every sample falls in one group",
-                 "this record has one exit: first and last exit are the same"):
+    for line in (
+        "this record has one exit: there is no earlier exit to stop at",
+        "skipped: needs two exits or more",
+        "no sample can be overthought",
+        "every sample falls in one group",
+        "this record has one exit: first and last exit are the same",
+    ):
         assert line in res.stdout, line

@@ -1,4 +1,5 @@
 """ExitRecord: round trip, tidy frame, cache keyed by weights, bad files and mismatches."""
+
 import pytest
 import torch
 
@@ -43,7 +44,9 @@ def test_to_frame_is_tidy(model_and_data):
     rec = make_record(model, ds, batch_size=16)
     df = rec.to_frame()
     assert len(df) == 40 * rec.num_exits
-    assert {"sample", "exit", "label", "pred", "confidence", "entropy", "margin", "correct", "flops", "level"} <= set(df)
+    assert {"sample", "exit", "label", "pred", "confidence", "entropy", "margin", "correct", "flops", "level"} <= set(
+        df
+    )
     row = df[(df["sample"] == int(ds.indices[7])) & (df["exit"] == 2)].iloc[0]
     probs = rec.probs[7, 1]
     assert row["confidence"] == pytest.approx(probs.max().item(), rel=1e-6)
@@ -67,7 +70,7 @@ def test_cache_is_invalidated_when_weights_change(tmp_path, model_and_data):
 
 
 def test_bad_files_and_mismatches(tmp_path, model_and_data):
-    model, ds = model_and_data
+    _model, ds = model_and_data
     (tmp_path / "bad.pt").write_bytes(b"\x00garbage")
     with pytest.raises(ConfigError, match="corrupt or unreadable"):
         ExitRecord.load(tmp_path / "bad.pt")
@@ -78,6 +81,7 @@ def test_bad_files_and_mismatches(tmp_path, model_and_data):
     with pytest.raises(ConfigError, match="not an ExitRecord file"):
         ExitRecord.load(tmp_path / "foreign.pt")
     import numpy as np
+
     np.savez(tmp_path / "foreign.npz", x=np.zeros(3))
     with pytest.raises(ConfigError, match="not an ExitRecord file"):
         ExitRecord.load(tmp_path / "foreign.npz")

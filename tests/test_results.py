@@ -1,4 +1,5 @@
 """Headline numbers: notebooks put them, the runner collects them; the regression check compares with tolerances."""
+
 import json
 
 import pytest
@@ -48,9 +49,13 @@ def test_collect_merges_parts_in_order_and_formats(tmp_path, monkeypatch):
 
 
 def test_compare_names_each_drift():
-    ref = {"metrics": {"o.rate": {"value": [0.2, 0.1, 0.3], "abs_tol": 0.02},
-                       "o.verdict": {"value": "lowered", "abs_tol": 0.03},
-                       "o.gone": {"value": 1.0, "abs_tol": 0.1}}}
+    ref = {
+        "metrics": {
+            "o.rate": {"value": [0.2, 0.1, 0.3], "abs_tol": 0.02},
+            "o.verdict": {"value": "lowered", "abs_tol": 0.03},
+            "o.gone": {"value": 1.0, "abs_tol": 0.1},
+        }
+    }
     ok = {"o": {"rate": [0.21, 0.1, 0.3], "verdict": "lowered", "gone": 1.05}}
     assert results.compare(ok, ref) == []
     bad = {"o": {"rate": [0.25, 0.2, 0.3], "verdict": "raised"}}
@@ -70,10 +75,23 @@ def test_reference_keeps_tolerances(tmp_path):
 
 
 def test_same_kind_must_match_exactly_and_other_kinds_within_measured_tolerance(tmp_path):
-    head = {"preset": "smoke", "code_version": "x", "cpu": "AMD EPYC (avx512-bf16)", "cpu_id": "AMD family 25 model 17",
-            "capability": "AVX512", "torch": "2.14.1", "threads": 2, "timings": {}, "meta": {}}
+    head = {
+        "preset": "smoke",
+        "code_version": "x",
+        "cpu": "AMD EPYC (avx512-bf16)",
+        "cpu_id": "AMD family 25 model 17",
+        "capability": "AVX512",
+        "torch": "2.14.1",
+        "threads": 2,
+        "timings": {},
+        "meta": {},
+    }
     mine = {**head, "o": {"rate": [0.30, 0.2, 0.4], "verdict": "beats chance", "tie": "same"}}
-    avx2 = {**head, "capability": "AVX2", "o": {"rate": [0.34, 0.2, 0.4], "verdict": "does not beat chance", "tie": "same"}}
+    avx2 = {
+        **head,
+        "capability": "AVX2",
+        "o": {"rate": [0.34, 0.2, 0.4], "verdict": "does not beat chance", "tie": "same"},
+    }
     ref = results.write_reference(mine, tmp_path / "ref.json", other=avx2)
     m = ref["metrics"]
     assert m["o.rate"]["abs_tol"] == pytest.approx(0.08) and m["o.verdict"]["strict"] is False and m["o.tie"]["strict"]

@@ -1,4 +1,5 @@
 """Speed settings: off by default, each equivalent to fp32 eager within its stated tolerance, none mutates the model."""
+
 import os
 import warnings
 
@@ -8,19 +9,38 @@ import torch
 from helpers import random_set, tiny_spec
 from overthink_lib.config import ConfigError, config_hash
 from overthink_lib.models import get_model
-from overthink_lib.speed import (Speed, compile_break_even, cpu_has_bf16, cpu_info, fold_batchnorm, for_inference,
-                                 parse_cpuinfo)
-from overthink_lib.train import (CHECKPOINT, TrainConfig, build_model, fit, load_checkpoint, model_from_checkpoint,
-                                 predict, state_hash)
+from overthink_lib.speed import (
+    CpuInfo,
+    Speed,
+    compile_break_even,
+    cpu_has_bf16,
+    cpu_info,
+    fold_batchnorm,
+    for_inference,
+    parse_cpuinfo,
+)
+from overthink_lib.train import (
+    CHECKPOINT,
+    TrainConfig,
+    build_model,
+    fit,
+    load_checkpoint,
+    model_from_checkpoint,
+    predict,
+    state_hash,
+)
 
 BASE_FLAGS = "fpu sse sse2 ssse3 sse4_1 sse4_2 avx f16c fma"
 AVX2 = f"processor\t: 0\nmodel name\t: AMD EPYC 7B13\nflags\t\t: {BASE_FLAGS} avx2\n"
 ZEN4 = f"processor\t: 0\nmodel name\t: AMD EPYC 9B14\nflags\t\t: {BASE_FLAGS} avx2 avx512f avx512_bf16\n"
 AMX = f"processor\t: 0\nmodel name\t: Intel Xeon\nflags\t\t: {BASE_FLAGS} avx2 avx512f avx512_bf16 amx_bf16 amx_tile\n"
 
-MODELS = [tiny_spec(), tiny_spec(in_channels=3, num_classes=5),
-          {"name": "sdn_resnet20", "kwargs": {"num_classes": 10, "in_channels": 1, "width": 4}},
-          {"name": "policy_resnet", "kwargs": {"num_classes": 5, "in_channels": 1, "width": 4}}]
+MODELS = [
+    tiny_spec(),
+    tiny_spec(in_channels=3, num_classes=5),
+    {"name": "sdn_resnet20", "kwargs": {"num_classes": 10, "in_channels": 1, "width": 4}},
+    {"name": "policy_resnet", "kwargs": {"num_classes": 5, "in_channels": 1, "width": 4}},
+]
 
 
 def with_bn_statistics(spec, seed=0):
@@ -51,7 +71,9 @@ def test_defaults_are_fp32_eager_and_keep_old_run_hashes():
     cfg = TrainConfig(epochs=1)
     assert "speed" not in cfg.hashed_fields()  # so checkpoints from before the setting existed keep their hash
     fast = TrainConfig(epochs=1, speed=Speed.fast(cpu=parse_cpuinfo(AMX)))
-    assert fast.hashed_fields()["speed"]["bf16"] and config_hash(fast.hashed_fields()) != config_hash(cfg.hashed_fields())
+    assert fast.hashed_fields()["speed"]["bf16"] and config_hash(fast.hashed_fields()) != config_hash(
+        cfg.hashed_fields()
+    )
     # a config read back from a checkpoint (speed as a dict) is the same config
     assert TrainConfig(epochs=1, speed=fast.hashed_fields()["speed"]) == fast
 
@@ -77,6 +99,14 @@ def test_cpu_flags_are_read_and_kinds_named():
     assert parse_cpuinfo(ZEN4).kind == "avx512-bf16" and parse_cpuinfo(ZEN4).native_bf16
     assert parse_cpuinfo(AMX).kind == "avx512-amx" and parse_cpuinfo(AMX).model == "Intel Xeon"
     assert parse_cpuinfo("").kind == "other" and not parse_cpuinfo("").native_bf16
+    two = (
+        "processor\t: 0\nvendor_id\t: GenuineIntel\ncpu family\t: 6\nmodel\t\t: 143\nmodel name\t: Intel Xeon\n\n"
+        "processor\t: 1\nvendor_id\t: Other\ncpu family\t: 7\nmodel\t\t: 9\n"
+    )
+    assert parse_cpuinfo(two).id == "GenuineIntel family 6 model 143"  # the first processor's ("model name" ≠ "model")
+    assert parse_cpuinfo(two).model == "Intel Xeon"
+    assert parse_cpuinfo("vendor_id: V\nmodel: 3\n\ncpu family: 7\n").id == "V family ? model 3"  # first block only
+    assert parse_cpuinfo("").id == "? family ? model ?" and CpuInfo("x", frozenset()).id == "unknown"
     assert cpu_info().native_bf16 == cpu_has_bf16()
 
 
@@ -89,7 +119,9 @@ def test_fast_turns_bf16_off_without_native_bf16_and_compiles_only_long_runs():
     for cpu in (avx2, amx, parse_cpuinfo(ZEN4), parse_cpuinfo("")):
         edge = compile_break_even(cpu)
         assert 100 < edge < 5000
-        assert not Speed.fast(cpu=cpu, run_seconds=edge * 0.99).compile and Speed.fast(cpu=cpu, run_seconds=edge).compile
+        assert (
+            not Speed.fast(cpu=cpu, run_seconds=edge * 0.99).compile and Speed.fast(cpu=cpu, run_seconds=edge).compile
+        )
         assert not Speed.fast(cpu=cpu).compile  # an unknown run length never pays a compile
     assert compile_break_even(avx2) > compile_break_even(amx)  # slower compile, smaller gain
 
@@ -141,8 +173,9 @@ def test_inference_settings_leave_the_callers_model_as_it_was():
     model = with_bn_statistics(tiny_spec()).train()
     before = state_hash(model)
     ds = random_set(40, size=16)
-    fast_logits, labels, _ = predict(model, ds, batch_size=16, speed=Speed(bf16=True, channels_last=True,
-                                                                              fold_bn=True))
+    fast_logits, _labels, _ = predict(
+        model, ds, batch_size=16, speed=Speed(bf16=True, channels_last=True, fold_bn=True)
+    )
     ref, _, _ = predict(model, ds, batch_size=16)
     assert fast_logits.shape == ref.shape == (40, 3, 10) and fast_logits.dtype == torch.float32
     assert model.training and state_hash(model) == before
@@ -197,21 +230,23 @@ def test_malloc_keeps_freed_memory_by_default_and_changes_no_number():
     glibc = platform.libc_ver()[0] == "glibc"
     with pytest.raises(ConfigError, match="OVERTHINK_MALLOC='huge' is not one of keep, default"):
         malloc.configure("huge")
-    code = ("import hashlib, torch, overthink_lib\n"
-            "from overthink_lib import malloc\n"
-            "malloc.apply_process_settings()\n"
-            "from overthink_lib.train import build_model, multi_exit_loss\n"
-            "m = build_model({'name': 'msdnet_cifar', 'kwargs': {'num_classes': 10, 'in_channels': 1}}, 0).train()\n"
-            "opt = torch.optim.SGD(m.parameters(), lr=0.05, momentum=0.9)\n"
-            "g = torch.Generator().manual_seed(1)\n"
-            "for _ in range(2):\n"
-            "    x, y = torch.randn(64, 1, 28, 28, generator=g), torch.randint(0, 10, (64,), generator=g)\n"
-            "    loss, _ = multi_exit_loss(list(m(x)), y); opt.zero_grad(); loss.backward(); opt.step()\n"
-            "with torch.no_grad():\n"
-            "    out = torch.cat(m.eval()(torch.randn(256, 1, 28, 28, generator=g)), 1)\n"
-            "h = hashlib.sha256(out.numpy().tobytes())\n"
-            "[h.update(t.numpy().tobytes()) for t in m.state_dict().values()]\n"
-            "print(malloc.state(), h.hexdigest())\n")
+    code = (
+        "import hashlib, torch, overthink_lib\n"
+        "from overthink_lib import malloc\n"
+        "malloc.apply_process_settings()\n"
+        "from overthink_lib.train import build_model, multi_exit_loss\n"
+        "m = build_model({'name': 'msdnet_cifar', 'kwargs': {'num_classes': 10, 'in_channels': 1}}, 0).train()\n"
+        "opt = torch.optim.SGD(m.parameters(), lr=0.05, momentum=0.9)\n"
+        "g = torch.Generator().manual_seed(1)\n"
+        "for _ in range(2):\n"
+        "    x, y = torch.randn(64, 1, 28, 28, generator=g), torch.randint(0, 10, (64,), generator=g)\n"
+        "    loss, _ = multi_exit_loss(list(m(x)), y); opt.zero_grad(); loss.backward(); opt.step()\n"
+        "with torch.no_grad():\n"
+        "    out = torch.cat(m.eval()(torch.randn(256, 1, 28, 28, generator=g)), 1)\n"
+        "h = hashlib.sha256(out.numpy().tobytes())\n"
+        "[h.update(t.numpy().tobytes()) for t in m.state_dict().values()]\n"
+        "print(malloc.state(), h.hexdigest())\n"
+    )
     seen = {}
     for setting in ("keep", "default"):
         env = {**os.environ, "OVERTHINK_MALLOC": setting, "OMP_NUM_THREADS": "1"}
@@ -220,11 +255,17 @@ def test_malloc_keeps_freed_memory_by_default_and_changes_no_number():
         seen[setting] = digest
         assert state == (setting if glibc else "default")
     assert seen["keep"] == seen["default"]
-    bad = subprocess.run([sys.executable, "-m", "overthink_lib", "datasets"], capture_output=True, text=True,
-                         env={**os.environ, "OVERTHINK_MALLOC": "huge"})
+    bad = subprocess.run(
+        [sys.executable, "-m", "overthink_lib", "datasets"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OVERTHINK_MALLOC": "huge"},
+    )
     assert bad.returncode == 2, bad.stderr
-    assert bad.stderr.strip() == ("error: OVERTHINK_MALLOC='huge' is not one of keep, default: unset it (the lab "
-                                  "keeps freed memory, faster) or set it to 'default' (glibc as it is)")
+    assert bad.stderr.strip() == (
+        "error: OVERTHINK_MALLOC='huge' is not one of keep, default: unset it (the lab "
+        "keeps freed memory, faster) or set it to 'default' (glibc as it is)"
+    )
 
 
 def test_importing_the_library_changes_nothing_in_the_process():
@@ -233,14 +274,16 @@ def test_importing_the_library_changes_nothing_in_the_process():
     import subprocess
     import sys
 
-    code = ("import os, pkgutil, importlib, overthink_lib\n"
-            "before = dict(os.environ)\n"
-            "for m in pkgutil.walk_packages(overthink_lib.__path__, 'overthink_lib.'):\n"
-            "    if m.name != 'overthink_lib.__main__': importlib.import_module(m.name)\n"
-            "from overthink_lib import malloc\n"
-            "print(dict(os.environ) == before, os.environ.get('ONEDNN_PRIMITIVE_CACHE_CAPACITY'), malloc.state())\n"
-            "malloc.apply_process_settings()\n"
-            "print(os.environ.get('ONEDNN_PRIMITIVE_CACHE_CAPACITY'), malloc.state())\n")
+    code = (
+        "import os, pkgutil, importlib, overthink_lib\n"
+        "before = dict(os.environ)\n"
+        "for m in pkgutil.walk_packages(overthink_lib.__path__, 'overthink_lib.'):\n"
+        "    if m.name != 'overthink_lib.__main__': importlib.import_module(m.name)\n"
+        "from overthink_lib import malloc\n"
+        "print(dict(os.environ) == before, os.environ.get('ONEDNN_PRIMITIVE_CACHE_CAPACITY'), malloc.state())\n"
+        "malloc.apply_process_settings()\n"
+        "print(os.environ.get('ONEDNN_PRIMITIVE_CACHE_CAPACITY'), malloc.state())\n"
+    )
     env = {k: v for k, v in os.environ.items() if k not in ("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "OVERTHINK_MALLOC")}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     import platform
@@ -273,8 +316,7 @@ def test_bf16_training_learns_like_fp32_and_is_recorded(tmp_path):
     base = dict(epochs=16, batch_size=16, lr=0.05, schedule="constant", augment=False)
     sp = Speed(bf16=True, channels_last=True, fused_sgd=True, fold_bn=True)
     ha = fit(build_model(tiny_spec(), 0), ds, ds, TrainConfig(**base), out_dir=tmp_path / "a", progress=False)
-    hb = fit(build_model(tiny_spec(), 0), ds, ds, TrainConfig(**base, speed=sp), out_dir=tmp_path / "b",
-             progress=False)
+    hb = fit(build_model(tiny_spec(), 0), ds, ds, TrainConfig(**base, speed=sp), out_dir=tmp_path / "b", progress=False)
     ckpt = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=False)
     assert ckpt["train_config"]["speed"] == {**Speed().__dict__, **sp.__dict__}
     # measured: bf16 sits longer on a loss plateau of this tiny task (val 0.59 vs 1.0 after 10 epochs), then
@@ -313,6 +355,6 @@ def test_t_interval_over_runs():
 
     m, lo, hi = t_interval([1.0, 2.0, 3.0])
     # mean 2, sd 1, se 1/√3, t(0.975, 2) = 4.3027
-    assert m == 2.0 and abs(hi - 2.0 - 4.302653 / 3 ** 0.5) < 1e-5 and abs((m - lo) - (hi - m)) < 1e-12
+    assert m == 2.0 and abs(hi - 2.0 - 4.302653 / 3**0.5) < 1e-5 and abs((m - lo) - (hi - m)) < 1e-12
     with pytest.raises(ConfigError, match="at least two finite values"):
         t_interval([1.0])

@@ -1,4 +1,5 @@
 """Training: schedules, seeds, checkpoint/resume equality, bad checkpoints, DDP on CPU."""
+
 import re
 import subprocess
 import sys
@@ -10,14 +11,26 @@ import torch
 
 from helpers import random_set, tiny_spec
 from overthink_lib.config import ConfigError
-from overthink_lib.train import (CHECKPOINT, HALFWAY, METRICS, TrainConfig, build_model, evaluate, fit,
-                                 load_checkpoint, model_from_checkpoint, multi_exit_loss, state_hash)
+from overthink_lib.train import (
+    CHECKPOINT,
+    HALFWAY,
+    METRICS,
+    TrainConfig,
+    build_model,
+    evaluate,
+    fit,
+    load_checkpoint,
+    model_from_checkpoint,
+    multi_exit_loss,
+    state_hash,
+)
 
 
 def test_lr_schedules():
     step = TrainConfig(epochs=200, milestones=(75, 150))
     assert [step.lr_at(e * 10, 10) for e in (0, 74, 75, 149, 150, 199)] == pytest.approx(
-        [0.1, 0.1, 0.01, 0.01, 0.001, 0.001])
+        [0.1, 0.1, 0.01, 0.01, 0.001, 0.001]
+    )
     official = TrainConfig(epochs=8)  # ×0.1 at 50 % and 75 %
     assert [official.lr_at(e, 1) for e in range(8)] == pytest.approx([0.1] * 4 + [0.01] * 2 + [0.001] * 2)
     one = TrainConfig(epochs=1, schedule="onecycle")
@@ -43,7 +56,10 @@ def test_init_and_data_seeds_are_separate(tmp_path):
     from overthink_lib.data import iterate
 
     ds = random_set(64)
-    order = lambda seed: torch.cat([i for _, _, i in iterate(ds, 16, shuffle=True, seed=seed)])
+
+    def order(seed):
+        return torch.cat([i for _, _, i in iterate(ds, 16, shuffle=True, seed=seed)])
+
     assert torch.equal(order(3), order(3)) and not torch.equal(order(3), order(4))
     # changing only the data seed keeps the initial weights, and changes the trained ones
     cfg0 = TrainConfig(epochs=1, batch_size=16, schedule="constant", lr=0.05, init_seed=0, data_seed=0)
@@ -120,7 +136,7 @@ def test_checkpoint_from_another_config_or_corrupt_is_refused(tmp_path):
     other = TrainConfig(epochs=2, batch_size=16, lr=0.01)
     with pytest.raises(ConfigError, match="comes from another config"):
         fit(build_model(tiny_spec(), 0), ds, None, other, out_dir=tmp_path, resume=True, progress=False)
-    model, ckpt = model_from_checkpoint(tmp_path / CHECKPOINT)
+    _model, ckpt = model_from_checkpoint(tmp_path / CHECKPOINT)
     assert ckpt["epoch"] == 1 and ckpt["train_config"]["batch_size"] == 16 and "code_version" in ckpt
     (tmp_path / CHECKPOINT).write_bytes(b"not a checkpoint")
     with pytest.raises(ConfigError, match="corrupt or unreadable"):
@@ -149,9 +165,22 @@ def test_evaluate_reports_every_exit():
 
 def test_ddp_two_processes_on_cpu(tmp_path):
     worker = Path(__file__).with_name("ddp_worker.py")
-    res = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                          "--master_port", "29531", str(worker), str(tmp_path)], capture_output=True, text=True,
-                         timeout=300)
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            "29531",
+            str(worker),
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert res.returncode == 0, res.stderr[-2000:]
     assert "RANKS=2 SAME_WEIGHTS=True EPOCHS=2" in res.stdout
     assert load_checkpoint(tmp_path / CHECKPOINT)["epoch"] == 2
@@ -168,11 +197,14 @@ def test_headless_training_prints_status_lines_with_eta(tmp_path, monkeypatch, c
     fit(build_model(tiny_spec(), 0), ds, None, cfg, out_dir=tmp_path, progress=True)
     out = capsys.readouterr().out
     assert re.search(r"epoch 1/2: step 1/3, loss \d+\.\d{3}, \d+ img/s, epoch ETA \d+ s", out), out
-    assert re.search(r"epoch 1/2: \d+ s, train loss \(last exit\) \d+\.\d{3}, train acc per exit .*, ETA \d+ s", out), out
+    assert re.search(r"epoch 1/2: \d+ s, train loss \(last exit\) \d+\.\d{3}, train acc per exit .*, ETA \d+ s", out), (
+        out
+    )
 
 
-def test_records_reuse_the_validation_logits_of_training_bit_for_bit_and_only_for_the_same_weights(tmp_path,
-                                                                                                   monkeypatch):
+def test_records_reuse_the_validation_logits_of_training_bit_for_bit_and_only_for_the_same_weights(
+    tmp_path, monkeypatch
+):
     import overthink_lib.train as train_mod
     from overthink_lib.recording import cached_record, make_record
     from overthink_lib.train import PREDICTIONS, load_predictions, prediction_path
@@ -209,3 +241,41 @@ def test_records_reuse_the_validation_logits_of_training_bit_for_bit_and_only_fo
     assert load_predictions(run / PREDICTIONS, val, state_hash(final), 16, torch.device("cpu")) is None
     path.write_bytes(b"not a file torch wrote")
     assert load_predictions(run / PREDICTIONS, val, state_hash(final), 16, torch.device("cpu")) is None
+
+
+def test_a_new_compute_version_retrains_and_recomputes(tmp_path, monkeypatch):
+    """COMPUTE_VERSIONS is part of every cache key: bumping ``train`` gives another run folder and refuses to resume
+    an old checkpoint; bumping ``record`` computes the record again instead of reading the cached one or the logits
+    that training kept."""
+    import overthink_lib.train as train_mod
+    from overthink_lib.config import COMPUTE_VERSIONS, get_preset
+    from overthink_lib.experiment import model_spec, run_folder, train_config
+    from overthink_lib.recording import cached_record
+    from overthink_lib.train import PREDICTIONS, load_predictions
+
+    tr, val = random_set(64), random_set(40, seed=1, split="val")
+    preset = get_preset("smoke")
+    folder = run_folder(preset, model_spec(tr), train_config(preset), tr)
+    cfg = TrainConfig(epochs=2, batch_size=16, lr=0.05, eval_batch_size=16)
+    run, halted = tmp_path / "run", tmp_path / "halted"
+    model = build_model(tiny_spec(), 0)
+    fit(model, tr, val, replace(cfg, epochs=1), out_dir=run, progress=False)
+    fit(build_model(tiny_spec(), 0), tr, val, cfg, out_dir=halted, progress=False, stop_after_epoch=1)
+    weights = state_hash(model)
+    calls = []
+    real = train_mod.predict
+    monkeypatch.setattr(train_mod, "predict", lambda *a, **k: calls.append(1) or real(*a, **k))
+    first = cached_record(model, val, tmp_path / "records", batch_size=16, predictions=run / PREDICTIONS)
+    assert calls == [] and load_predictions(run / PREDICTIONS, val, weights, 16, torch.device("cpu")) is not None
+
+    monkeypatch.setitem(COMPUTE_VERSIONS, "record", COMPUTE_VERSIONS["record"] + 1)
+    assert load_predictions(run / PREDICTIONS, val, weights, 16, torch.device("cpu")) is None
+    again = cached_record(model, val, tmp_path / "records", batch_size=16, predictions=run / PREDICTIONS)
+    assert calls == [1], "a new record version must compute the record again"
+    assert torch.equal(again.logits, first.logits)  # (this code computes the same; a real bump would not)
+    assert len(list((tmp_path / "records").iterdir())) == 2
+
+    monkeypatch.setitem(COMPUTE_VERSIONS, "train", COMPUTE_VERSIONS["train"] + 1)
+    assert run_folder(preset, model_spec(tr), train_config(preset), tr) != folder
+    with pytest.raises(ConfigError, match="comes from another config"):
+        fit(build_model(tiny_spec(), 0), tr, val, cfg, out_dir=halted, progress=False, resume=True)

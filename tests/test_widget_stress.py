@@ -7,6 +7,7 @@ widgets built with no frontend — over several seeds, each cell under a short t
 
 ``python tests/test_widget_stress.py --rounds 20`` runs a longer stress (``make stress``).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,9 +28,15 @@ def stress(rounds: int, first_seed: int = 0) -> dict:
         for book in WIDGET_NOTEBOOKS:
             runs += 1
             try:
-                run_suite("smoke", only=[book], params={"seed": seed, "show_widgets": True}, progress=False,
-                          out_dir=ROOT / "runs" / "smoke" / "stress" / f"seed{seed}", cell_timeout=CELL_TIMEOUT_S,
-                          export_html=False)
+                run_suite(
+                    "smoke",
+                    only=[book],
+                    params={"seed": seed, "show_widgets": True},
+                    progress=False,
+                    out_dir=ROOT / "runs" / "smoke" / "stress" / f"seed{seed}",
+                    cell_timeout=CELL_TIMEOUT_S,
+                    export_html=False,
+                )
             except NotebookFailed as err:
                 (hangs if "cell timeout" in str(err) else failures).append(str(err))
     return {"runs": runs, "hangs": hangs, "failures": failures, "seconds": round(time.perf_counter() - t0, 1)}
@@ -47,8 +54,10 @@ if __name__ == "__main__":
     ap.add_argument("--first-seed", type=int, default=0)
     a = ap.parse_args()
     res = stress(a.rounds, a.first_seed)
-    print(f"stress: {res['runs']} runs of {', '.join(WIDGET_NOTEBOOKS)} with widgets built headless, "
-          f"{len(res['hangs'])} hangs, {len(res['failures'])} failures, {res['seconds']} s")
+    print(
+        f"stress: {res['runs']} runs of {', '.join(WIDGET_NOTEBOOKS)} with widgets built headless, "
+        f"{len(res['hangs'])} hangs, {len(res['failures'])} failures, {res['seconds']} s"
+    )
     for line in res["hangs"] + res["failures"]:
         print("  " + line)
     sys.exit(1 if res["hangs"] or res["failures"] else 0)

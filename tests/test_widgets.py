@@ -1,13 +1,14 @@
 """The threshold widget wraps a plain function; both work headless."""
+
 import matplotlib
 
 matplotlib.use("Agg")
 
-import pytest  # noqa: E402
+import pytest
+from test_exits_overthinking import make_record
 
-from overthink_lib import widgets  # noqa: E402
+from overthink_lib import widgets
 from overthink_lib.analysis import exits, overthinking
-from test_exits_overthinking import make_record  # noqa: E402
 
 
 def _opaque_share(png: bytes) -> float:
@@ -87,7 +88,7 @@ def test_redraws_from_many_threads_are_never_blank():
     """The comm thread and the main thread may both redraw (JupyterLab's commsOverSubshells): every picture whole."""
     import threading
 
-    rec, view = _explorer()
+    _rec, view = _explorer()
     lo, hi = view.controls["T1"].min, view.controls["T1"].max
     pngs, errors = [], []
 
@@ -96,7 +97,7 @@ def test_redraws_from_many_threads_are_never_blank():
             try:
                 view.controls[f"T{1 + k % 2}"].value = lo + (hi - lo) * (j + k) / 10
                 pngs.append(view.image.value)
-            except Exception as err:  # noqa: BLE001
+            except Exception as err:
                 errors.append(err)
 
     threads = [threading.Thread(target=drag, args=(k,)) for k in range(4)]

@@ -1,4 +1,4 @@
-"""Is overthinking tied to samples or to training runs? Agreement of per-sample indicators across runs (SPEC §8).
+"""Is overthinking tied to samples or to training runs? Agreement of per-sample indicators across runs (thesis §5.2).
 
 Given K runs that differ in one source of randomness, and for each a per-sample indicator (overthought, or exit k
 correct), we ask whether the same samples are flagged across runs more often than if the flags fell independently of
@@ -12,6 +12,7 @@ the sample:
   ρ = (Var_s(m/K) − E_binom) / (p̄(1 − p̄) − E_binom), with E_binom the variance of m/K expected under independence;
   ρ = 0 when the flags are independent of the sample (run-bound), 1 when every run flags the same samples.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -20,6 +21,8 @@ import numpy as np
 import pandas as pd
 
 from ..config import ConfigError
+from . import overthinking
+from .stats import bootstrap_statistic
 
 
 def _bool_matrix(flags) -> np.ndarray:
@@ -27,6 +30,18 @@ def _bool_matrix(flags) -> np.ndarray:
     if f.ndim != 2 or f.shape[0] < 2:
         raise ConfigError(f"agreement needs flags of shape [runs >= 2, samples], got {f.shape}")
     return f
+
+
+def overthought_across_runs(records) -> np.ndarray:
+    """``[K, N]`` bool: sample n is overthought (thesis Eq 3.11) by run k; ``records``: one record per run, the same
+    test samples in the same order."""
+    recs = list(records)
+    if not recs:
+        raise ConfigError("overthought_across_runs needs at least one record")
+    n = recs[0].num_samples
+    if any(r.num_samples != n or not bool((r.indices == recs[0].indices).all()) for r in recs):
+        raise ConfigError("the runs' records must cover the same samples in the same order (compare their indices)")
+    return np.stack([overthinking.overthought(r).numpy() for r in recs])
 
 
 def jaccard(a, b) -> float:
@@ -81,7 +96,7 @@ def sample_bound_share(flags) -> float:
     rates = f.mean(1)
     frac = f.mean(0)  # m / K per sample
     pbar = rates.mean()
-    e_binom = (rates * (1 - rates)).sum() / k ** 2  # Var(m/K) under independence, averaged over samples
+    e_binom = (rates * (1 - rates)).sum() / k**2  # Var(m/K) under independence, averaged over samples
     denom = pbar * (1 - pbar) - e_binom
     if denom <= 0:
         return float("nan")
@@ -102,17 +117,10 @@ def permutation_null(flags, *, n_perm: int = 200, seed: int = 0) -> dict[str, np
 
 
 def bootstrap_over_samples(flags, stat, *, n_boot: int = 500, seed: int = 0, level: float = 0.95):
-    """(estimate, low, high) of ``stat(flags)`` resampling samples (columns) with replacement."""
+    """(estimate, low, high) of ``stat(flags)`` resampling samples (columns) with replacement
+    (:func:`..stats.bootstrap_statistic` over the columns)."""
     f = _bool_matrix(flags)
-    rng = np.random.default_rng(seed)
-    n = f.shape[1]
-    vals = np.array([stat(f[:, rng.integers(0, n, n)]) for _ in range(n_boot)])
-    vals = vals[np.isfinite(vals)]
-    est = stat(f)
-    if len(vals) == 0:
-        return est, float("nan"), float("nan")
-    lo, hi = np.quantile(vals, [(1 - level) / 2, (1 + level) / 2])
-    return float(est), float(lo), float(hi)
+    return bootstrap_statistic(lambda cols: stat(f[:, cols]), f.shape[1], n_boot=n_boot, seed=seed, level=level)
 
 
 def summarize(flags, *, n_boot: int = 500, n_perm: int = 200, seed: int = 0) -> dict[str, float]:
@@ -121,10 +129,18 @@ def summarize(flags, *, n_boot: int = 500, n_perm: int = 200, seed: int = 0) -> 
     kappa = bootstrap_over_samples(f, lambda g: mean_offdiag(pairwise(g)), n_boot=n_boot, seed=seed)
     rho = bootstrap_over_samples(f, sample_bound_share, n_boot=n_boot, seed=seed)
     null = permutation_null(f, n_perm=n_perm, seed=seed)
-    return {"runs": f.shape[0], "samples": f.shape[1], "mean rate": float(f.mean()),
-            "rate std across runs": float(f.mean(1).std(ddof=1)),
-            "kappa": kappa[0], "kappa low": kappa[1], "kappa high": kappa[2],
-            "jaccard": mean_offdiag(pairwise(f, jaccard)),
-            "rho (sample-bound share)": rho[0], "rho low": rho[1], "rho high": rho[2],
-            "null kappa 97.5%": float(np.quantile(null["kappa"], 0.975)),
-            "null rho 97.5%": float(np.nanquantile(null["rho"], 0.975))}
+    return {
+        "runs": f.shape[0],
+        "samples": f.shape[1],
+        "mean rate": float(f.mean()),
+        "rate std across runs": float(f.mean(1).std(ddof=1)),
+        "kappa": kappa[0],
+        "kappa low": kappa[1],
+        "kappa high": kappa[2],
+        "jaccard": mean_offdiag(pairwise(f, jaccard)),
+        "rho (sample-bound share)": rho[0],
+        "rho low": rho[1],
+        "rho high": rho[2],
+        "null kappa 97.5%": float(np.quantile(null["kappa"], 0.975)),
+        "null rho 97.5%": float(np.nanquantile(null["rho"], 0.975)),
+    }

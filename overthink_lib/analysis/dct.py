@@ -1,4 +1,4 @@
-"""DCT "clutter" of images (thesis Appendix A; SPEC §7) and tests of whether groups of images differ in it.
+"""DCT "clutter" of images (thesis Appendix A) and tests of whether groups of images differ in it.
 
 Clutter score: the orthonormal 2-D DCT (``scipy.fft.dctn``, ``norm='ortho'``) of each image; the coefficients are
 flattened in some ``order`` and the score is the **fraction of coefficients needed before their cumulative
@@ -18,6 +18,7 @@ A constant image needs 1 coefficient (the DC term) under every order and measure
 (ITU-R 601 luma of RGB; 1-channel images as they are) or ``channel`` (the measure summed over channels at each
 frequency).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -64,16 +65,16 @@ def dct2(images, colour: str = "gray") -> np.ndarray:
     return fft.dctn(x, axes=(-2, -1), norm="ortho")
 
 
-def clutter(images, *, threshold: float = 0.98, order: str = "row", measure: str = "abs",
-            colour: str = "gray") -> np.ndarray:
+def clutter(
+    images, *, threshold: float = 0.98, order: str = "row", measure: str = "abs", colour: str = "gray"
+) -> np.ndarray:
     """``[N]`` clutter scores in (0, 1] (NaN where ``measure='sum'`` and an image's signed total is ≤ 0): the fraction
     of coefficients, counted in ``order``, whose cumulative ``measure`` reaches ``threshold`` of the total. Defaults:
     the thesis's replication (:data:`LITERAL`)."""
     return clutter_of_coefficients(dct2(images, colour), threshold=threshold, order=order, measure=measure)
 
 
-def clutter_of_coefficients(coef, *, threshold: float = 0.98, order: str = "row",
-                            measure: str = "abs") -> np.ndarray:
+def clutter_of_coefficients(coef, *, threshold: float = 0.98, order: str = "row", measure: str = "abs") -> np.ndarray:
     """The clutter score of DCT coefficients ``[N, C, H, W]`` (see :func:`clutter`)."""
     if not 0 < threshold <= 1:
         raise ConfigError(f"DCT threshold must be a share in (0, 1], got {threshold}")
@@ -85,13 +86,59 @@ def clutter_of_coefficients(coef, *, threshold: float = 0.98, order: str = "row"
     per = per[:, frequency_order(h, w, order)]  # [N, H·W] in counting order
     cum = np.cumsum(per, 1)
     total = cum[:, -1:]
-    reached = cum >= threshold * total * (1 - 1e-12) if measure != "sum" else cum >= threshold * total - 1e-12 * np.abs(total)
+    reached = (
+        cum >= threshold * total * (1 - 1e-12) if measure != "sum" else cum >= threshold * total - 1e-12 * np.abs(total)
+    )
     need = (reached.argmax(1) + 1).astype(float)  # coefficients needed: the first place the share is reached
     zero = np.abs(per).sum(1) == 0
     need = np.where(zero, 1.0, need)  # an all-black image needs only its (zero) DC term
     if measure == "sum":
         need = np.where((total[:, 0] <= 0) & ~zero, np.nan, need)
     return need / (h * w)
+
+
+def compare_readings(coef, groups, readings: dict[str, dict], *, threshold: float = 0.98, means_of=()) -> pd.DataFrame:
+    """The clutter score under several readings of the measure side by side, and how well each separates ``groups``.
+
+    Args:
+        coef: DCT coefficients ``[N, C, H, W]`` (:func:`dct2`).
+        groups: ``[N]`` group of each image (first correct exit, Max-Min level, ...).
+        readings: name → keyword arguments of :func:`clutter_of_coefficients` (``order``, ``measure``).
+        threshold: the share of the total the score must reach.
+        means_of: groups whose mean score gets a column ``mean, <group>``.
+
+    Returns:
+        One row per reading (index ``measure``): ``mean`` and ``std`` of the scores (images without one left out),
+        ``NaN %`` (images without a score: a signed total ≤ 0), ``DC alone %`` (of the scored images, those whose
+        first coefficient already reaches the share), ``KW epsilon²`` and ``KW p`` (Kruskal–Wallis across the groups
+        of the scored images; NaN when their scores, or their groups, are all one value), then ``mean, <group>``.
+    """
+    coef, groups = np.asarray(coef, dtype=np.float64), np.asarray(groups)
+    rows = []
+    for name, kw in readings.items():
+        s = clutter_of_coefficients(coef, threshold=threshold, **kw)
+        ok = ~np.isnan(s)
+        testable = np.unique(s[ok]).size > 1 and np.unique(groups[ok]).size > 1
+        t = kruskal_test(s[ok], groups[ok]) if testable else {"p": np.nan, "epsilon_squared": np.nan}
+        rows.append(
+            {
+                "measure": name,
+                "mean": np.nanmean(s),
+                "std": np.nanstd(s),
+                "NaN %": (~ok).mean() * 100,
+                "DC alone %": np.isclose(s[ok], 1 / (coef.shape[-1] * coef.shape[-2])).mean() * 100,
+                "KW epsilon²": t["epsilon_squared"],
+                "KW p": t["p"],
+                **{f"mean, {g}": np.nanmean(s[groups == g]) for g in means_of},
+            }
+        )
+    return pd.DataFrame(rows).set_index("measure")
+
+
+def reading_key(name: str) -> str:
+    """A results key for a reading's display name: the part before `` (``, ``", "`` and spaces as ``_``, no ``|``
+    (``"row, |coefficients| (thesis, default)"`` → ``"row_coefficients"``)."""
+    return name.split(" (")[0].replace(", ", "_").replace("|", "").replace(" ", "_")
 
 
 def group_summary(scores, groups) -> pd.DataFrame:
@@ -109,8 +156,13 @@ def kruskal_test(scores, groups) -> dict:
         raise ConfigError("a group test needs at least two non-empty groups")
     h, p = stats.kruskal(*[scores[groups == g] for g in labels])
     n, k = len(scores), len(labels)
-    return {"H": float(h), "p": float(p), "epsilon_squared": float(max(0.0, (h - k + 1) / (n - k))), "groups": k,
-            "n": n}
+    return {
+        "H": float(h),
+        "p": float(p),
+        "epsilon_squared": float(max(0.0, (h - k + 1) / (n - k))),
+        "groups": k,
+        "n": n,
+    }
 
 
 def permutation_test(scores, groups, *, n_perm: int = 2000, seed: int = 0) -> dict:

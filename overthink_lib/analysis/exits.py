@@ -1,4 +1,4 @@
-"""Exit criteria, threshold algorithms, anytime and budgeted-batch curves (thesis §3.2; SPEC §2). Records only.
+"""Exit criteria, threshold algorithms, anytime and budgeted-batch curves (thesis §3.2, Algorithm 1). Records only.
 
 Budgeted batch: each exit k < n has a threshold T_k; a sample leaves at the first exit whose confidence ≥ T_k, and
 the last exit takes everything left (T_n = −∞). The expected cost per sample is Σ_k q_k · C_k (Eq 3.9), q_k the
@@ -15,10 +15,11 @@ Two ways of choosing the thresholds on the **validation** record, then applied t
   ⌊N·share_k⌋-th remaining sample (+∞ when that count is 0), and then *every* sample with confidence ≥ T_k counts as
   exited (ties included). T_n = −∞.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
@@ -64,8 +65,13 @@ def confidence(rec: ExitRecord, criterion: str = "max_softmax") -> torch.Tensor:
 
 def anytime_curve(rec: ExitRecord) -> pd.DataFrame:
     """Per-exit accuracy vs cumulative FLOPs (anytime prediction)."""
-    return pd.DataFrame({"exit": range(1, rec.num_exits + 1), "flops": rec.require_flops("the anytime curve").numpy(),
-                         "accuracy": rec.accuracy().numpy()})
+    return pd.DataFrame(
+        {
+            "exit": range(1, rec.num_exits + 1),
+            "flops": rec.require_flops("the anytime curve").numpy(),
+            "accuracy": rec.accuracy().numpy(),
+        }
+    )
 
 
 def check_thresholds(thresholds, n_exits: int) -> torch.Tensor:
@@ -73,8 +79,10 @@ def check_thresholds(thresholds, n_exits: int) -> torch.Tensor:
     ConfigError."""
     t = torch.as_tensor(np.asarray(thresholds, dtype=np.float64))
     if t.ndim != 1 or len(t) not in (n_exits - 1, n_exits):
-        raise ConfigError(f"thresholds need {n_exits - 1} values (exits 1..{n_exits - 1}; the last exit takes the "
-                          f"rest) or {n_exits}, got {tuple(t.shape)}")
+        raise ConfigError(
+            f"thresholds need {n_exits - 1} values (exits 1..{n_exits - 1}; the last exit takes the "
+            f"rest) or {n_exits}, got {tuple(t.shape)}"
+        )
     if torch.isnan(t).any():
         raise ConfigError("thresholds must not be NaN")
     if len(t) == n_exits - 1:
@@ -102,8 +110,13 @@ def evaluate_exits(rec: ExitRecord, exits: torch.Tensor) -> dict:
     correct = rec.correct[torch.arange(rec.num_samples), exits]
     fractions = torch.bincount(exits, minlength=rec.num_exits).double() / rec.num_samples
     cost = float((fractions * rec.flops).sum()) if rec.flops is not None else float("nan")
-    return {"accuracy": correct.double().mean().item(), "flops": cost, "fractions": fractions.tolist(),
-            "exits": exits, "correct": correct}
+    return {
+        "accuracy": correct.double().mean().item(),
+        "flops": cost,
+        "fractions": fractions.tolist(),
+        "exits": exits,
+        "correct": correct,
+    }
 
 
 def _shares(p: int, b: float, n: int) -> np.ndarray:
@@ -118,7 +131,7 @@ def thresholds_thesis(conf: torch.Tensor, p: int, b: float = 20.0) -> tuple[np.n
     alive = torch.ones(m, dtype=torch.bool)
     t = np.full(n, math.inf)
     for k in range(n - 1):
-        quota = int(math.floor(shares[k] * m + 1e-9))
+        quota = math.floor(shares[k] * m + 1e-9)
         cand = torch.nonzero(alive).squeeze(1)
         quota = min(quota, len(cand))
         if quota > 0:
@@ -136,7 +149,7 @@ def thresholds_official(conf: torch.Tensor, p: int) -> tuple[np.ndarray, np.ndar
     filtered = torch.zeros(m, dtype=torch.bool)
     t = np.full(n, math.inf)
     for k in range(n - 1):
-        out_n = int(math.floor(m * shares[k]))
+        out_n = math.floor(m * shares[k])
         order = conf[:, k].argsort(descending=True, stable=True)
         remaining = order[~filtered[order]]
         if out_n > 0 and out_n <= len(remaining):
@@ -146,8 +159,15 @@ def thresholds_official(conf: torch.Tensor, p: int) -> tuple[np.ndarray, np.ndar
     return t, shares
 
 
-def budgeted_curve(val: ExitRecord, test: ExitRecord, *, method: str = "thesis", criterion: str = "max_softmax",
-                   ps=None, b: float = 20.0) -> pd.DataFrame:
+def budgeted_curve(
+    val: ExitRecord,
+    test: ExitRecord,
+    *,
+    method: str = "thesis",
+    criterion: str = "max_softmax",
+    ps=None,
+    b: float = 20.0,
+) -> pd.DataFrame:
     """Thresholds from ``val`` for each p, applied to ``test``: the budgeted-batch curve as a tidy table.
 
     Columns: p, thresholds, planned_fractions, val_fractions, test_fractions, val_acc, test_acc, val_flops, test_flops,
@@ -164,10 +184,20 @@ def budgeted_curve(val: ExitRecord, test: ExitRecord, *, method: str = "thesis",
             raise ConfigError(f"p must be a positive integer, got {p}")
         t, shares = thresholds_thesis(vconf, p, b) if method == "thesis" else thresholds_official(vconf, p)
         v, te = apply_thresholds(val, t, criterion), apply_thresholds(test, t, criterion)
-        rows.append({"p": p, "thresholds": t.tolist(), "planned_fractions": shares.tolist(),
-                     "val_fractions": v["fractions"], "test_fractions": te["fractions"], "val_acc": v["accuracy"],
-                     "test_acc": te["accuracy"], "val_flops": v["flops"], "test_flops": te["flops"],
-                     "planned_flops": float((shares * val.require_flops("the budgeted curve").numpy()).sum())})
+        rows.append(
+            {
+                "p": p,
+                "thresholds": t.tolist(),
+                "planned_fractions": shares.tolist(),
+                "val_fractions": v["fractions"],
+                "test_fractions": te["fractions"],
+                "val_acc": v["accuracy"],
+                "test_acc": te["accuracy"],
+                "val_flops": v["flops"],
+                "test_flops": te["flops"],
+                "planned_flops": float((shares * val.require_flops("the budgeted curve").numpy()).sum()),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -175,6 +205,50 @@ def thresholds_for_budget(curve: pd.DataFrame, budget: float, flops_column: str 
     """The row of ``curve`` with the highest validation accuracy whose expected FLOPs ≤ ``budget``."""
     ok = curve[curve[flops_column] <= budget]
     if ok.empty:
-        raise ConfigError(f"budget {budget:,.0f} FLOPs per sample is below the cheapest point of the curve "
-                          f"({curve[flops_column].min():,.0f}, at least exit 1's cost): no thresholds meet it")
+        raise ConfigError(
+            f"budget {budget:,.0f} FLOPs per sample is below the cheapest point of the curve "
+            f"({curve[flops_column].min():,.0f}, at least exit 1's cost): no thresholds meet it"
+        )
     return ok.loc[ok["val_acc"].idxmax()]
+
+
+def compare_to_anytime(curve: pd.DataFrame, anytime: pd.DataFrame) -> pd.DataFrame:
+    """Each budgeted point of ``curve`` (:func:`budgeted_curve`, with optional ``low`` CI column) against the anytime
+    accuracy (:func:`anytime_curve`) interpolated linearly in FLOPs at the point's test cost — what mixing the two
+    neighbouring exits at random would give (outside the exits' range, the end exit's accuracy).
+
+    Columns (percent, MFLOPs): p, MFLOPs, budgeted %, budgeted low %, anytime interp %, gain (pts) (budgeted −
+    anytime), above, CI excludes anytime (the CI's low end above the interpolation; False without a ``low`` column).
+    """
+    anytime_at = np.interp(curve["test_flops"], anytime["flops"], anytime["accuracy"])  # anytime flops: increasing
+    low = curve["low"] * 100 if "low" in curve else np.full(len(curve), np.nan)
+    out = pd.DataFrame(
+        {
+            "p": curve["p"],
+            "MFLOPs": curve["test_flops"] / 1e6,
+            "budgeted %": curve["test_acc"] * 100,
+            "budgeted low %": low,
+            "anytime interp %": anytime_at * 100,
+        }
+    )
+    out["gain (pts)"] = out["budgeted %"] - out["anytime interp %"]
+    out["above, CI excludes anytime"] = out["budgeted low %"] > out["anytime interp %"]
+    return out
+
+
+def gain_over_anytime(cmp: pd.DataFrame, anytime: pd.DataFrame) -> dict:
+    """Summary of :func:`compare_to_anytime`'s table over the points whose cost lies strictly between exit 1's and
+    the last exit's (where the interpolation is between two exits, not clamped to an end).
+
+    Returns:
+        ``points`` (how many lie inside), ``above`` (with a positive gain), ``ci_above`` (with the CI above anytime)
+        and ``best``: the inside row with the largest gain (the first of equal ones), None when no point is inside.
+    """
+    lo, hi = anytime["flops"].iloc[0] / 1e6, anytime["flops"].iloc[-1] / 1e6
+    inside = cmp[(cmp["MFLOPs"] > lo) & (cmp["MFLOPs"] < hi)]
+    return {
+        "points": len(inside),
+        "above": int(inside["gain (pts)"].gt(0).sum()),
+        "ci_above": int(inside["above, CI excludes anytime"].sum()),
+        "best": inside.loc[inside["gain (pts)"].idxmax()] if len(inside) else None,
+    }

@@ -1,4 +1,4 @@
-"""Overthinking metrics and oracle bounds (thesis §3.3, Eq 3.11; Kaya et al. 2019; SPEC §3). Records only.
+"""Overthinking metrics and oracle bounds (thesis §3.3, eq. 3.11; Kaya et al. 2019). Records only.
 
 - **overthought** (thesis): some exit i classifies the sample correctly and some later exit j > i does not.
 - **wasteful** (SDN): an exit before the last is already correct — the computation after the first correct exit is
@@ -10,6 +10,7 @@
   **realistic**: the same, but such a sample pays the full network. Both reach the **collective** accuracy (any exit
   right).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -84,8 +85,11 @@ def bounds(rec: ExitRecord) -> dict[str, dict[str, float]]:
     acc = (~none).double().mean().item()
     oracle = torch.where(none, torch.zeros_like(cost_first), cost_first).mean().item()
     realistic = torch.where(none, flops[-1].expand_as(cost_first), cost_first).mean().item()
-    return {"oracle": {"accuracy": acc, "flops": oracle}, "realistic": {"accuracy": acc, "flops": realistic},
-            "collective": {"accuracy": acc, "flops": float(flops[-1])}}
+    return {
+        "oracle": {"accuracy": acc, "flops": oracle},
+        "realistic": {"accuracy": acc, "flops": realistic},
+        "collective": {"accuracy": acc, "flops": float(flops[-1])},
+    }
 
 
 def summary(rec: ExitRecord, *, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
@@ -96,11 +100,17 @@ def summary(rec: ExitRecord, *, n_boot: int = 2000, seed: int = 0) -> pd.DataFra
     """
     c = rec.correct
     cols = {f"accuracy exit {k + 1}": c[:, k] for k in range(rec.num_exits)}
-    cols.update({"collective accuracy (any exit right)": c.any(1), "overthought (thesis Eq 3.11)": overthought(rec),
-                 "wasteful (SDN)": wasteful(rec), "destructive (SDN)": destructive(rec)})
+    cols.update(
+        {
+            "collective accuracy (any exit right)": c.any(1),
+            "overthought (thesis Eq 3.11)": overthought(rec),
+            "wasteful (SDN)": wasteful(rec),
+            "destructive (SDN)": destructive(rec),
+        }
+    )
     x = torch.stack([v.double() for v in cols.values()], 1)
     est, lo, hi = bootstrap_mean(x, n_boot=n_boot, seed=seed)
-    rows = [{"metric": name, "value": e, "low": l, "high": h} for name, e, l, h in zip(cols, est, lo, hi)]
+    rows = [{"metric": name, "value": e, "low": low, "high": h} for name, e, low, h in zip(cols, est, lo, hi)]
     d = destructive(rec).numpy()
     err = (~c[:, -1]).numpy()
 
@@ -108,8 +118,8 @@ def summary(rec: ExitRecord, *, n_boot: int = 2000, seed: int = 0) -> pd.DataFra
         n_err = err[idx].sum()
         return d[idx].sum() / n_err if n_err else float("nan")
 
-    e, l, h = bootstrap_statistic(share, rec.num_samples, n_boot=n_boot, seed=seed)
-    rows.append({"metric": "destructive share of final-exit errors", "value": e, "low": l, "high": h})
+    e, low, h = bootstrap_statistic(share, rec.num_samples, n_boot=n_boot, seed=seed)
+    rows.append({"metric": "destructive share of final-exit errors", "value": e, "low": low, "high": h})
     return pd.DataFrame(rows).set_index("metric")
 
 
@@ -117,8 +127,11 @@ def per_class(rec: ExitRecord, class_names=None) -> pd.DataFrame:
     """Overthinking rate, final-exit accuracy and sample count per class."""
     ot = overthought(rec).numpy()
     df = pd.DataFrame({"label": rec.labels.numpy(), "overthought": ot, "final_correct": rec.correct[:, -1].numpy()})
-    out = df.groupby("label").agg(samples=("overthought", "size"), overthinking_rate=("overthought", "mean"),
-                                  final_accuracy=("final_correct", "mean"))
+    out = df.groupby("label").agg(
+        samples=("overthought", "size"),
+        overthinking_rate=("overthought", "mean"),
+        final_accuracy=("final_correct", "mean"),
+    )
     if class_names is not None:
         out.insert(0, "class", [class_names[i] for i in out.index])
     return out

@@ -1,4 +1,4 @@
-"""Policy networks: which exit should answer? (thesis ch. 4; paper §4–5; SPEC §6). D_ee labels from ExitRecords.
+"""Policy networks: which exit should answer? (thesis ch. 4 and App. B §4–5). D_ee labels from ExitRecords.
 
 D_ee pairs each sample with the exit that "should" classify it; samples that no exit gets right are dropped (the
 count is reported). Its training set comes from D's *validation* record, its test set from D's *test* record.
@@ -14,15 +14,20 @@ Labels:
   about the sample. We drop them, like the samples no exit gets right, and count them apart
   (``ExitLabels.dropped_middle``).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from ..config import ConfigError
 from ..records import ExitRecord
+
+if TYPE_CHECKING:  # for annotations only: pandas loads when a table is built
+    import pandas as pd
 
 LABELINGS = ("first", "score", "binary")
 
@@ -58,7 +63,12 @@ def scores(rec: ExitRecord, lam: float) -> torch.Tensor:
     return torch.where(rec.correct, s, torch.zeros_like(s))
 
 
-def exit_labels(rec: ExitRecord, method: str = "score", lam: float = 5.0) -> ExitLabels:
+#: λ of the score labels (thesis eq. 4.1) where a caller does not choose: the lab's one default (notebooks 06 and 08
+#: write it in their parameters cell; tests/test_jobs.py holds them to this value).
+DEFAULT_LAMBDA = 5.0
+
+
+def exit_labels(rec: ExitRecord, method: str = "score", lam: float = DEFAULT_LAMBDA) -> ExitLabels:
     """D_ee labels for every sample some exit gets right (see the module docstring)."""
     if method not in LABELINGS:
         raise ConfigError(f"unknown D_ee labelling {method!r}: choose one of {', '.join(LABELINGS)}")
@@ -82,7 +92,7 @@ def exit_labels(rec: ExitRecord, method: str = "score", lam: float = 5.0) -> Exi
     return ExitLabels(rows, labels[rows], int((~keep).sum()), n_labels, method, lam_used, middle)
 
 
-def label_distribution(rec: ExitRecord, method: str, lams) -> "pd.DataFrame":
+def label_distribution(rec: ExitRecord, method: str, lams) -> pd.DataFrame:
     """Share of each D_ee label under each λ: one row per (lambda, label) with ``share`` and ``dropped`` (samples no
     exit gets right, which the score method leaves out)."""
     import pandas as pd
@@ -90,8 +100,10 @@ def label_distribution(rec: ExitRecord, method: str, lams) -> "pd.DataFrame":
     rows = []
     for lam in lams:
         lab = exit_labels(rec, method, lam)
-        rows += [{"lambda": lam, "label": i + 1, "share": float(f), "dropped": lab.dropped}
-                 for i, f in enumerate(lab.distribution())]
+        rows += [
+            {"lambda": lam, "label": i + 1, "share": float(f), "dropped": lab.dropped}
+            for i, f in enumerate(lab.distribution())
+        ]
     return pd.DataFrame(rows)
 
 
@@ -106,8 +118,10 @@ def check_training_record(rec: ExitRecord) -> None:
     """D_ee's training set must come from a validation record (thresholds and policies never see the test set)."""
     split = rec.provenance.get("dataset", {}).get("split")
     if split != "val":
-        raise ConfigError(f"D_ee's training set must come from the validation record, got a record of split {split!r}:"
-                          " make the model's validation record (python -m overthink_lib record ...)")
+        raise ConfigError(
+            f"D_ee's training set must come from the validation record, got a record of split {split!r}:"
+            " make the model's validation record (python -m overthink_lib record ...)"
+        )
 
 
 def weighted_ce(weights: torch.Tensor):
@@ -117,6 +131,7 @@ def weighted_ce(weights: torch.Tensor):
     def loss(outputs, y, idx):
         ce = F.cross_entropy(outputs[0].float(), y, weight=weights.to(y.device))
         return ce, [ce]
+
     return loss
 
 
@@ -129,8 +144,15 @@ def shuffled(ds, seed: int):
     return out
 
 
-def evaluate_policy(preds: torch.Tensor, truth: torch.Tensor, train_labels: torch.Tensor, num_labels: int, *,
-                    n_boot: int = 2000, seed: int = 0) -> dict:
+def evaluate_policy(
+    preds: torch.Tensor,
+    truth: torch.Tensor,
+    train_labels: torch.Tensor,
+    num_labels: int,
+    *,
+    n_boot: int = 2000,
+    seed: int = 0,
+) -> dict:
     """Accuracy, always-the-training-majority rate and balanced accuracy (mean per-label recall), each as
     ``(estimate, low, high)`` with a bootstrap 95 % CI over test samples; uniform chance; the confusion matrix."""
     from .stats import bootstrap_mean, bootstrap_statistic
@@ -150,8 +172,48 @@ def evaluate_policy(preds: torch.Tensor, truth: torch.Tensor, train_labels: torc
         return float((np.bincount(tt, weights=hit, minlength=num_labels)[present] / counts[present]).mean())
 
     bal = bootstrap_statistic(balanced, len(t), n_boot=n_boot, seed=seed) if len(t) else (float("nan"),) * 3
-    return {"accuracy": acc, "chance": 1.0 / num_labels, "majority_label": majority, "majority_rate": maj,
-            "balanced_accuracy": bal, "confusion": conf.numpy(), "n": len(truth)}
+    return {
+        "accuracy": acc,
+        "chance": 1.0 / num_labels,
+        "majority_label": majority,
+        "majority_rate": maj,
+        "balanced_accuracy": bal,
+        "confusion": conf.numpy(),
+        "n": len(truth),
+    }
+
+
+def verdict(policy: dict, shuffled: dict) -> str:
+    """Does the policy beat chance and the shuffled-label control? ``policy``, ``shuffled``: :func:`evaluate_policy`
+    of the policy and of its shuffled-label control.
+
+    Judged on balanced accuracy (mean per-label recall; the policy is trained with class weights, so plain accuracy
+    against the majority label would judge it by a target it was pushed away from): the policy's lower CI bound must
+    exceed chance (always answering the majority label has balanced accuracy 1 / labels = chance) and the shuffled
+    control's upper CI bound (its balanced accuracy is measured)."""
+    lo = policy["balanced_accuracy"][1]
+    beats = [lo > policy["chance"], lo > shuffled["balanced_accuracy"][2]]
+    crit = "balanced accuracy, lower CI bound vs chance (= majority label) and the shuffled control's upper bound"
+    if all(beats):
+        return f"beats chance, the majority label and the shuffled control [{crit}]"
+    names = ["chance (= majority label)", "the shuffled control"]
+    missed = ", ".join(n for n, b in zip(names, beats, strict=True) if not b)
+    return f"does not beat {missed} [{crit}]"
+
+
+def accuracy_by_level(rec: ExitRecord, levels) -> pd.DataFrame:
+    """Accuracy (a fraction) of every exit on the samples of every difficulty level: an ``[exits, levels]`` frame
+    indexed by exit (1-based, named ``exit``) with a column per level name. ``rec.extras["level"]`` holds each
+    sample's level as an index into ``levels`` (the Max-Min records); a level without samples gets NaN."""
+    import pandas as pd
+
+    if "level" not in rec.extras:
+        raise ConfigError("accuracy by level needs a record with a per-sample 'level' extra (a Max-Min record)")
+    level = rec.extras["level"].numpy()
+    return pd.DataFrame(
+        {name: rec.correct[level == k].double().mean(0).numpy() for k, name in enumerate(levels)},
+        index=pd.Index(range(1, rec.num_exits + 1), name="exit"),
+    )
 
 
 def as_exit_policy(preds: torch.Tensor, rec: ExitRecord, method: str) -> dict:

@@ -5,9 +5,10 @@ We resample the samples with replacement ``n_boot`` times from a seeded generato
 Statistics of several columns are resampled *jointly* (the same resampled samples for every column), so ratios and
 differences keep their pairing.
 """
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -43,14 +44,15 @@ def bootstrap_mean(values, *, n_boot: int = DEFAULT_BOOT, seed: int = 0, level: 
     for start in range(0, n_boot, chunk):
         b = min(chunk, n_boot - start)
         w = rng.multinomial(n, np.full(n, 1.0 / n), size=b)  # [b, N] resample counts
-        means[start:start + b] = w @ x / n
+        means[start : start + b] = w @ x / n
     lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2], axis=0)
     est = x.mean(0)
     return (float(est[0]), float(lo[0]), float(hi[0])) if one else (est, lo, hi)
 
 
-def bootstrap_statistic(fn: Callable[[np.ndarray], float], n: int, *, n_boot: int = DEFAULT_BOOT, seed: int = 0,
-                        level: float = 0.95) -> tuple[float, float, float]:
+def bootstrap_statistic(
+    fn: Callable[[np.ndarray], float], n: int, *, n_boot: int = DEFAULT_BOOT, seed: int = 0, level: float = 0.95
+) -> tuple[float, float, float]:
     """CI of any statistic ``fn(rows)`` of resampled sample rows (``rows``: indices into the N samples)."""
     if n == 0:
         raise ConfigError("cannot bootstrap an empty sample")
@@ -78,6 +80,20 @@ def t_interval(values, level: float = 0.95) -> tuple[float, float, float]:
     m, se = float(v.mean()), float(v.std(ddof=1) / np.sqrt(len(v)))
     h = float(st.t.ppf((1 + level) / 2, len(v) - 1)) * se
     return m, m - h, m + h
+
+
+def excludes_zero(low, high):
+    """Whether the interval [low, high] leaves 0 out: a bool, or a bool array for arrays of bounds."""
+    out = (np.asarray(low) > 0) | (np.asarray(high) < 0)
+    return bool(out) if out.ndim == 0 else out
+
+
+def change_verdict(est: float, low: float, high: float) -> str:
+    """What a difference (treatment − baseline) with its CI says: ``"lowered"`` or ``"raised"`` (by the estimate's
+    sign) when the CI excludes 0, else ``"did not measurably change"``."""
+    if not excludes_zero(low, high):
+        return "did not measurably change"
+    return "lowered" if est < 0 else "raised"
 
 
 def fmt_ci(est: float, lo: float, hi: float, scale: float = 100.0, digits: int = 2) -> str:

@@ -1,7 +1,8 @@
 """Whole-batch iteration over an in-memory :class:`ImageSet`: no per-sample Python work, augmentation on device."""
+
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -28,17 +29,30 @@ def augment_batch(x: torch.Tensor, pad: int, flip: bool, generator: torch.Genera
         dx = torch.randint(0, 2 * pad + 1, (b,), generator=generator).to(x.device)
         rows = (dy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]  # [B, 1, H, 1]
         cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, None, :]  # [B, 1, 1, W]
-        x = xp[torch.arange(b, device=x.device)[:, None, None, None], torch.arange(x.shape[1], device=x.device)[
-            None, :, None, None], rows, cols]
+        x = xp[
+            torch.arange(b, device=x.device)[:, None, None, None],
+            torch.arange(x.shape[1], device=x.device)[None, :, None, None],
+            rows,
+            cols,
+        ]
     if flip:
         mask = (torch.rand(b, generator=generator) < 0.5).to(x.device)
         x = torch.where(mask[:, None, None, None], x.flip(-1), x)
     return x
 
 
-def iterate(ds: ImageSet, batch_size: int, *, device: torch.device | str = "cpu", shuffle: bool = False,
-            augment: bool = False, seed: int = 0, rank: int = 0, world_size: int = 1,
-            drop_last: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+def iterate(
+    ds: ImageSet,
+    batch_size: int,
+    *,
+    device: torch.device | str = "cpu",
+    shuffle: bool = False,
+    augment: bool = False,
+    seed: int = 0,
+    rank: int = 0,
+    world_size: int = 1,
+    drop_last: bool = False,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     """Yield ``(x [B, C, H, W] float normalised, y [B], index [B])`` on ``device``.
 
     Args:
@@ -53,7 +67,7 @@ def iterate(ds: ImageSet, batch_size: int, *, device: torch.device | str = "cpu"
         order = order[:usable][rank::world_size]
     stop = len(order) - (len(order) % batch_size if drop_last else 0)
     for start in range(0, stop, batch_size):
-        rows = order[start:start + batch_size]
+        rows = order[start : start + batch_size]
         x = ds.images[rows].to(device, non_blocking=True)
         if augment and ds.augment:
             x = augment_batch(x, ds.augment.get("pad", 0), ds.augment.get("flip", False), gen)

@@ -1,4 +1,4 @@
-"""Max-Min composites (thesis ch. 4; SPEC §6): several small items on a black canvas, labelled max − min.
+"""Max-Min composites (thesis ch. 4): several small items on a black canvas, labelled max − min.
 
 - easy: 1 item, label = its class; medium: 2 items; hard: 4 items; label = max − min of the item classes.
 - levels 2:1:1, each level's labels balanced (10 classes); items resized to 20×20 and placed at random without
@@ -10,6 +10,7 @@
 Item classes for label L of a multi-item level: the minimum m is uniform on 0..9−L; the items are m and m+L, and for
 hard the two others are uniform on m..m+L; the order on the canvas is random.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -42,8 +43,10 @@ def _place(rng: np.random.Generator, n: int, k: int, canvas: int, item: int) -> 
             return pos
         todo = todo[bad]
         pos[todo] = rng.integers(0, hi, size=(len(todo), k, 2))
-    raise ConfigError(f"cannot place {k} items of {item}px without overlap on a {canvas}px canvas: "
-                      "use a larger canvas or smaller items")
+    raise ConfigError(
+        f"cannot place {k} items of {item}px without overlap on a {canvas}px canvas: "
+        "use a larger canvas or smaller items"
+    )
 
 
 def _item_classes(rng: np.random.Generator, labels: np.ndarray, k: int, num_classes: int) -> np.ndarray:
@@ -60,8 +63,9 @@ def make_maxmin(base: ImageSet, size: int, *, seed: int = 0, canvas: int = 64, i
     """Build ``size`` composites from the images of ``base`` (must be a multiple of 4 × classes)."""
     c = base.num_classes
     if size <= 0 or size % (4 * c):
-        raise ConfigError(f"Max-Min size must be a positive multiple of {4 * c} (levels 2:1:1 × {c} balanced "
-                          f"labels), got {size}")
+        raise ConfigError(
+            f"Max-Min size must be a positive multiple of {4 * c} (levels 2:1:1 × {c} balanced labels), got {size}"
+        )
     if canvas < 2 * item_size:
         raise ConfigError(f"Max-Min canvas ({canvas}) must be at least twice the item size ({item_size})")
     rng = np.random.default_rng(seed)
@@ -89,8 +93,14 @@ def make_maxmin(base: ImageSet, size: int, *, seed: int = 0, canvas: int = 64, i
     pick = order[first[safe] + (rng.random(classes.shape) * per_class[safe]).astype(np.int64)]
     item_row = np.where(used, pick, -1)
     # resize every base image once, then paste items slot by slot (vectorised over samples)
-    small = F.interpolate(base.images.float(), size=(item_size, item_size), mode="bilinear", antialias=True,
-                          align_corners=False).round().clamp(0, 255).to(torch.uint8)  # [M, C, s, s]
+    small = (
+        F.interpolate(
+            base.images.float(), size=(item_size, item_size), mode="bilinear", antialias=True, align_corners=False
+        )
+        .round()
+        .clamp(0, 255)
+        .to(torch.uint8)
+    )  # [M, C, s, s]
     out = torch.zeros(size, base.channels, canvas, canvas, dtype=torch.uint8)
     ar = torch.arange(item_size)
     for j in range(kmax):
@@ -102,25 +112,61 @@ def make_maxmin(base: ImageSet, size: int, *, seed: int = 0, canvas: int = 64, i
         c_i = torch.arange(base.channels)[None, :, None, None]
         out[n_i, c_i, ys[:, None, :, None], xs[:, None, None, :]] = patch
     base_index = np.where(used, base.indices.numpy()[np.maximum(item_row, 0)], -1)
-    extras = {"level": torch.from_numpy(level), "item_classes": torch.from_numpy(classes),
-              "item_index": torch.from_numpy(base_index), "item_pos": torch.from_numpy(pos)}
-    info = {"base": base.name, "base_split": base.split, "seed": seed, "canvas": canvas, "item_size": item_size,
-            "base_info": base.info}
-    return ImageSet("maxmin", base.split, out, torch.from_numpy(labels), torch.arange(size), c, MAXMIN_MEAN,
-                    MAXMIN_STD, {}, extras, info, tuple(str(i) for i in range(c)))
+    extras = {
+        "level": torch.from_numpy(level),
+        "item_classes": torch.from_numpy(classes),
+        "item_index": torch.from_numpy(base_index),
+        "item_pos": torch.from_numpy(pos),
+    }
+    info = {
+        "base": base.name,
+        "base_split": base.split,
+        "seed": seed,
+        "canvas": canvas,
+        "item_size": item_size,
+        "base_info": base.info,
+    }
+    return ImageSet(
+        "maxmin",
+        base.split,
+        out,
+        torch.from_numpy(labels),
+        torch.arange(size),
+        c,
+        MAXMIN_MEAN,
+        MAXMIN_STD,
+        {},
+        extras,
+        info,
+        tuple(str(i) for i in range(c)),
+    )
 
 
-def get_maxmin(split: str, *, base: str = "fashion_mnist", size: int | None = None, canvas: int = 64,
-               item_size: int = 20, seed: int = 0, root=None, val_fraction: float = 0.2, split_seed: int = 0,
-               download: bool = True) -> ImageSet:
+def get_maxmin(
+    split: str,
+    *,
+    base: str = "fashion_mnist",
+    size: int | None = None,
+    canvas: int = 64,
+    item_size: int = 20,
+    seed: int = 0,
+    root=None,
+    val_fraction: float = 0.2,
+    split_seed: int = 0,
+    download: bool = True,
+) -> ImageSet:
     """The Max-Min ``split`` built on ``base``'s same split (disjoint base images across splits)."""
     if base not in ("mnist", "fashion_mnist"):
         raise ConfigError(f"Max-Min base must be 'mnist' or 'fashion_mnist', got {base!r}")
-    base_set = get_dataset(base, split, root=root, val_fraction=val_fraction, split_seed=split_seed,
-                           download=download)
+    base_set = get_dataset(base, split, root=root, val_fraction=val_fraction, split_seed=split_seed, download=download)
     n = DEFAULT_SIZES[split] if size is None else int(size)
-    return make_maxmin(base_set, n, seed=int(np.random.SeedSequence([seed, _SPLIT_ID[split]]).generate_state(1)[0]),
-                       canvas=canvas, item_size=item_size)
+    return make_maxmin(
+        base_set,
+        n,
+        seed=int(np.random.SeedSequence([seed, _SPLIT_ID[split]]).generate_state(1)[0]),
+        canvas=canvas,
+        item_size=item_size,
+    )
 
 
 register_builder("maxmin", get_maxmin)

@@ -4,10 +4,12 @@
 file (20 % by default), so the threshold and policy experiments have a validation set. Sets live in memory as
 uint8 tensors (all of ours fit), which makes batching and augmentation whole-batch tensor work.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -61,18 +63,34 @@ class ImageSet(torch.utils.data.Dataset):
     def channels(self) -> int:
         return self.images.shape[1]
 
-
-    def subset(self, rows: torch.Tensor | np.ndarray) -> "ImageSet":
+    def subset(self, rows: torch.Tensor | np.ndarray) -> ImageSet:
         """The rows ``rows`` (positions, not dataset indices) as a new set sharing nothing mutable."""
         rows = torch.as_tensor(rows, dtype=torch.long)
-        return ImageSet(self.name, self.split, self.images[rows], self.labels[rows], self.indices[rows],
-                        self.num_classes, self.mean, self.std, dict(self.augment),
-                        {k: v[rows] for k, v in self.extras.items()}, dict(self.info), self.class_names)
+        return ImageSet(
+            self.name,
+            self.split,
+            self.images[rows],
+            self.labels[rows],
+            self.indices[rows],
+            self.num_classes,
+            self.mean,
+            self.std,
+            dict(self.augment),
+            {k: v[rows] for k, v in self.extras.items()},
+            dict(self.info),
+            self.class_names,
+        )
 
     def provenance(self) -> dict[str, Any]:
         """Provenance for records and checkpoints."""
-        return {"name": self.name, "split": self.split, "size": len(self), "num_classes": self.num_classes,
-                "shape": list(self.images.shape[1:]), **self.info}
+        return {
+            "name": self.name,
+            "split": self.split,
+            "size": len(self),
+            "num_classes": self.num_classes,
+            "shape": list(self.images.shape[1:]),
+            **self.info,
+        }
 
 
 @dataclass(frozen=True)
@@ -88,7 +106,7 @@ class DatasetSpec:
 _REGISTRY: dict[str, DatasetSpec] = {}
 #: Datasets built from others (e.g. Max-Min composites): ``builder(split, *, root, val_fraction, split_seed,
 #: download, **options) -> ImageSet``. They register themselves, so this module imports none of them.
-_BUILDERS: dict[str, Callable[..., "ImageSet"]] = {}
+_BUILDERS: dict[str, Callable[..., ImageSet]] = {}
 
 
 def register_dataset(name: str, spec: DatasetSpec) -> None:
@@ -96,7 +114,7 @@ def register_dataset(name: str, spec: DatasetSpec) -> None:
     _REGISTRY[name] = spec
 
 
-def register_builder(name: str, builder: Callable[..., "ImageSet"]) -> None:
+def register_builder(name: str, builder: Callable[..., ImageSet]) -> None:
     """A dataset built from registered ones (``builder(split, **options)``), e.g. ``maxmin``."""
     _BUILDERS[name] = builder
 
@@ -105,23 +123,73 @@ def list_datasets() -> list[str]:
     return sorted(set(_REGISTRY) | set(_BUILDERS))
 
 
-FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
-                   "Ankle boot")
-register_dataset("fashion_mnist", DatasetSpec(
-    lambda root, download: sources.load_mnist_format("fashion_mnist", root, download), 10, (0.2860,), (0.3530,),
-    {"pad": 2, "flip": True}, FASHION_CLASSES))
-register_dataset("mnist", DatasetSpec(
-    lambda root, download: sources.load_mnist_format("mnist", root, download), 10, (0.1307,), (0.3081,),
-    {"pad": 2, "flip": False}, tuple(str(i) for i in range(10))))
-register_dataset("cifar10", DatasetSpec(
-    lambda root, download: sources.load_cifar("cifar10", root, download), 10, (0.4914, 0.4822, 0.4465),
-    (0.2470, 0.2435, 0.2616), {"pad": 4, "flip": True}, None))
-register_dataset("cifar100", DatasetSpec(
-    lambda root, download: sources.load_cifar("cifar100", root, download), 100, (0.5071, 0.4865, 0.4409),
-    (0.2673, 0.2564, 0.2762), {"pad": 4, "flip": True}, None))
-register_dataset("svhn", DatasetSpec(
-    lambda root, download, extra=False: sources.load_svhn(root, download, extra), 10, (0.4377, 0.4438, 0.4728),
-    (0.1980, 0.2010, 0.1970), {"pad": 4, "flip": False}, tuple(str(i) for i in range(10))))
+FASHION_CLASSES = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
+register_dataset(
+    "fashion_mnist",
+    DatasetSpec(
+        lambda root, download: sources.load_mnist_format("fashion_mnist", root, download),
+        10,
+        (0.2860,),
+        (0.3530,),
+        {"pad": 2, "flip": True},
+        FASHION_CLASSES,
+    ),
+)
+register_dataset(
+    "mnist",
+    DatasetSpec(
+        lambda root, download: sources.load_mnist_format("mnist", root, download),
+        10,
+        (0.1307,),
+        (0.3081,),
+        {"pad": 2, "flip": False},
+        tuple(str(i) for i in range(10)),
+    ),
+)
+register_dataset(
+    "cifar10",
+    DatasetSpec(
+        lambda root, download: sources.load_cifar("cifar10", root, download),
+        10,
+        (0.4914, 0.4822, 0.4465),
+        (0.2470, 0.2435, 0.2616),
+        {"pad": 4, "flip": True},
+        None,
+    ),
+)
+register_dataset(
+    "cifar100",
+    DatasetSpec(
+        lambda root, download: sources.load_cifar("cifar100", root, download),
+        100,
+        (0.5071, 0.4865, 0.4409),
+        (0.2673, 0.2564, 0.2762),
+        {"pad": 4, "flip": True},
+        None,
+    ),
+)
+register_dataset(
+    "svhn",
+    DatasetSpec(
+        lambda root, download, extra=False: sources.load_svhn(root, download, extra),
+        10,
+        (0.4377, 0.4438, 0.4728),
+        (0.1980, 0.2010, 0.1970),
+        {"pad": 4, "flip": False},
+        tuple(str(i) for i in range(10)),
+    ),
+)
 
 #: Number of SVHN "extra" samples added to each of validation and test when ``svhn_extra=True`` (the thesis).
 SVHN_EXTRA_TOPUP = 25_000
@@ -132,7 +200,7 @@ def split_rows(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.n
     if not 0.0 <= val_fraction < 1.0:
         raise ConfigError(f"val_fraction must be in [0, 1), got {val_fraction}")
     perm = np.random.default_rng(seed).permutation(n)
-    n_val = int(round(n * val_fraction))
+    n_val = round(n * val_fraction)
     return np.sort(perm[n_val:]), np.sort(perm[:n_val])
 
 
@@ -141,12 +209,22 @@ def _fraction_rows(n: int, fraction: float, seed: int) -> np.ndarray:
         raise ConfigError(f"fraction must be in (0, 1], got {fraction}")
     if fraction == 1.0:
         return np.arange(n)
-    keep = max(1, int(round(n * fraction)))
+    keep = max(1, round(n * fraction))
     return np.sort(np.random.default_rng(seed + 1).permutation(n)[:keep])
 
 
-def get_dataset(name: str, split: str, *, root=None, val_fraction: float = 0.2, split_seed: int = 0,
-                fraction: float = 1.0, download: bool = True, svhn_extra: bool = False, **kwargs) -> ImageSet:
+def get_dataset(
+    name: str,
+    split: str,
+    *,
+    root=None,
+    val_fraction: float = 0.2,
+    split_seed: int = 0,
+    fraction: float = 1.0,
+    download: bool = True,
+    svhn_extra: bool = False,
+    **kwargs,
+) -> ImageSet:
     """Load a dataset split from the registry.
 
     Args:
@@ -164,8 +242,9 @@ def get_dataset(name: str, split: str, *, root=None, val_fraction: float = 0.2, 
     if split not in SPLITS:
         raise ConfigError(f"unknown split {split!r}: use one of {', '.join(SPLITS)}")
     if name in _BUILDERS:
-        return _BUILDERS[name](split, root=root, val_fraction=val_fraction, split_seed=split_seed, download=download,
-                               **kwargs)
+        return _BUILDERS[name](
+            split, root=root, val_fraction=val_fraction, split_seed=split_seed, download=download, **kwargs
+        )
     if name not in _REGISTRY:
         raise ConfigError(f"unknown dataset {name!r}: choose one of {', '.join(list_datasets())}")
     if kwargs:
@@ -187,7 +266,7 @@ def get_dataset(name: str, split: str, *, root=None, val_fraction: float = 0.2, 
     if topup:
         ex_x, ex_y = arrays["extra"]
         perm = np.random.default_rng(split_seed + 7).permutation(len(ex_y))
-        part = perm[:SVHN_EXTRA_TOPUP] if split == "val" else perm[SVHN_EXTRA_TOPUP:2 * SVHN_EXTRA_TOPUP]
+        part = perm[:SVHN_EXTRA_TOPUP] if split == "val" else perm[SVHN_EXTRA_TOPUP : 2 * SVHN_EXTRA_TOPUP]
         part = np.sort(part)
         offset = len(arrays["train"][1]) + len(arrays["test"][1])  # extra indices live after train and test
         images = np.concatenate([images, ex_x[part]])
@@ -195,7 +274,17 @@ def get_dataset(name: str, split: str, *, root=None, val_fraction: float = 0.2, 
         indices = np.concatenate([indices, offset + part])
         info["svhn_extra"] = {"count": len(part), "index_offset": offset}
     rows = _fraction_rows(len(labels), fraction, split_seed)
-    return ImageSet(name, split, torch.from_numpy(np.ascontiguousarray(images[rows])),
-                    torch.from_numpy(np.asarray(labels[rows], dtype=np.int64)),
-                    torch.from_numpy(np.asarray(indices[rows], dtype=np.int64)), spec.num_classes, spec.mean,
-                    spec.std, dict(spec.augment), {}, info, spec.class_names)
+    return ImageSet(
+        name,
+        split,
+        torch.from_numpy(np.ascontiguousarray(images[rows])),
+        torch.from_numpy(np.asarray(labels[rows], dtype=np.int64)),
+        torch.from_numpy(np.asarray(indices[rows], dtype=np.int64)),
+        spec.num_classes,
+        spec.mean,
+        spec.std,
+        dict(spec.augment),
+        {},
+        info,
+        spec.class_names,
+    )

@@ -5,6 +5,7 @@ small files written in the same formats; fetching goes through torchvision's dow
 official MD5 sums. Offline and absent → :class:`DatasetUnavailable` with one line naming the dataset, the files
 expected and the command that fetches them.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -43,13 +44,15 @@ def read_idx(path: Path) -> np.ndarray:
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
         raise DatasetUnavailable(f"{path} is not an IDX file (bad magic number): delete it and fetch it again")
     ndim = raw[3]
-    shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     dtype = np.dtype(_IDX_DTYPES[raw[2]])
     count = int(np.prod(shape))
     offset = 4 + 4 * ndim
     if len(raw) - offset != count * dtype.itemsize:
-        raise DatasetUnavailable(f"{path} is truncated or corrupt ({len(raw) - offset} bytes of data, "
-                                 f"{count * dtype.itemsize} expected): delete it and fetch it again")
+        raise DatasetUnavailable(
+            f"{path} is truncated or corrupt ({len(raw) - offset} bytes of data, "
+            f"{count * dtype.itemsize} expected): delete it and fetch it again"
+        )
     return np.frombuffer(raw, dtype=dtype, offset=offset).reshape(shape).astype(dtype.newbyteorder("="))
 
 
@@ -68,17 +71,20 @@ def _download(name: str, fetch, expected: str, how: str) -> None:
     socket.setdefaulttimeout(20)
     try:
         fetch()
-    except Exception as exc:  # noqa: BLE001 - any failure to fetch is the same message to the user
+    except Exception as exc:
         raise DatasetUnavailable(
             f"dataset {name!r} is not on disk ({expected}) and could not be downloaded "
-            f"({type(exc).__name__}: {str(exc)[:80]}); {how}") from exc
+            f"({type(exc).__name__}: {str(exc)[:80]}); {how}"
+        ) from exc
     finally:
         socket.setdefaulttimeout(old)
 
 
 # ---------------------------------------------------------------- MNIST-format sets: mnist, fashion_mnist
-_IDX_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
-              "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+_IDX_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
 
 
 def _idx_pair(folder: Path, split: str) -> tuple[np.ndarray, np.ndarray] | None:
@@ -93,8 +99,10 @@ def _idx_pair(folder: Path, split: str) -> tuple[np.ndarray, np.ndarray] | None:
             return None
     images, labels = out
     if len(images) != len(labels):
-        raise DatasetUnavailable(f"{folder}: {len(images)} images but {len(labels)} labels in the {split} files; "
-                                 "delete the folder and fetch the dataset again")
+        raise DatasetUnavailable(
+            f"{folder}: {len(images)} images but {len(labels)} labels in the {split} files; "
+            "delete the folder and fetch the dataset again"
+        )
     return images[:, None], labels.astype(np.int64)
 
 
@@ -120,16 +128,20 @@ def load_mnist_format(name: str, root: Path | None = None, download: bool = True
     import torchvision
 
     root = Path(root or DATA_ROOT)
-    folder, cls = {"mnist": ("MNIST", torchvision.datasets.MNIST),
-                   "fashion_mnist": ("FashionMNIST", torchvision.datasets.FashionMNIST)}[name]
+    folder, cls = {
+        "mnist": ("MNIST", torchvision.datasets.MNIST),
+        "fashion_mnist": ("FashionMNIST", torchvision.datasets.FashionMNIST),
+    }[name]
     raw = root / folder / "raw"
     files = ", ".join(s for pair in _IDX_FILES.values() for s in pair)
     if _idx_pair(raw, "train") is None and name == "fashion_mnist":
         _install_debian_fashion(raw)
     if _idx_pair(raw, "train") is None or _idx_pair(raw, "test") is None:
-        how = (f"install Debian's copy with `apt-get install dataset-fashion-mnist`, or put {files} in {raw}"
-               if name == "fashion_mnist" else
-               f"on a machine with internet run `python -m overthink_lib fetch {name}`, or put {files} in {raw}")
+        how = (
+            f"install Debian's copy with `apt-get install dataset-fashion-mnist`, or put {files} in {raw}"
+            if name == "fashion_mnist"
+            else f"on a machine with internet run `python -m overthink_lib fetch {name}`, or put {files} in {raw}"
+        )
         if not download:
             raise DatasetMissing(f"dataset {name!r} is not on disk (expected {files} in {raw}); {how}")
         _download(name, lambda: cls(str(root), train=True, download=True), f"{files} in {raw}", how)
@@ -188,8 +200,9 @@ class _DataOnlyUnpickler(pickle.Unpickler):
         if (mod, name) == ("numpy.core.multiarray", "scalar"):
             return lambda dtype, *data: np._core.multiarray.scalar(_builtin_dtype(dtype.char), *data)
         if (mod, name) == ("numpy.core.numeric", "_frombuffer"):  # protocol 5
-            return lambda buf, dtype, shape, order: np._core.numeric._frombuffer(buf, _builtin_dtype(dtype.char),
-                                                                                shape, order)
+            return lambda buf, dtype, shape, order: np._core.numeric._frombuffer(
+                buf, _builtin_dtype(dtype.char), shape, order
+            )
         if (module, name) == ("_codecs", "encode"):  # how a protocol-2 pickle written by Python 3 stores bytes
             return lambda text, encoding="latin1": text.encode("latin1")
         raise pickle.UnpicklingError(f"global {module}.{name}")
@@ -203,15 +216,18 @@ def read_data_pickle(path: Path, what: str) -> object:
             return _DataOnlyUnpickler(fh, encoding="bytes").load()
     except pickle.UnpicklingError as err:
         if str(err).startswith("global "):
-            raise DatasetUnavailable(f"{path} is not a {what} file: it asks to run {str(err)[7:]} while loading, which "
-                                     "a dataset file never does — refused without running it; delete it and fetch "
-                                     "the dataset again from its official source") from None
+            raise DatasetUnavailable(
+                f"{path} is not a {what} file: it asks to run {str(err)[7:]} while loading, which "
+                "a dataset file never does — refused without running it; delete it and fetch "
+                "the dataset again from its official source"
+            ) from None
         raise DatasetUnavailable(f"{path} is truncated or corrupt ({err}): delete it and fetch it again") from None
     except OSError:
         raise
-    except Exception as err:  # noqa: BLE001 - whatever else a damaged or forged pickle raises: the same one line
-        raise DatasetUnavailable(f"{path} is truncated or corrupt ({type(err).__name__}): delete it and fetch it "
-                                 "again") from None
+    except Exception as err:
+        raise DatasetUnavailable(
+            f"{path} is truncated or corrupt ({type(err).__name__}): delete it and fetch it again"
+        ) from None
 
 
 def _read_cifar_files(folder: Path, files: list[str], key: bytes) -> tuple[np.ndarray, np.ndarray]:
@@ -219,17 +235,21 @@ def _read_cifar_files(folder: Path, files: list[str], key: bytes) -> tuple[np.nd
     for f in files:
         entry = read_data_pickle(folder / f, "CIFAR python-format")
         if not isinstance(entry, dict) or b"data" not in entry or key not in entry:
-            raise DatasetUnavailable(f"{folder / f} is not a CIFAR python-format file (a dict with {b'data'!r} and "
-                                     f"{key!r} expected): delete it and fetch the dataset again")
+            raise DatasetUnavailable(
+                f"{folder / f} is not a CIFAR python-format file (a dict with {b'data'!r} and "
+                f"{key!r} expected): delete it and fetch the dataset again"
+            )
         try:
             data = np.asarray(entry[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
             lab = np.asarray(entry[key], dtype=np.int64).reshape(-1)
         except (ValueError, TypeError) as err:
-            raise DatasetUnavailable(f"{folder / f}: its arrays do not have the CIFAR shapes ({err}): delete it and "
-                                     "fetch the dataset again") from None
+            raise DatasetUnavailable(
+                f"{folder / f}: its arrays do not have the CIFAR shapes ({err}): delete it and fetch the dataset again"
+            ) from None
         if len(data) != len(lab):
-            raise DatasetUnavailable(f"{folder / f}: {len(data)} images but {len(lab)} labels: delete it and fetch the "
-                                     "dataset again")
+            raise DatasetUnavailable(
+                f"{folder / f}: {len(data)} images but {len(lab)} labels: delete it and fetch the dataset again"
+            )
         images.append(data)
         labels.append(lab)
     return np.concatenate(images), np.concatenate(labels)
@@ -244,8 +264,10 @@ def load_cifar(name: str, root: Path | None = None, download: bool = True) -> di
     folder = root / sub
     expected = f"{', '.join(train_files + test_files)} in {folder}"
     if not all((folder / f).exists() for f in train_files + test_files):
-        how = (f"on a machine with internet run `python -m overthink_lib fetch {name}` (or torchvision's "
-               f"{'CIFAR10' if name == 'cifar10' else 'CIFAR100'}(root='{root}', download=True)) and copy {folder} here")
+        how = (
+            f"on a machine with internet run `python -m overthink_lib fetch {name}` (or torchvision's "
+            f"{'CIFAR10' if name == 'cifar10' else 'CIFAR100'}(root='{root}', download=True)) and copy {folder} here"
+        )
         if not download:
             raise DatasetMissing(f"dataset {name!r} is not on disk (expected {expected}); {how}")
         cls = torchvision.datasets.CIFAR10 if name == "cifar10" else torchvision.datasets.CIFAR100
@@ -273,11 +295,14 @@ def load_svhn(root: Path | None = None, download: bool = True, extra: bool = Fal
     for split in splits:
         path = folder / f"{split}_32x32.mat"
         if not path.exists():
-            how = (f"on a machine with internet run `python -m overthink_lib fetch svhn` (or torchvision's "
-                   f"SVHN(root='{folder}', split='{split}', download=True)) and copy {folder} here")
+            how = (
+                f"on a machine with internet run `python -m overthink_lib fetch svhn` (or torchvision's "
+                f"SVHN(root='{folder}', split='{split}', download=True)) and copy {folder} here"
+            )
             if not download:
                 raise DatasetMissing(f"dataset 'svhn' is not on disk (expected {path}); {how}")
-            _download("svhn", lambda s=split: torchvision.datasets.SVHN(str(folder), split=s, download=True),
-                      str(path), how)
+            _download(
+                "svhn", lambda s=split: torchvision.datasets.SVHN(str(folder), split=s, download=True), str(path), how
+            )
         out[split] = _read_svhn(path)
     return out

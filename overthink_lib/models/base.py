@@ -10,9 +10,11 @@ interchangeable):
   head; ``state`` is the input for k = 0 and whatever stage k−1 returned after. ``index_state(state, rows)`` keeps
   the rows of a state, so a caller can continue the network on the samples that did not exit (real early exit).
 """
+
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -57,9 +59,11 @@ _MODELS: dict[str, Callable[..., MultiExit]] = {}
 
 def register_model(name: str):
     """Decorator: register a keyword-only builder under ``name``."""
+
     def wrap(fn: Callable[..., MultiExit]) -> Callable[..., MultiExit]:
         _MODELS[name] = fn
         return fn
+
     return wrap
 
 

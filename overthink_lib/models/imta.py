@@ -1,4 +1,4 @@
-"""IMTA (Li et al., ICCV 2019; thesis §3.4; SPEC §4): ISC heads, the OFA loss and gradient equilibrium.
+"""IMTA (Li et al., ICCV 2019; thesis §3.4): ISC heads, the OFA loss and gradient equilibrium.
 
 - **ISC** (inline subnetwork collaboration): exit i > 1 also receives exit i−1's logits through
   Linear(classes → 128) – BatchNorm1d – ReLU, concatenated with its own 128-d pooled feature, so its classifier is
@@ -26,6 +26,7 @@ One deviation from the official code, on purpose: it calls ``model.train()`` on 
 batch statistics and updates its running averages during fine-tuning; here the frozen network stays in eval mode,
 so the teacher's logits for an image do not change while the student learns.
 """
+
 from __future__ import annotations
 
 import copy
@@ -70,15 +71,25 @@ class IMTANet(MultiExit):
     After a forward pass in training mode, :meth:`teacher_logits` gives the OFA teacher for that batch.
     """
 
-    def __init__(self, backbone: MultiExit, *, freeze: str = "all", teacher: str = "pretrained", ge: bool = False,
-                 isc: bool = True, isc_width: int = 128):
+    def __init__(
+        self,
+        backbone: MultiExit,
+        *,
+        freeze: str = "all",
+        teacher: str = "pretrained",
+        ge: bool = False,
+        isc: bool = True,
+        isc_width: int = 128,
+    ):
         super().__init__()
         if not (hasattr(backbone, "blocks") and hasattr(backbone, "heads")):
             raise ConfigError(f"IMTA needs a backbone with blocks and heads (MSDNet), got {type(backbone).__name__}")
         self.freeze, self.teacher = _choice("freeze", freeze, FREEZE), _choice("teacher", teacher, TEACHERS)
         if ge and freeze != "none":
-            raise ConfigError(f"IMTA gradient equilibrium rescales gradients that reach the blocks, which freeze={freeze!r} "
-                              f"keeps frozen: use ge=True with freeze='none'")
+            raise ConfigError(
+                f"IMTA gradient equilibrium rescales gradients that reach the blocks, which freeze={freeze!r} "
+                f"keeps frozen: use ge=True with freeze='none'"
+            )
         self.base = backbone
         for p in self.base.parameters():
             p.requires_grad_(False)
@@ -95,11 +106,17 @@ class IMTANet(MultiExit):
             self.blocks = copy.deepcopy(backbone.blocks)
             for p in self.blocks.parameters():
                 p.requires_grad_(True)
-        self.isc_layers = nn.ModuleList(
-            nn.Sequential(nn.Linear(classes, isc_width), nn.BatchNorm1d(isc_width), nn.ReLU(inplace=True))
-            for _ in range(self.num_exits - 1)) if isc else nn.ModuleList()
-        self.classifiers = nn.ModuleList(nn.Linear(width + (isc_width if isc and k > 0 else 0), classes)
-                                         for k in range(self.num_exits))
+        self.isc_layers = (
+            nn.ModuleList(
+                nn.Sequential(nn.Linear(classes, isc_width), nn.BatchNorm1d(isc_width), nn.ReLU(inplace=True))
+                for _ in range(self.num_exits - 1)
+            )
+            if isc
+            else nn.ModuleList()
+        )
+        self.classifiers = nn.ModuleList(
+            nn.Linear(width + (isc_width if isc and k > 0 else 0), classes) for k in range(self.num_exits)
+        )
         self._teacher: torch.Tensor | None = None
 
     def train(self, mode: bool = True):
@@ -134,7 +151,7 @@ class IMTANet(MultiExit):
         feat = torch.cat([pooled, self.isc_layers[k - 1](prev)], 1) if self.isc and k > 0 else pooled
         logits = self.classifiers[k](feat)
         if self.ge:
-            scales = list(scales[:-1]) + [grad_scale(head_in, float(n - k - 1))]
+            scales = [*list(scales[:-1]), grad_scale(head_in, float(n - k - 1))]
         return (scales, logits), logits
 
     def _teacher_for(self, _x, pooled: torch.Tensor, scales) -> torch.Tensor | None:
@@ -176,9 +193,15 @@ def load_backbone(model: IMTANet, trained: MultiExit) -> IMTANet:
     return model
 
 
-def ofa_loss(outputs: list[torch.Tensor], y: torch.Tensor, temperature: float = 3.0, gamma: float = 0.9, *,
-             teacher: torch.Tensor | None = None,
-             reduction: str = "mean") -> tuple[torch.Tensor, list[torch.Tensor]]:
+def ofa_loss(
+    outputs: list[torch.Tensor],
+    y: torch.Tensor,
+    temperature: float = 3.0,
+    gamma: float = 0.9,
+    *,
+    teacher: torch.Tensor | None = None,
+    reduction: str = "mean",
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """One-for-all loss (see the module docstring). ``teacher``: the teacher's logits (default: the last output,
     detached); ``reduction``: the KL's, ``'mean'`` (official: over every element) or ``'batchmean'``.
     Returns (total, per-exit losses)."""
@@ -200,10 +223,11 @@ def ofa_loss(outputs: list[torch.Tensor], y: torch.Tensor, temperature: float = 
 
 
 @register_model("imta")
-def imta(*, backbone: dict, freeze: str = "all", teacher: str = "pretrained", ge: bool = False,
-         isc: bool = True) -> IMTANet:
+def imta(
+    *, backbone: dict, freeze: str = "all", teacher: str = "pretrained", ge: bool = False, isc: bool = True
+) -> IMTANet:
     """IMTA heads on a backbone given by its registry spec ``{"name", "kwargs"}`` (weights loaded by the caller)."""
     return IMTANet(model_from_spec(backbone), freeze=freeze, teacher=teacher, ge=ge, isc=isc)
 
 
-__all__ = ["IMTANet", "grad_scale", "ofa_loss", "imta", "get_model", "FREEZE", "TEACHERS", "KL_REDUCTIONS"]
+__all__ = ["FREEZE", "KL_REDUCTIONS", "TEACHERS", "IMTANet", "get_model", "grad_scale", "imta", "ofa_loss"]

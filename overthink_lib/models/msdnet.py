@@ -1,14 +1,16 @@
 """Multi-Scale Dense Network (Huang et al., ICLR 2018) under the multi-exit contract.
 
-Our own implementation of the official design (SPEC §1). The CIFAR configuration (``msdnet_cifar``): 5 blocks of
-1, 2, 3, 4, 5 MSD layers (``step_mode='lin_grow'``, step 1, base 1), 3 scales, 16 base channels, growth 6, growth and
-bottleneck factors 1-2-4, bottlenecks on, "max" pruning, transitions halving the channels where a scale is dropped.
+Our own implementation of the official design (kalviny/MSDNet-PyTorch). The CIFAR configuration
+(``msdnet_cifar``): 5 blocks of 1, 2, 3, 4, 5 MSD layers (``step_mode='lin_grow'``, step 1, base 1), 3 scales,
+16 base channels, growth 6, growth and bottleneck factors 1-2-4, bottlenecks on, "max" pruning, transitions halving
+the channels where a scale is dropped.
 Each exit reads only the coarsest scale: Conv3×3 s2 → Conv3×3 s2 → average pool → Linear. The pool is adaptive (to
 1×1), which at 32×32 inputs equals the official AvgPool2d(2) and lets 28×28 and 64×64 inputs work too.
 
 At 32×32×3 with 100 classes the parameter count is exactly the official 2,078,924 (tests pin the per-exit counts).
 Initialisation is PyTorch's default, which is what the official model really uses (its init function never runs).
 """
+
 from __future__ import annotations
 
 import math
@@ -73,14 +75,16 @@ class MSDNetConfig:
 
     def steps(self) -> list[int]:
         """Layers per block: [base, step·1 + 1, step·2 + 1, ...] (lin_grow) or [base, step, step, ...] (even)."""
-        return [self.base] + [self.step if self.step_mode == "even" else self.step * i + 1
-                              for i in range(1, self.n_blocks)]
+        return [self.base] + [
+            self.step if self.step_mode == "even" else self.step * i + 1 for i in range(1, self.n_blocks)
+        ]
 
 
 def conv_bn_relu(c_in: int, c_out: int, kernel: int = 3, stride: int = 1) -> nn.Sequential:
     """Conv (no bias) – BN – ReLU [official ConvBasic]."""
-    return nn.Sequential(nn.Conv2d(c_in, c_out, kernel, stride, kernel // 2, bias=False), nn.BatchNorm2d(c_out),
-                         nn.ReLU(inplace=True))
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, kernel, stride, kernel // 2, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)
+    )
 
 
 def conv_path(c_in: int, c_out: int, down: bool, bottleneck: bool, bn_width: int) -> nn.Sequential:
@@ -90,8 +94,11 @@ def conv_path(c_in: int, c_out: int, down: bool, bottleneck: bool, bn_width: int
     if bottleneck:
         inner = min(c_in, bn_width * c_out)
         layers += [nn.Conv2d(c_in, inner, 1, bias=False), nn.BatchNorm2d(inner), nn.ReLU(inplace=True)]
-    layers += [nn.Conv2d(inner, c_out, 3, 2 if down else 1, 1, bias=False), nn.BatchNorm2d(c_out),
-               nn.ReLU(inplace=True)]
+    layers += [
+        nn.Conv2d(inner, c_out, 3, 2 if down else 1, 1, bias=False),
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(inplace=True),
+    ]
     return nn.Sequential(*layers)
 
 
@@ -108,7 +115,7 @@ class ScaleUnit(nn.Module):
 
     def forward(self, finer: torch.Tensor | None, own: torch.Tensor) -> torch.Tensor:
         parts = [own] if self.down is None else [own, self.down(finer)]
-        return torch.cat(parts + [self.normal(own)], dim=1)
+        return torch.cat([*parts, self.normal(own)], dim=1)
 
 
 class MSDLayer(nn.Module):
@@ -124,8 +131,16 @@ class MSDLayer(nn.Module):
         for s in range(offset, cfg.n_scales):
             # the finest kept scale has no finer neighbour unless a scale is being discarded
             finer = s > offset or self.discard > 0
-            units.append(ScaleUnit(c_in * g[s - 1] if finer else None, c_in * g[s], cfg.growth * g[s],
-                                   cfg.bottleneck, b[s - 1] if finer else 0, b[s]))
+            units.append(
+                ScaleUnit(
+                    c_in * g[s - 1] if finer else None,
+                    c_in * g[s],
+                    cfg.growth * g[s],
+                    cfg.bottleneck,
+                    b[s - 1] if finer else 0,
+                    b[s],
+                )
+            )
         self.units = nn.ModuleList(units)
 
     def forward(self, xs: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -142,8 +157,9 @@ class Transition(nn.Module):
 
     def __init__(self, c_in: int, c_out: int, out_scales: int, offset: int, gr_factor: tuple[int, ...]):
         super().__init__()
-        self.convs = nn.ModuleList(conv_bn_relu(c_in * gr_factor[offset + i], c_out * gr_factor[offset + i], 1)
-                                   for i in range(out_scales))
+        self.convs = nn.ModuleList(
+            conv_bn_relu(c_in * gr_factor[offset + i], c_out * gr_factor[offset + i], 1) for i in range(out_scales)
+        )
 
     def forward(self, xs: list[torch.Tensor]) -> list[torch.Tensor]:
         return [conv(x) for conv, x in zip(self.convs, xs)]
@@ -158,8 +174,12 @@ class FirstLayer(nn.Module):
         if cfg.stem == "cifar":
             stem = conv_bn_relu(cfg.in_channels, c[0], 3, 1)
         else:
-            stem = nn.Sequential(nn.Conv2d(cfg.in_channels, c[0], 7, 2, 3, bias=False), nn.BatchNorm2d(c[0]),
-                                 nn.ReLU(inplace=True), nn.MaxPool2d(3, 2, 1))
+            stem = nn.Sequential(
+                nn.Conv2d(cfg.in_channels, c[0], 7, 2, 3, bias=False),
+                nn.BatchNorm2d(c[0]),
+                nn.ReLU(inplace=True),
+                nn.MaxPool2d(3, 2, 1),
+            )
         self.layers = nn.ModuleList([stem] + [conv_bn_relu(c[s - 1], c[s], 3, 2) for s in range(1, cfg.n_scales)])
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
@@ -176,8 +196,9 @@ class ExitHead(nn.Module):
     def __init__(self, c_in: int, width: int, num_classes: int):
         super().__init__()
         self.tap = nn.Identity()  # the coarsest-scale features this exit reads: the default GradCAM target layer
-        self.features = nn.Sequential(conv_bn_relu(c_in, width, 3, 2), conv_bn_relu(width, width, 3, 2),
-                                      nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.features = nn.Sequential(
+            conv_bn_relu(c_in, width, 3, 2), conv_bn_relu(width, width, 3, 2), nn.AdaptiveAvgPool2d(1), nn.Flatten()
+        )
         self.linear = nn.Linear(width, num_classes)
 
     def forward(self, xs: list[torch.Tensor]) -> torch.Tensor:
@@ -201,8 +222,10 @@ class MSDNet(MultiExit):
                 ins, outs = self._scales(cfg, n_done, n_all)
                 layers.append(MSDLayer(c, cfg, ins, outs))
                 c += cfg.growth
-                transition = (cfg.reduction > 0 and ((cfg.prune == "max" and ins > outs) or (
-                    cfg.prune == "min" and n_done in (math.floor(n_all / 3), math.floor(2 * n_all / 3)))))
+                transition = cfg.reduction > 0 and (
+                    (cfg.prune == "max" and ins > outs)
+                    or (cfg.prune == "min" and n_done in (math.floor(n_all / 3), math.floor(2 * n_all / 3)))
+                )
                 if transition:
                     c_new = math.floor(cfg.reduction * c)
                     layers.append(Transition(c, c_new, outs, cfg.n_scales - outs, cfg.gr_factor))
@@ -219,8 +242,7 @@ class MSDNet(MultiExit):
         """(in, out) scales of layer ``n`` (1-based) of ``n_all`` under the pruning rule."""
         if cfg.prune == "max":
             interval = math.ceil(n_all / cfg.n_scales)
-            return (cfg.n_scales - math.floor(max(0, n - 2) / interval),
-                    cfg.n_scales - math.floor((n - 1) / interval))
+            return (cfg.n_scales - math.floor(max(0, n - 2) / interval), cfg.n_scales - math.floor((n - 1) / interval))
         return min(cfg.n_scales, n_all - n + 2), min(cfg.n_scales, n_all - n + 1)
 
     def stage(self, k: int, state):
@@ -242,6 +264,17 @@ def msdnet_cifar(*, num_classes: int = 100, in_channels: int = 3, **overrides) -
 @register_model("msdnet_imagenet")
 def msdnet_imagenet(*, num_classes: int = 1000, in_channels: int = 3, **overrides) -> MSDNet:
     """The official ImageNet configuration (5 blocks of 4 layers, 4 scales, 32 channels, growth 16, wide heads)."""
-    base = dict(n_blocks=5, step_mode="even", step=4, base=4, n_scales=4, channels=32, growth=16,
-                gr_factor=(1, 2, 4, 4), bn_factor=(1, 2, 4, 4), stem="imagenet", head_channels=0)
+    base = dict(
+        n_blocks=5,
+        step_mode="even",
+        step=4,
+        base=4,
+        n_scales=4,
+        channels=32,
+        growth=16,
+        gr_factor=(1, 2, 4, 4),
+        bn_factor=(1, 2, 4, 4),
+        stem="imagenet",
+        head_channels=0,
+    )
     return MSDNet(MSDNetConfig(num_classes=num_classes, in_channels=in_channels, **{**base, **overrides}))

@@ -2,6 +2,7 @@
 
 A one-exit model of the multi-exit contract (``num_exits = 1``), so the shared training loop trains it unchanged.
 """
+
 from __future__ import annotations
 
 from torch import nn
@@ -15,11 +16,18 @@ LAYERS = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3)}
 class BasicBlock(nn.Module):
     def __init__(self, c_in: int, c_out: int, stride: int):
         super().__init__()
-        self.body = nn.Sequential(nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False), nn.BatchNorm2d(c_out),
-                                  nn.ReLU(inplace=True), nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False),
-                                  nn.BatchNorm2d(c_out))
-        self.skip = nn.Identity() if stride == 1 and c_in == c_out else nn.Sequential(
-            nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
+        self.body = nn.Sequential(
+            nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False),
+            nn.BatchNorm2d(c_out),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False),
+            nn.BatchNorm2d(c_out),
+        )
+        self.skip = (
+            nn.Identity()
+            if stride == 1 and c_in == c_out
+            else nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
+        )
         self.relu = nn.ReLU(inplace=True)
 
     def forward(self, x):
@@ -30,9 +38,10 @@ def make_stages(c_in: int, width: int, layers: tuple[int, ...]) -> tuple[nn.Modu
     """ResNet stages (widths w, 2w, 4w, 8w; stride 2 from the second on); returns the stages and their widths."""
     stages, widths, c = [], [], c_in
     for i, n in enumerate(layers):
-        w = width * 2 ** i
-        stages.append(nn.Sequential(*[BasicBlock(c if j == 0 else w, w, 2 if (i > 0 and j == 0) else 1)
-                                      for j in range(n)]))
+        w = width * 2**i
+        stages.append(
+            nn.Sequential(*[BasicBlock(c if j == 0 else w, w, 2 if (i > 0 and j == 0) else 1) for j in range(n)])
+        )
         widths.append(w)
         c = w
     return nn.ModuleList(stages), widths
@@ -46,8 +55,9 @@ class ResNet(MultiExit):
         if depth not in LAYERS:
             raise ConfigError(f"ResNet depth must be one of {sorted(LAYERS)}, got {depth}")
         self.num_exits = 1
-        self.stem = nn.Sequential(nn.Conv2d(in_channels, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width),
-                                  nn.ReLU(inplace=True))
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_channels, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True)
+        )
         self.stages, widths = make_stages(width, width, LAYERS[depth])
         self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(widths[-1], num_classes))
 

@@ -9,11 +9,11 @@ Screenshots of each widget state go to ``runs/smoke/browser/screens/`` (not comm
 
 Run with ``make test`` (after the unit tests and nbval) or ``python -m pytest tests/browser``.
 """
+
 from __future__ import annotations
 
 import io
 import os
-import re
 import secrets
 import shutil
 import socket
@@ -33,8 +33,17 @@ SCREENS = WORK / "screens"
 NOTEBOOKS = ("03_anytime_and_budgeted.ipynb", "05_gradcam.ipynb", "08_policy_network.ipynb")
 REPEATS = 10  # 08's widget cell re-run: its first render must be drawn every time
 RUN_ALL_TIMEOUT_MS = int(os.environ.get("BROWSER_RUN_ALL_TIMEOUT_MS", 240_000))
-FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--disable-default-apps", "--disable-extensions"]
+FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-default-apps",
+    "--disable-extensions",
+]
 
 
 def _free_port() -> int:
@@ -58,26 +67,53 @@ def lab():
     import papermill
 
     if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (make browser-deps, or apt-get install chromium)")
+        pytest.fail(
+            f"{CHROMIUM} is missing: install Debian's chromium (make browser-deps, or apt-get install chromium)"
+        )
     if WORK.exists():
         shutil.rmtree(WORK)
     SCREENS.mkdir(parents=True)
     for name in NOTEBOOKS:  # parameters injected, nothing executed: the browser runs them
-        papermill.execute_notebook(str(ROOT / "notebooks" / name), str(WORK / name), parameters={"preset": "smoke"},
-                                   prepare_only=True, cwd=str(ROOT / "notebooks"))
+        papermill.execute_notebook(
+            str(ROOT / "notebooks" / name),
+            str(WORK / name),
+            parameters={"preset": "smoke"},
+            prepare_only=True,
+            cwd=str(ROOT / "notebooks"),
+        )
     port, token = _free_port(), secrets.token_hex(16)
-    env = {**os.environ, "JUPYTERLAB_SETTINGS_DIR": str(WORK / "lab-settings"),
-           "JUPYTERLAB_WORKSPACES_DIR": str(WORK / "lab-workspaces"), "JUPYTER_RUNTIME_DIR": str(WORK / "runtime")}
+    env = {
+        **os.environ,
+        "JUPYTERLAB_SETTINGS_DIR": str(WORK / "lab-settings"),
+        "JUPYTERLAB_WORKSPACES_DIR": str(WORK / "lab-workspaces"),
+        "JUPYTER_RUNTIME_DIR": str(WORK / "runtime"),
+    }
     news = WORK / "lab-settings" / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings"
     news.parent.mkdir(parents=True)
     news.write_text('{"fetchNews": "false"}')  # no "would you like news?" toast over the widgets
     log = open(WORK / "jupyterlab.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
-                             f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={ROOT}",
-                             "--LabApp.news_url=", "--ServerApp.port_retries=0", "--LabApp.expose_app_in_browser=True",
-                             "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
-                             "--LabApp.extension_manager=readonly"] + (["--allow-root"] if os.getuid() == 0 else []),
-                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "jupyterlab",
+            "--no-browser",
+            "--ip=127.0.0.1",
+            f"--port={port}",
+            f"--IdentityProvider.token={token}",
+            f"--ServerApp.root_dir={ROOT}",
+            "--LabApp.news_url=",
+            "--ServerApp.port_retries=0",
+            "--LabApp.expose_app_in_browser=True",
+            "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+            "--LabApp.extension_manager=readonly",
+        ]
+        + (["--allow-root"] if os.getuid() == 0 else []),
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.time() + 90
@@ -136,11 +172,14 @@ class Session:
         try:  # a fresh lab may ask which kernel to start: the notebook's own (Python 3), as a person would pick
             self.page.wait_for_selector(".jp-Dialog .jp-mod-accept", timeout=8_000)
             self.page.click(".jp-Dialog .jp-mod-accept")
-        except Exception:  # noqa: BLE001 - no dialog: the kernel started by itself
+        except Exception:
             pass
-        self.page.wait_for_function("() => { const w = window.jupyterapp.shell.currentWidget; return w && "
-                                    "w.sessionContext && w.sessionContext.session && w.sessionContext.session.kernel "
-                                    "&& w.sessionContext.session.kernel.status === 'idle'; }", timeout=90_000)
+        self.page.wait_for_function(
+            "() => { const w = window.jupyterapp.shell.currentWidget; return w && "
+            "w.sessionContext && w.sessionContext.session && w.sessionContext.session.kernel "
+            "&& w.sessionContext.session.kernel.status === 'idle'; }",
+            timeout=90_000,
+        )
 
     def command(self, command_id: str):
         """A JupyterLab command by id, through the lab's own command registry (as the menu would)."""
@@ -148,8 +187,10 @@ class Session:
         self.page.evaluate("id => { window.jupyterapp.commands.execute(id); }", command_id)
 
     def run_all(self):
-        self.page.evaluate("() => { window.jupyterapp.shell.currentWidget.content.widgets.forEach("
-                           "c => c.model.type === 'code' && (c.model.executionCount = null)); }")
+        self.page.evaluate(
+            "() => { window.jupyterapp.shell.currentWidget.content.widgets.forEach("
+            "c => c.model.type === 'code' && (c.model.executionCount = null)); }"
+        )
         self.command("notebook:run-all-cells")
         self.wait_idle()
 
@@ -161,11 +202,15 @@ class Session:
             self._wait_executed(timeout_ms)
         except PlaywrightTimeout:
             self.page.screenshot(path=str(SCREENS / "timeout.png"), full_page=True)
-            state = self.page.evaluate("() => window.jupyterapp.shell.currentWidget.content.widgets.map("
-                                       "c => [c.model.type, c.model.executionCount, c.model.executionState])")
-            raise AssertionError(f"the notebook did not finish in {timeout_ms / 1000:.0f} s; cells (type, count, "
-                                 f"state): {state}; screenshot {SCREENS / 'timeout.png'}; text:\n"
-                                 f"{self.notebook_text()[-3000:]}") from None
+            state = self.page.evaluate(
+                "() => window.jupyterapp.shell.currentWidget.content.widgets.map("
+                "c => [c.model.type, c.model.executionCount, c.model.executionState])"
+            )
+            raise AssertionError(
+                f"the notebook did not finish in {timeout_ms / 1000:.0f} s; cells (type, count, "
+                f"state): {state}; screenshot {SCREENS / 'timeout.png'}; text:\n"
+                f"{self.notebook_text()[-3000:]}"
+            ) from None
 
     def _wait_executed(self, timeout_ms: int):
         self.page.wait_for_function(
@@ -174,7 +219,9 @@ class Session:
                 const code = nb.widgets.filter(c => c.model.type === 'code' && c.model.sharedModel.getSource().trim());
                 return code.length > 0 && code.every(c => c.model.executionCount !== null
                                                           && c.model.executionState !== 'running');
-            }""", timeout=timeout_ms)
+            }""",
+            timeout=timeout_ms,
+        )
 
     def notebook_text(self) -> str:
         return self.page.inner_text(".jp-Notebook")
@@ -193,13 +240,17 @@ class Session:
         """(the widget image's src, its share of drawn pixels), waiting until it has a picture."""
         img = self.images().nth(k)
         img.scroll_into_view_if_needed()
-        self.page.wait_for_function("el => el.complete && el.naturalWidth > 0", arg=img.element_handle(),
-                                    timeout=60_000)
+        self.page.wait_for_function(
+            "el => el.complete && el.naturalWidth > 0", arg=img.element_handle(), timeout=60_000
+        )
         return img.get_attribute("src"), _opaque_share(img.screenshot())
 
     def wait_changed(self, k: int, before: str):
-        self.page.wait_for_function("([el, before]) => el.getAttribute('src') !== before && el.complete",
-                                    arg=[self.images().nth(k).element_handle(), before], timeout=60_000)
+        self.page.wait_for_function(
+            "([el, before]) => el.getAttribute('src') !== before && el.complete",
+            arg=[self.images().nth(k).element_handle(), before],
+            timeout=60_000,
+        )
 
     def shot(self, name: str, k: int = 0):
         box = self.images().nth(k).locator("xpath=ancestor::div[contains(@class,'jp-OutputArea-output')][1]")
@@ -233,7 +284,7 @@ class Session:
 
 def _around(text: str, needle: str, width: int = 400) -> str:
     i = text.find(needle)
-    return text[max(0, i - width): i + width]
+    return text[max(0, i - width) : i + width]
 
 
 def _drag_slider(s: Session, slider, presses: int = 3, key: str = "ArrowRight"):
@@ -307,5 +358,7 @@ def test_08_lambda_slider_first_render_every_time(session):
     readout = float(slider.locator(".widget-readout").first.inner_text())
     assert readout > 5.0, f"λ readout {readout} after moving right"
     s.assert_clean()
-    print(f"08 first render drawn in {len(drawn_first) - len(blank)} of {REPEATS} runs "
-          f"(drawn shares {[round(d, 3) for d in drawn_first]})")
+    print(
+        f"08 first render drawn in {len(drawn_first) - len(blank)} of {REPEATS} runs "
+        f"(drawn shares {[round(d, 3) for d in drawn_first]})"
+    )
