@@ -97,10 +97,10 @@ def save():
 
 # ------------------------------------------------------------------ 1. the pipeline, CPU beside CUDA
 if "pipeline" not in skip:
-    base = replace(get_preset("smoke"), data_fraction=args.fraction)
+    base = get_preset("smoke").with_parts(data={"fraction": args.fraction})
     side = {}
     for device in ("cpu", args.device):
-        preset = replace(base, name=f"cudacheck-{device}", device=device)
+        preset = base.with_parts(name=f"cudacheck-{device}", training={"device": device})
         exp, secs = clock(lambda: main_experiment(preset, progress=False))
         rec = exp.records["test"]
         acc = [round(100 * float(a), 2) for a in rec.correct.float().mean(0)]
@@ -120,7 +120,7 @@ if "pipeline" not in skip:
     report["pipeline"] = {"cpu_vs_cuda": side}
     save()
 
-    Pc = replace(base, name=f"cudacheck-{args.device}", device=args.device)
+    Pc = base.with_parts(name=f"cudacheck-{args.device}", training={"device": args.device})
     steps = {}
     main = main_experiment(Pc)
     assert next(main.model.parameters()).device.type == dev.type, "the main model is not on the GPU"
@@ -140,7 +140,7 @@ if "pipeline" not in skip:
     # the validation record was built from the logits fit kept (run/predictions); beside a fresh pass on the GPU
     from overthink_lib.recording import make_record
 
-    fresh = make_record(main.model, main.splits["val"], batch_size=Pc.eval_batch_size)
+    fresh = make_record(main.model, main.splits["val"], batch_size=Pc.training.eval_batch_size)
     kept = main.records["val"]
     steps["val_record_from_kept_logits"] = {
         "kept_files": sorted(p.name for p in (main.run / "predictions").glob("*.pt")),
@@ -204,7 +204,7 @@ if "paper" not in skip:
             with open(folder / split, "wb") as fh:
                 pickle.dump(entry, fh)
     preset = get_preset("paper")
-    splits = load_splits(replace(preset, svhn_extra=False), "cifar100")
+    splits = load_splits(preset.with_parts(data={"svhn_extra": False}), "cifar100")
     if args.fit_images:
         splits = {k: v.subset(np.arange(min(args.fit_images, len(v)))) for k, v in splits.items()}
     spec = model_spec(splits["train"])
@@ -284,7 +284,7 @@ if "paper" not in skip:
                 )
             )
         (_, _, _), psecs = clock(
-            lambda: predict(model, splits["test"], batch_size=preset.eval_batch_size, device=dev, amp=amp)
+            lambda: predict(model, splits["test"], batch_size=preset.training.eval_batch_size, device=dev, amp=amp)
         )
         what = "bf16 autocast" if amp else "fp32"
         timings[f"fit_one_epoch_s ({what})"] = round(secs, 1)

@@ -393,8 +393,8 @@ def accuracy(args) -> dict:
     preset = get_preset(args.preset)
     fast = setting(args.fast)
     print(
-        f"\naccuracy: {args.seeds} seeds × (fp32, {fast.describe()}), {preset.datasets[0]}, {preset.stoch_train} training "
-        f"images, {preset.stoch_epochs} epochs, whole test set (runs cached in {preset.run_dir}/models)",
+        f"\naccuracy: {args.seeds} seeds × (fp32, {fast.describe()}), {preset.datasets[0]}, {preset.stochasticity.train} training "
+        f"images, {preset.stochasticity.epochs} epochs, whole test set (runs cached in {preset.run_dir}/models)",
         flush=True,
     )
     df = speed_equivalence(preset, fast, args.seeds)

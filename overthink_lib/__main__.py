@@ -32,7 +32,7 @@ def _cmd_reference(args: argparse.Namespace) -> None:
     import json
 
     from .config import ROOT, get_preset
-    from .results import compare, write_reference
+    from .results import add_kind, compare, write_reference
 
     src = get_preset(args.preset).run_dir / "results.json"
     if not src.exists():
@@ -51,6 +51,12 @@ def _cmd_reference(args: argparse.Namespace) -> None:
             other = json.loads(Path(args.other).read_text())
         except (OSError, ValueError) as err:
             raise ConfigError(f"--other {args.other}: not a readable results.json ({err})") from None
+    if args.add_kind:
+        ref = add_kind(res, path) if path.exists() else None
+        if ref is None:
+            raise ConfigError(f"no {path} to add a machine kind to: make the reference first (make reference)")
+        print(f"added {res.get('cpu')} ({res.get('cpu_id')}) to {path}: {len(ref['kinds'])} further kind(s) recorded")
+        return
     changed = compare(res, old, exact=True) if old else []
     ref = write_reference(res, path, keep=old, other=other)
     print(
@@ -196,6 +202,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="results.json of the same run on another CPU kind (e.g. with "
         "ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2): sets each metric's cross-kind tolerance",
+    )
+    ref.add_argument(
+        "--add-kind",
+        action="store_true",
+        help="add this run (the reference's code on another machine kind) to the reference: exact there from now on, "
+        "cross-kind tolerances widened to cover it",
     )
     ref.set_defaults(func=_cmd_reference)
     f = sub.add_parser("fetch", help="download datasets into data/ (needs internet)")

@@ -38,100 +38,169 @@ class MaxMinSizes:
 
 
 @dataclass(frozen=True)
-class Preset:
-    """Every setting a run of the notebook suite needs.
+class DataSettings:
+    """Which data the suite studies and how it is split.
 
     Attributes:
-        name: preset name (``smoke``, ``cpu``, ``paper``).
         datasets: conventional datasets the suite studies, first = the main one.
-        data_fraction: fraction of each split used (1.0 = all); subsets are seeded and recorded.
+        fraction: fraction of each split used (1.0 = all); subsets are seeded and recorded.
         val_fraction: share of the training set held out for validation (thresholds, D_ee training set).
+        svhn_extra: SVHN's validation and test topped up with 25,000 "extra" samples each (the thesis).
+        train_record_size: training images the main MSDNet is recorded on for Fig 4.1 (a seeded subset; 0: all).
+    """
+
+    datasets: tuple[str, ...]
+    fraction: float = 1.0
+    val_fraction: float = 0.2
+    svhn_extra: bool = False
+    train_record_size: int = 12000
+
+
+@dataclass(frozen=True)
+class TrainingSettings:
+    """How every network of the preset trains and runs (the main MSDNet's schedule; other experiments change only
+    their epochs).
+
+    Attributes:
         epochs: MSDNet training epochs.
-        lr_milestones: epochs (fractions of ``epochs`` when < 1) at which the lr is multiplied by 0.1.
         lr_schedule: ``step`` (thesis) or ``onecycle`` (short CPU schedules).
+        lr_milestones: epochs (fractions of ``epochs`` when < 1) at which the lr is multiplied by 0.1.
         batch_size: training batch size (thesis: 64).
         eval_batch_size: inference batch size.
         lr: peak learning rate.
-        seed: the default seed of every random choice.
-        maxmin_base: base dataset of the Max-Min composites (``mnist`` as the thesis, ``fashion_mnist`` offline).
-        maxmin: Max-Min sizes per split.
-        maxmin_epochs: MSDNet epochs on Max-Min (the thesis: 5, so that early exits are weak on hard samples).
-        maxmin_canvas, maxmin_item: canvas and item size in pixels (the thesis: 64 and 20; the cpu preset 36 and 14,
-            a third of the pixels per composite, so that M sees five times as many composites in the same time).
-        maxmin_long_epochs: a second, long-trained Max-Min M for Fig 4.4's second panel (the thesis: 200); 0: compare
-            M with its own half-way snapshot instead.
-        train_record_size: training images the main MSDNet is recorded on for Fig 4.1 (a seeded subset; 0: all).
-        svhn_extra: SVHN's validation and test topped up with 25,000 "extra" samples each (the thesis).
-        figures_dir: where figures go, relative to the repository root.
-        imta_epochs: E of the IMTA protocol: E epochs plain, 2E plain, E plain + E ISC+OFA (thesis: 50).
-        imta_parent: where the E-epoch network comes from: ``branch`` (the 2E run's weights at epoch E: the thesis
+        speed: speed settings, as :meth:`overthink_lib.speed.Speed.parse` reads them: ``fp32`` (default: fp32 eager
+            NCHW, bit-reproducible on CPU), ``fast`` or a comma-separated subset (``bf16,compile``). Not
+            ``channels_last`` for now, though it trains the suite's networks 1.24–1.42× faster on one thread (Zen 4):
+            torch 2.14.1's oneDNN corrupts memory in an NHWC strided-convolution gradient for some shapes
+            (``benchmarks/onednn_nhwc_bug.py``), so no preset trains in NHWC until that is fixed.
+        threads: CPU threads of every training (``TrainConfig.threads``; 0: torch's default). ``smoke`` and ``cpu``
+            pin 1: a CPU training's numbers depend on its thread count, and on a 2-core machine two one-thread
+            trainings at once do more work than one on two threads (1.14–1.41×, measured), which is how
+            ``reproduce`` trains the suite's networks ahead of its notebooks (:mod:`overthink_lib.jobs`).
+        device: ``auto`` (CUDA when present), ``cpu`` or ``cuda``.
+    """
+
+    epochs: int
+    lr_schedule: str
+    lr_milestones: tuple[float, ...] = ()
+    batch_size: int = 64
+    eval_batch_size: int = 512
+    lr: float = 0.1
+    speed: str = "fp32"
+    threads: int = 0
+    device: str = "auto"
+
+
+@dataclass(frozen=True)
+class MaxMinSettings:
+    """The Max-Min composites and the MSDNet M trained on them (notebooks 06 and 08).
+
+    Attributes:
+        base: base dataset of the composites (``mnist`` as the thesis, ``fashion_mnist`` offline).
+        sizes: composites per split.
+        epochs: M's epochs (the thesis: 5, so that early exits are weak on hard samples).
+        canvas, item: canvas and item size in pixels (the thesis: 64 and 20; the cpu preset 36 and 14, a third of the
+            pixels per composite, so that M sees five times as many composites in the same time).
+        long_epochs: a second, long-trained M for Fig 4.4's second panel (the thesis: 200); 0: compare M with its
+            own half-way snapshot instead.
+    """
+
+    base: str
+    sizes: MaxMinSizes
+    epochs: int
+    canvas: int = 64
+    item: int = 20
+    long_epochs: int = 0
+
+
+@dataclass(frozen=True)
+class ImtaSettings:
+    """Table 3.1's protocol (notebook 07).
+
+    Attributes:
+        epochs: E of the protocol: E epochs plain, 2E plain, E plain + E ISC+OFA (thesis: 50).
+        parent: where the E-epoch network comes from: ``branch`` (the 2E run's weights at epoch E: the thesis
             fine-tunes "for the final 50 epochs of the training process"; trains nothing extra) or ``separate``
             (its own E-epoch schedule, annealed at E; E more epochs of training).
-        imta_freeze, imta_teacher, imta_kl: the IMTA fine-tuning as the official code runs it by default: the whole
-            pretrained network frozen (``all``; ``blocks``: head convolutions train too; ``none``: everything), the
-            OFA teacher the pretrained final exit (``pretrained``; ``new``: the new final head), the KL averaged over
-            every element (``mean``; ``batchmean``: per sample).
-        imta_seeds, imta_seed_train, imta_seed_test: Table 3.1 over seeds (a verdict about the recipe): the IMTA
-            protocol this many times with different init/data-order seeds on one seeded subset of this many training
-            and test images (0: all).
-        policy_depth, policy_width, policy_epochs: the policy ResNet (thesis: ResNet-34, width 64, up to 100 epochs).
-        stoch_runs, stoch_train, stoch_epochs: the stochasticity experiment: runs per randomness source, training
-            images per run (a seeded subset), epochs per run.
+        freeze, teacher, kl: the fine-tuning as the official code runs it by default: the whole pretrained network
+            frozen (``all``; ``blocks``: head convolutions train too; ``none``: everything), the OFA teacher the
+            pretrained final exit (``pretrained``; ``new``: the new final head), the KL averaged over every element
+            (``mean``; ``batchmean``: per sample).
+        seeds, seed_train, seed_test: the verdict over seeds (a verdict about the recipe): the protocol this many
+            times with different init/data-order seeds on one seeded subset of this many training and test images
+            (0: all).
+    """
+
+    epochs: int = 1
+    parent: str = "branch"
+    freeze: str = "all"
+    teacher: str = "pretrained"
+    kl: str = "mean"
+    seeds: int = 4
+    seed_train: int = 2000
+    seed_test: int = 2000
+
+
+@dataclass(frozen=True)
+class PolicySettings:
+    """The policy ResNet of notebook 08 (thesis: ResNet-34, width 64, up to 100 epochs)."""
+
+    depth: int = 18
+    width: int = 16
+    epochs: int = 8
+
+
+@dataclass(frozen=True)
+class StochasticitySettings:
+    """Notebook 09: runs per randomness source, training images per run (a seeded subset), epochs per run."""
+
+    runs: int = 4
+    train: int = 8000
+    epochs: int = 2
+
+
+#: A preset's parts, by field name: what :meth:`Preset.from_dict` rebuilds.
+_PARTS: dict[str, type] = {
+    "data": DataSettings,
+    "training": TrainingSettings,
+    "maxmin": MaxMinSettings,
+    "imta": ImtaSettings,
+    "policy": PolicySettings,
+    "stochasticity": StochasticitySettings,
+}
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Every setting a run of the notebook suite needs, in parts: ``data``, ``training``, ``maxmin``, ``imta``,
+    ``policy``, ``stochasticity`` (each a frozen dataclass of its own, documented there).
+
+    Attributes:
+        name: preset name (``smoke``, ``cpu``, ``paper``).
+        seed: the default seed of every random choice (:meth:`seed_or_own`).
+        figures_dir: where figures go, relative to the repository root.
         suite_skip: notebook name prefixes that ``reproduce`` leaves out unless named with ``--only`` (work too long
             for the preset's time budget; each has its own make target).
-        device: ``auto`` (CUDA when present), ``cpu`` or ``cuda``.
         cell_timeout: seconds any one notebook cell may run before ``reproduce`` stops with one line naming the
             notebook and cell (a hung kernel never holds a run for good); generous on ``paper``.
-        train_threads: CPU threads of every training of the preset (``TrainConfig.threads``; 0: torch's default).
-            ``smoke`` and ``cpu`` pin 1: a CPU training's numbers depend on its thread count, and on a 2-core machine
-            two one-thread trainings at once do more work than one on two threads (1.14–1.41×, measured), which is how
-            ``reproduce`` trains the suite's networks ahead of its notebooks (:mod:`overthink_lib.jobs`).
-        speed: training speed settings, as :meth:`overthink_lib.speed.Speed.parse` reads them: ``fp32`` (default:
-            fp32 eager NCHW, bit-reproducible on CPU), ``fast`` or a comma-separated subset (``bf16,channels_last``).
-            Not ``channels_last`` for now, though it trains the suite's networks 1.24–1.42× faster on one thread
-            (Zen 4): torch 2.14.1's oneDNN crashes (memory corruption) in an NHWC strided-convolution gradient for
-            some shapes (``benchmarks/onednn_nhwc_bug.py``), so no preset trains in NHWC until that is fixed.
     """
 
     name: str
-    datasets: tuple[str, ...]
-    data_fraction: float
-    val_fraction: float
-    epochs: int
-    lr_milestones: tuple[float, ...]
-    lr_schedule: str
-    batch_size: int
-    eval_batch_size: int
-    lr: float
     seed: int
-    maxmin_base: str
-    maxmin: MaxMinSizes
-    maxmin_epochs: int
+    data: DataSettings
+    training: TrainingSettings
+    maxmin: MaxMinSettings
     figures_dir: str
-    imta_epochs: int = 1
-    maxmin_canvas: int = 64
-    maxmin_item: int = 20
-    policy_depth: int = 18
-    policy_width: int = 16
-    policy_epochs: int = 8
-    stoch_runs: int = 4
-    stoch_train: int = 8000
-    stoch_epochs: int = 2
+    imta: ImtaSettings = ImtaSettings()
+    policy: PolicySettings = PolicySettings()
+    stochasticity: StochasticitySettings = StochasticitySettings()
     suite_skip: tuple[str, ...] = ()
-    device: str = "auto"
-    speed: str = "fp32"
-    imta_parent: str = "branch"
-    imta_freeze: str = "all"
-    imta_teacher: str = "pretrained"
-    imta_kl: str = "mean"
-    imta_seeds: int = 4
-    imta_seed_train: int = 2000
-    imta_seed_test: int = 2000
-    maxmin_long_epochs: int = 0
-    train_record_size: int = 12000
-    svhn_extra: bool = False
-    train_threads: int = 0
     cell_timeout: int = 3600
+
+    @property
+    def datasets(self) -> tuple[str, ...]:
+        """``data.datasets``: the datasets the suite studies, first = the main one."""
+        return self.data.datasets
 
     def seed_or_own(self, seed: int | None) -> int:
         """The one rule for a seed: ``seed`` when given, else the preset's own (every ``seed=None`` means this)."""
@@ -139,7 +208,16 @@ class Preset:
 
     def for_dataset(self, name: str) -> Preset:
         """The same preset with ``name`` as its main dataset (``datasets[0]``, which the experiments use)."""
-        return replace(self, datasets=(name, *tuple(d for d in self.datasets if d != name)))
+        return self.with_parts(data={"datasets": (name, *tuple(d for d in self.datasets if d != name))})
+
+    def with_parts(self, **changes: Any) -> Preset:
+        """A copy with some values changed: a part's name maps to a dict of its fields (``training={"threads": 0}``),
+        any other name to a value (``name="x"``)."""
+        top = {
+            key: replace(getattr(self, key), **value) if key in _PARTS and isinstance(value, dict) else value
+            for key, value in changes.items()
+        }
+        return replace(self, **top)
 
     @property
     def run_dir(self) -> Path:
@@ -151,96 +229,91 @@ class Preset:
         return ROOT / self.figures_dir
 
     def to_dict(self) -> dict[str, Any]:
+        """Plain data (nested dicts, lists, scalars) that :meth:`from_dict` turns back into the same preset."""
         return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Preset:
+        """The preset :meth:`to_dict` (or its JSON) describes; an unknown or missing field is a ConfigError."""
+
+        def build(kind: type, values: Any, where: str) -> Any:
+            if not isinstance(values, dict):
+                raise ConfigError(f"preset field {where} must be a mapping, got {type(values).__name__}")
+            known = {f.name: f for f in dataclasses.fields(kind)}
+            unknown = sorted(set(values) - set(known))
+            if unknown:
+                raise ConfigError(f"preset field {where} has unknown entries {unknown}: known are {sorted(known)}")
+            out = {}
+            for key, value in values.items():
+                if key in _PARTS and kind is Preset:
+                    value = build(_PARTS[key], value, key)
+                elif key == "sizes" and kind is MaxMinSettings:
+                    value = build(MaxMinSizes, value, f"{where}.sizes")
+                elif isinstance(value, list):  # JSON has no tuples
+                    value = tuple(value)
+                out[key] = value
+            try:
+                return kind(**out)
+            except TypeError as e:
+                raise ConfigError(f"preset field {where} is incomplete: {e}") from None
+
+        return build(cls, d, "preset")
 
 
 PRESETS: dict[str, Preset] = {
     # CI: seconds per notebook. Tiny subsets, one epoch; numbers are meaningless, code paths are not.
     "smoke": Preset(
         name="smoke",
-        datasets=("fashion_mnist",),
-        data_fraction=0.02,
-        val_fraction=0.2,
-        epochs=1,
-        lr_milestones=(),
-        lr_schedule="onecycle",
-        batch_size=64,
-        eval_batch_size=256,
-        lr=0.1,
         seed=0,
-        maxmin_base="fashion_mnist",
-        maxmin=MaxMinSizes(train=400, val=120, test=120),
-        maxmin_epochs=1,
+        data=DataSettings(datasets=("fashion_mnist",), fraction=0.02, val_fraction=0.2),
+        training=TrainingSettings(
+            epochs=1, lr_schedule="onecycle", batch_size=64, eval_batch_size=256, lr=0.1, threads=1
+        ),
+        maxmin=MaxMinSettings(
+            base="fashion_mnist", sizes=MaxMinSizes(train=400, val=120, test=120), epochs=1, long_epochs=2
+        ),
+        imta=ImtaSettings(seeds=2, seed_train=300, seed_test=200),
+        policy=PolicySettings(width=8, epochs=1),
+        stochasticity=StochasticitySettings(runs=3, train=300, epochs=1),
         figures_dir="runs/smoke/figures",
-        policy_width=8,
-        policy_epochs=1,
-        stoch_runs=3,
-        stoch_train=300,
-        stoch_epochs=1,
         cell_timeout=600,
-        imta_seeds=2,
-        imta_seed_train=300,
-        imta_seed_test=200,
-        maxmin_long_epochs=2,
-        train_threads=1,
     ),
     # The default main job on a 2-core CPU: the whole suite in <= 30 minutes.
     "cpu": Preset(
         name="cpu",
-        datasets=("fashion_mnist",),
-        data_fraction=1.0,
-        val_fraction=0.2,
-        epochs=2,
-        lr_milestones=(),
-        lr_schedule="onecycle",
-        batch_size=64,
-        eval_batch_size=512,
-        lr=0.1,
         seed=0,
-        # Max-Min: 12,000 composites on a 36 px canvas, 4 epochs (measured: M's last exit beats exit 1 on
-        # hard composites by 12.0 [7.6, 16.2] points); val 4,000 so that the policy learns from enough D_ee labels
-        maxmin_base="fashion_mnist",
-        maxmin=MaxMinSizes(train=12000, val=4000, test=2000),
-        maxmin_epochs=4,
-        maxmin_canvas=36,
-        maxmin_item=14,
+        data=DataSettings(datasets=("fashion_mnist",), fraction=1.0, val_fraction=0.2),
+        training=TrainingSettings(
+            epochs=2, lr_schedule="onecycle", batch_size=64, eval_batch_size=512, lr=0.1, threads=1
+        ),
+        # Max-Min: 12,000 composites on a 36 px canvas, 4 epochs, so that M's last exit beats exit 1 on hard
+        # composites (README: the positive control); val 4,000 so that the policy learns from enough D_ee labels
+        maxmin=MaxMinSettings(
+            base="fashion_mnist", sizes=MaxMinSizes(train=12000, val=4000, test=2000), epochs=4, canvas=36, item=14
+        ),
+        policy=PolicySettings(width=8),
         figures_dir="figures",
-        policy_width=8,
         suite_skip=("09",),
-        train_threads=1,
     ),
     # The thesis's settings (§3.1, ch. 4): 200 epochs, lr x0.1 at epochs 75 and 150; meant for a GPU.
     "paper": Preset(
         name="paper",
-        datasets=("cifar100", "svhn", "mnist"),
-        data_fraction=1.0,
-        val_fraction=0.2,
-        epochs=200,
-        # lr ×0.1 at 37.5 % and 75 % of the epochs: 75 and 150 of 200, and the same shares of shorter runs
-        lr_milestones=(0.375, 0.75),
-        lr_schedule="step",
-        batch_size=64,
-        eval_batch_size=512,
-        lr=0.1,
         seed=0,
-        maxmin_base="mnist",
-        maxmin=MaxMinSizes(train=80000, val=20000, test=20000),
-        maxmin_epochs=5,
+        data=DataSettings(
+            datasets=("cifar100", "svhn", "mnist"), fraction=1.0, val_fraction=0.2, svhn_extra=True, train_record_size=0
+        ),
+        # lr ×0.1 at 37.5 % and 75 % of the epochs: 75 and 150 of 200, and the same shares of shorter runs
+        training=TrainingSettings(
+            epochs=200, lr_schedule="step", lr_milestones=(0.375, 0.75), batch_size=64, eval_batch_size=512, lr=0.1
+        ),
+        maxmin=MaxMinSettings(
+            base="mnist", sizes=MaxMinSizes(train=80000, val=20000, test=20000), epochs=5, long_epochs=200
+        ),
+        imta=ImtaSettings(epochs=50, seeds=3, seed_train=0, seed_test=0),
+        policy=PolicySettings(depth=34, width=64, epochs=100),
+        stochasticity=StochasticitySettings(runs=5, train=40000, epochs=50),
         figures_dir="figures/paper",
-        imta_epochs=50,
-        policy_depth=34,
-        policy_width=64,
-        policy_epochs=100,
-        stoch_runs=5,
-        stoch_train=40000,
-        stoch_epochs=50,
         cell_timeout=7 * 24 * 3600,
-        imta_seeds=3,
-        imta_seed_train=0,
-        imta_seed_test=0,
-        maxmin_long_epochs=200,
-        train_record_size=0,
-        svhn_extra=True,
     ),
 }
 
@@ -458,8 +531,14 @@ __all__ = [
     "PRESETS",
     "ROOT",
     "ConfigError",
+    "DataSettings",
+    "ImtaSettings",
+    "MaxMinSettings",
     "MaxMinSizes",
+    "PolicySettings",
     "Preset",
+    "StochasticitySettings",
+    "TrainingSettings",
     "atomic_torch_save",
     "atomic_write_bytes",
     "code_version",

@@ -58,10 +58,10 @@ class Experiment:
 def load_splits(preset: Preset, dataset: str, seed: int | None = None) -> dict[str, ImageSet]:
     """train / val / test of ``dataset`` with the preset's split and subset settings."""
     seed = preset.seed_or_own(seed)
-    extra = {"svhn_extra": True} if dataset == "svhn" and preset.svhn_extra else {}
+    extra = {"svhn_extra": True} if dataset == "svhn" and preset.data.svhn_extra else {}
     return {
         s: get_dataset(
-            dataset, s, val_fraction=preset.val_fraction, split_seed=seed, fraction=preset.data_fraction, **extra
+            dataset, s, val_fraction=preset.data.val_fraction, split_seed=seed, fraction=preset.data.fraction, **extra
         )
         for s in ("train", "val", "test")
     }
@@ -76,16 +76,16 @@ def train_config(preset: Preset, epochs: int | None = None, seed: int | None = N
     """The preset's training schedule (thesis: lr 0.1, batch 64, ×0.1 at 75 and 150 of 200 epochs)."""
     seed = preset.seed_or_own(seed)
     base = dict(
-        epochs=preset.epochs if epochs is None else epochs,
-        batch_size=preset.batch_size,
-        lr=preset.lr,
-        schedule=preset.lr_schedule,
-        milestones=preset.lr_milestones,
+        epochs=preset.training.epochs if epochs is None else epochs,
+        batch_size=preset.training.batch_size,
+        lr=preset.training.lr,
+        schedule=preset.training.lr_schedule,
+        milestones=preset.training.lr_milestones,
         init_seed=seed,
         data_seed=seed,
-        eval_batch_size=preset.eval_batch_size,
-        speed=Speed.parse(preset.speed),
-        threads=preset.train_threads,
+        eval_batch_size=preset.training.eval_batch_size,
+        speed=Speed.parse(preset.training.speed),
+        threads=preset.training.threads,
     )
     return TrainConfig(**{**base, **overrides})
 
@@ -132,7 +132,7 @@ def train_or_load(
     Returns:
         (model in eval mode, per-epoch history, run folder).
     """
-    device = get_device(preset.device)
+    device = get_device(preset.training.device)
     if cfg.speed.auto:  # the settings that pay on this machine are part of the run's hash
         probe = build_model(spec, cfg.init_seed).to(device)
         if init is not None:
@@ -225,7 +225,7 @@ def records_for(
             model,
             splits[s],
             preset.run_dir / "records",
-            batch_size=preset.eval_batch_size,
+            batch_size=preset.training.eval_batch_size,
             provenance=prov,
             progress=progress,
             predictions=run / PREDICTIONS,
@@ -266,7 +266,7 @@ def record_images(rec: ExitRecord, preset: Preset) -> ImageSet | None:
         ds = get_dataset(
             name,
             split,
-            val_fraction=d.get("val_fraction", preset.val_fraction),
+            val_fraction=d.get("val_fraction", preset.data.val_fraction),
             split_seed=d.get("split_seed", preset.seed),
             download=False,
             svhn_extra=bool(d.get("svhn_extra")),
@@ -279,7 +279,7 @@ def record_images(rec: ExitRecord, preset: Preset) -> ImageSet | None:
     if missing:
         raise ConfigError(
             f"the record names {name}/{split}, but {missing} of its {rec.num_samples} sample indices are "
-            f"not in that split ({len(ds)} samples, val_fraction {d.get('val_fraction', preset.val_fraction)}"
+            f"not in that split ({len(ds)} samples, val_fraction {d.get('val_fraction', preset.data.val_fraction)}"
             f", split_seed {d.get('split_seed', preset.seed)}): record the split's own indices"
         )
     images = ds.subset(rows)
@@ -387,11 +387,11 @@ def policy_experiment(
     results, preds, exit_policy = {}, None, None
     for shuffle in (False, True):
         m, _, _ = train_policy(preset, d_tr, seed, source=source, shuffle=shuffle, progress=progress)
-        p = predict(m, d_te, batch_size=preset.eval_batch_size)[0][:, 0].argmax(-1)
+        p = predict(m, d_te, batch_size=preset.training.eval_batch_size)[0][:, 0].argmax(-1)
         results[shuffle] = evaluate_policy(p, d_te.labels, d_tr.labels, lab_tr.num_labels, n_boot=n_boot, seed=seed)
         if not shuffle:
             preds = p
-            all_logits = predict(m, sets["test"], batch_size=preset.eval_batch_size)[0]
+            all_logits = predict(m, sets["test"], batch_size=preset.training.eval_batch_size)[0]
             exit_policy = as_exit_policy(all_logits[:, 0].argmax(-1), rec_test, method)
     return PolicyRun(lab_tr, lab_te, d_tr, d_te, results[False], results[True], preds, exit_policy)
 
@@ -444,7 +444,7 @@ def policy_training_set(rec_val: ExitRecord, val_set: ImageSet, method: str, lam
 
 
 def load_maxmin_splits(preset: Preset, seed: int | None = None) -> dict[str, ImageSet]:
-    """train / val / test Max-Min composites of the preset (sizes ``preset.maxmin``, base ``preset.maxmin_base``), each built
+    """train / val / test Max-Min composites of the preset (sizes ``preset.maxmin``, base ``preset.maxmin.base``), each built
     from the base dataset's same split, so no base image appears in two splits."""
     from .data.maxmin import get_maxmin
 
@@ -452,20 +452,20 @@ def load_maxmin_splits(preset: Preset, seed: int | None = None) -> dict[str, Ima
     return {
         s: get_maxmin(
             s,
-            base=preset.maxmin_base,
-            size=getattr(preset.maxmin, s),
+            base=preset.maxmin.base,
+            size=getattr(preset.maxmin.sizes, s),
             seed=seed,
-            val_fraction=preset.val_fraction,
+            val_fraction=preset.data.val_fraction,
             split_seed=seed,
-            canvas=preset.maxmin_canvas,
-            item_size=preset.maxmin_item,
+            canvas=preset.maxmin.canvas,
+            item_size=preset.maxmin.item,
         )
         for s in ("train", "val", "test")
     }
 
 
 def maxmin_experiment(preset: Preset, seed: int | None = None, progress: bool = True) -> Experiment:
-    """The Max-Min MSDNet M (``preset.maxmin_epochs`` epochs, the thesis's "trained briefly") and its val/test records.
+    """The Max-Min MSDNet M (``preset.maxmin.epochs`` epochs, the thesis's "trained briefly") and its val/test records.
 
     Notebooks 06 (clutter per exit on Max-Min, Fig A.5) and 08 (the policy network) share it: whichever runs first
     trains it, the other reuses the run and the cached records.
@@ -474,7 +474,7 @@ def maxmin_experiment(preset: Preset, seed: int | None = None, progress: bool = 
     splits = load_maxmin_splits(preset, seed)
     spec = model_spec(splits["train"])
     model, history, run = train_or_load(
-        preset, spec, train_config(preset, preset.maxmin_epochs, seed), splits, progress=progress
+        preset, spec, train_config(preset, preset.maxmin.epochs, seed), splits, progress=progress
     )
     return Experiment(model, history, run, splits, records_for(model, splits, preset, run))
 
@@ -482,35 +482,35 @@ def maxmin_experiment(preset: Preset, seed: int | None = None, progress: bool = 
 def maxmin_short_and_long(preset: Preset, seed: int | None = None, progress: bool = True) -> dict[str, ExitRecord]:
     """Test records of the Max-Min M trained for two lengths (Fig 4.4's two panels; the thesis: 5 and 200 epochs).
 
-    With ``preset.maxmin_long_epochs`` > 0: M (``maxmin_epochs``) and a second M trained that long. Without (the
-    ``cpu`` preset: no time for a long M): M and its own half-way snapshot (``maxmin_epochs`` / 2 epochs, when even), so
+    With ``preset.maxmin.long_epochs`` > 0: M (``maxmin.epochs``) and a second M trained that long. Without (the
+    ``cpu`` preset: no time for a long M): M and its own half-way snapshot (``maxmin.epochs`` / 2 epochs, when even), so
     the figure compares shorter with short. Keys name the epochs.
     """
     from .train import HALFWAY
 
     seed = preset.seed_or_own(seed)
     mmx = maxmin_experiment(preset, seed, progress=progress)
-    e = preset.maxmin_epochs
+    e = preset.maxmin.epochs
     out = {}
-    if preset.maxmin_long_epochs:
+    if preset.maxmin.long_epochs:
         long_model, _, long_run = train_or_load(
             preset,
             model_spec(mmx.splits["train"]),
-            train_config(preset, preset.maxmin_long_epochs, seed),
+            train_config(preset, preset.maxmin.long_epochs, seed),
             mmx.splits,
             progress=progress,
         )
         out[f"{e} epochs"] = mmx.records["test"]
-        out[f"{preset.maxmin_long_epochs} epochs"] = records_for(long_model, mmx.splits, preset, long_run, ("test",))[
+        out[f"{preset.maxmin.long_epochs} epochs"] = records_for(long_model, mmx.splits, preset, long_run, ("test",))[
             "test"
         ]
         return out
     if not (mmx.run / HALFWAY).exists():
         raise ConfigError(
-            f"the Max-Min run {mmx.run} has no half-way snapshot (odd maxmin_epochs = {e}) and the preset "
-            f"sets no maxmin_long_epochs: nothing to compare M with"
+            f"the Max-Min run {mmx.run} has no half-way snapshot (odd maxmin.epochs = {e}) and the preset "
+            f"sets no maxmin.long_epochs: nothing to compare M with"
         )
-    half, _ = model_from_checkpoint(mmx.run / HALFWAY, get_device(preset.device))
+    half, _ = model_from_checkpoint(mmx.run / HALFWAY, get_device(preset.training.device))
     out[f"{e // 2} epochs (half-way)"] = records_for(
         half, mmx.splits, preset, mmx.run, ("test",), checkpoint=mmx.run / HALFWAY
     )["test"]
@@ -519,10 +519,10 @@ def maxmin_short_and_long(preset: Preset, seed: int | None = None, progress: boo
 
 
 def training_record(preset: Preset, seed: int | None = None) -> ExitRecord:
-    """The main MSDNet's record on (a seeded ``preset.train_record_size``-image subset of; 0 = all) its own training
+    """The main MSDNet's record on (a seeded ``preset.data.train_record_size``-image subset of; 0 = all) its own training
     split, without augmentation: what the thesis's Fig 4.1 builds D_ee from before it moves to the validation split."""
     exp = main_experiment(preset, seed)
-    sub = subset_splits(preset, preset.seed_or_own(seed), preset.train_record_size, salt=31)["train"]
+    sub = subset_splits(preset, preset.seed_or_own(seed), preset.data.train_record_size, salt=31)["train"]
     rec = records_for(exp.model, {"train": sub}, preset, exp.run, ("train",))["train"]
     return rec
 
@@ -559,10 +559,10 @@ def imta_protocol(
     progress: bool = True,
     splits: dict[str, ImageSet] | None = None,
 ) -> ImtaProtocol:
-    """The thesis's Table 3.1 protocol on the preset's main dataset (E = ``preset.imta_epochs``):
+    """The thesis's Table 3.1 protocol on the preset's main dataset (E = ``preset.imta.epochs``):
 
     - ``2E``: the plain MSDNet after 2E epochs (the same run as notebook 02's when the preset's epochs are 2E);
-    - ``E``: the plain MSDNet after E epochs. ``parent="branch"`` (default, ``preset.imta_parent``): the 2E run's own
+    - ``E``: the plain MSDNet after E epochs. ``parent="branch"`` (default, ``preset.imta.parent``): the 2E run's own
       weights at epoch E — the thesis fine-tunes "for the final 50 epochs of the training process", i.e. the E + E
       arm leaves the 2E run half-way; this trains nothing extra. ``"separate"``: its own run with an E-epoch
       schedule (fully annealed at E; costs E more epochs of training);
@@ -576,10 +576,10 @@ def imta_protocol(
     from .models.imta import FREEZE, KL_REDUCTIONS, TEACHERS, load_backbone, ofa_loss
     from .train import HALFWAY, state_hash
 
-    parent = preset.imta_parent if parent is None else parent
-    freeze = preset.imta_freeze if freeze is None else freeze
-    teacher = preset.imta_teacher if teacher is None else teacher
-    kl = preset.imta_kl if kl is None else kl
+    parent = preset.imta.parent if parent is None else parent
+    freeze = preset.imta.freeze if freeze is None else freeze
+    teacher = preset.imta.teacher if teacher is None else teacher
+    kl = preset.imta.kl if kl is None else kl
     for what, value, allowed in (
         ("parent", parent, IMTA_PARENTS),
         ("freeze", freeze, FREEZE),
@@ -590,7 +590,7 @@ def imta_protocol(
             raise ConfigError(f"IMTA {what} must be one of {', '.join(allowed)}, got {value!r}")
     splits = load_splits(preset, preset.datasets[0], seed) if splits is None else splits
     spec = model_spec(splits["train"])
-    e = preset.imta_epochs
+    e = preset.imta.epochs
     out = ImtaProtocol({}, {}, {}, parent)
     long_cfg = train_config(preset, 2 * e, seed)
     model, hist, run = train_or_load(preset, spec, long_cfg, splits, progress=progress)
@@ -598,11 +598,11 @@ def imta_protocol(
         if not (run / HALFWAY).exists():  # a run from before half-way snapshots were kept: the same run again
             if progress:
                 print(f"{run} has no half-way snapshot ({HALFWAY}); training it again to keep one", flush=True)
-            model = build_model(spec, long_cfg.init_seed).to(get_device(preset.device))
+            model = build_model(spec, long_cfg.init_seed).to(get_device(preset.training.device))
             hist = fit(
                 model, splits["train"], splits.get("val"), long_cfg, out_dir=run, progress=progress, extra={"tag": ""}
             )
-        half, _ = model_from_checkpoint(run / HALFWAY, get_device(preset.device))
+        half, _ = model_from_checkpoint(run / HALFWAY, get_device(preset.training.device))
         out.records["E"] = records_for(half, splits, preset, run, checkpoint=run / HALFWAY)
         out.runs["E"], out.histories["E"] = run, hist[:e]
         parent_model, parent_ckpt = half, run / HALFWAY
@@ -655,18 +655,18 @@ def train_policy(
     spec = {
         "name": "policy_resnet",
         "kwargs": {
-            "depth": preset.policy_depth,
-            "width": preset.policy_width,
+            "depth": preset.policy.depth,
+            "width": preset.policy.width,
             "in_channels": train_set.channels,
             "num_classes": train_set.num_classes,
         },
     }
     cfg = train_config(
         preset,
-        preset.policy_epochs,
+        preset.policy.epochs,
         seed,
         augment=False,
-        milestones=(0.5, 0.75) if preset.lr_schedule == "step" else (),
+        milestones=(0.5, 0.75) if preset.training.lr_schedule == "step" else (),
     )
     weights = class_weights(data.labels, data.num_classes)
     model, hist, run = train_or_load(
@@ -703,17 +703,17 @@ def subset_splits(
 
 
 def stochastic_subset_splits(preset: Preset, seed: int) -> dict[str, ImageSet]:
-    """The stochasticity experiment's data: a seeded ``preset.stoch_train``-image subset of the training split, and the
+    """The stochasticity experiment's data: a seeded ``preset.stochasticity.train``-image subset of the training split, and the
     whole test split."""
-    return subset_splits(preset, seed, preset.stoch_train)
+    return subset_splits(preset, seed, preset.stochasticity.train)
 
 
 def imta_over_seeds(
     preset: Preset, seed: int | None = None, *, seeds: int | None = None, progress: bool = True, **imta_options: Any
 ) -> pd.DataFrame:
     """Table 3.1 at the level of a training recipe: the IMTA protocol (:func:`imta_protocol`, same options) for
-    ``seeds`` (default ``preset.imta_seeds``) init/data-order seeds on one fixed seeded subset
-    (``preset.imta_seed_train`` training images, ``preset.imta_seed_test`` test images; 0 = all).
+    ``seeds`` (default ``preset.imta.seeds``) init/data-order seeds on one fixed seeded subset
+    (``preset.imta.seed_train`` training images, ``preset.imta.seed_test`` test images; 0 = all).
 
     Returns one row per (seed, arm): test overthinking rate and final-exit accuracy (fractions); the arm's paired
     difference in overthinking to the 2E arm of the same seed with its bootstrap 95 % CI over that seed's test samples
@@ -725,10 +725,10 @@ def imta_over_seeds(
     from .analysis.stats import bootstrap_mean
 
     seed = preset.seed_or_own(seed)
-    k = preset.imta_seeds if seeds is None else seeds
+    k = preset.imta.seeds if seeds is None else seeds
     if k < 2:
-        raise ConfigError(f"a verdict over seeds needs at least 2 seeds, got {k} (preset field imta_seeds)")
-    sub = subset_splits(preset, seed, preset.imta_seed_train, preset.imta_seed_test, salt=23)
+        raise ConfigError(f"a verdict over seeds needs at least 2 seeds, got {k} (preset field imta.seeds)")
+    sub = subset_splits(preset, seed, preset.imta.seed_train, preset.imta.seed_test, salt=23)
     rows = []
     for i in range(k):
         if progress:
@@ -807,9 +807,9 @@ def stochastic_runs(
     n = len(sub["train"])
     spec = model_spec(sub["train"], model_name, **model_kwargs)
     seeds = {
-        "init": [(i, 0) for i in range(preset.stoch_runs)],
-        "data": [(0, d) for d in range(preset.stoch_runs)],
-        "both": [(i, i) for i in range(preset.stoch_runs)],
+        "init": [(i, 0) for i in range(preset.stochasticity.runs)],
+        "data": [(0, d) for d in range(preset.stochasticity.runs)],
+        "both": [(i, i) for i in range(preset.stochasticity.runs)],
     }
     cache: dict[tuple[int, int], ExitRecord] = {}
     out = StochasticRuns({}, seeds, spec, n, sub["test"])
@@ -818,7 +818,7 @@ def stochastic_runs(
         for init_seed, data_seed in pairs:
             if (init_seed, data_seed) not in cache:
                 cfg = train_config(
-                    preset, preset.stoch_epochs, seed, init_seed=init_seed + seed, data_seed=data_seed + seed
+                    preset, preset.stochasticity.epochs, seed, init_seed=init_seed + seed, data_seed=data_seed + seed
                 )
                 model, _, run = train_or_load(preset, spec, cfg, sub, progress=progress, tag="stoch")
                 cache[(init_seed, data_seed)] = records_for(model, sub, preset, run, which=("test",))["test"]
@@ -836,7 +836,7 @@ def speed_equivalence(
     """Does training with ``speed`` reach the accuracy of fp32 within seed-to-seed noise?
 
     For each seed i < ``seeds``: one fp32 eager run and one ``speed`` run with init and data seed i, the stochasticity
-    experiment's schedule (``preset.stoch_train`` images, ``preset.stoch_epochs`` epochs), evaluated on the whole test set —
+    experiment's schedule (``preset.stochasticity.train`` images, ``preset.stochasticity.epochs`` epochs), evaluated on the whole test set —
     the ``speed`` run both in fp32 and with its own inference settings. Returns one row per (seed, arm) with the test
     accuracy per exit, the overthinking rate and the training seconds; runs and records are cached like any other.
     """
@@ -851,7 +851,7 @@ def speed_equivalence(
     for i in range(seeds):
         for arm_speed in (Speed(), speed):
             cfg = train_config(
-                preset, preset.stoch_epochs, seed, init_seed=i + seed, data_seed=i + seed, speed=arm_speed
+                preset, preset.stochasticity.epochs, seed, init_seed=i + seed, data_seed=i + seed, speed=arm_speed
             )
             model, hist, run = train_or_load(preset, spec, cfg, sub, progress=progress, tag="speedcheck")
             evals = [("fp32", Speed())] + (
@@ -864,7 +864,7 @@ def speed_equivalence(
                     model,
                     sub["test"],
                     preset.run_dir / "records",
-                    batch_size=preset.eval_batch_size,
+                    batch_size=preset.training.eval_batch_size,
                     speed=eval_speed,
                     provenance={"checkpoint": str(run / CHECKPOINT)},
                 )

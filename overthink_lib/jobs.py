@@ -5,7 +5,7 @@ machine two one-thread trainings at once did 1.14× the work of one two-thread t
 median of 3 rounds; 1.41× in a one-off measurement at a busier moment of this shared machine), and in the real ``cpu``
 suite ≈1.2×. Running the notebooks beside the jobs, each as soon as what it reads exists, saves the rest. So ``reproduce``
 first runs the expensive, independent work of the notebooks as *jobs*, in worker processes of
-``Preset.train_threads`` threads each (as many as the cores allow), then runs the notebooks, which find every network
+``Preset.training.threads`` threads each (as many as the cores allow), then runs the notebooks, which find every network
 and record cached under the same run hashes and reuse them ("reusing the finished run ...").
 
 A job calls exactly the library functions its notebooks call, with the notebooks' default parameters. Because a
@@ -69,14 +69,14 @@ def _job_data(preset: Preset) -> None:
     from .experiment import load_splits
 
     load_splits(preset, preset.datasets[0])
-    get_dataset(preset.maxmin_base, "train")
+    get_dataset(preset.maxmin.base, "train")
 
 
 def _job_main(preset: Preset) -> None:
     from .experiment import main_experiment, training_record
 
     main_experiment(preset, progress=True)
-    if preset.train_record_size >= 0:
+    if preset.data.train_record_size >= 0:
         training_record(preset)
 
 
@@ -90,7 +90,7 @@ def _job_maxmin(preset: Preset) -> None:
 def _imta_options(preset: Preset) -> dict:
     # notebook 07's parameter defaults (imta_freeze="all", imta_teacher="pretrained", imta_kl="mean",
     # imta_parent="branch") are the preset's; test_jobs checks that they agree
-    return dict(freeze=preset.imta_freeze, teacher=preset.imta_teacher, kl=preset.imta_kl, parent=preset.imta_parent)
+    return dict(freeze=preset.imta.freeze, teacher=preset.imta.teacher, kl=preset.imta.kl, parent=preset.imta.parent)
 
 
 def _job_imta(preset: Preset) -> None:
@@ -102,7 +102,7 @@ def _job_imta(preset: Preset) -> None:
 def _job_imta_seeds(preset: Preset) -> None:
     from .experiment import imta_over_seeds
 
-    if preset.imta_seeds:
+    if preset.imta.seeds:
         imta_over_seeds(preset, **_imta_options(preset))
 
 
@@ -151,14 +151,14 @@ RUNNERS: dict[str, Callable[[Preset], None]] = {
 
 
 def run_job(preset: str, dataset: str, name: str) -> None:
-    """Run job ``name`` in this process on ``Preset.train_threads`` threads (the worker's entry point)."""
+    """Run job ``name`` in this process on ``Preset.training.threads`` threads (the worker's entry point)."""
     import torch
 
     if name not in RUNNERS:
         raise ConfigError(f"unknown job {name!r}: choose one of {', '.join(RUNNERS)}")
     preset = get_preset(preset).for_dataset(dataset)
-    if preset.train_threads:
-        torch.set_num_threads(preset.train_threads)
+    if preset.training.threads:
+        torch.set_num_threads(preset.training.threads)
     RUNNERS[name](preset)
 
 
@@ -167,7 +167,7 @@ def plan(preset: Preset, books: list[tuple[str, str | None]]) -> list[tuple[Job,
     without a ``dataset`` parameter, None, reads the preset's first dataset; a dataset-free job runs once, with the
     first dataset it is needed for); none when the preset does not pin its training threads (jobs would then train
     other networks than the notebooks)."""
-    if not preset.train_threads:
+    if not preset.training.threads:
         return []
     out: list[tuple[Job, str]] = []
     for job in JOBS:
@@ -180,7 +180,7 @@ def plan(preset: Preset, books: list[tuple[str, str | None]]) -> list[tuple[Job,
 def workers_for(preset: Preset) -> int:
     """Worker processes: the cores this process may use divided by the preset's training threads (at least 1)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, cores // max(1, preset.train_threads))
+    return max(1, cores // max(1, preset.training.threads))
 
 
 def _say(text: str) -> None:
@@ -240,7 +240,7 @@ def run_jobs(
     if progress:
         _say(
             f"training ahead of the notebooks: {len(pairs)} job(s) in {workers} worker(s) of "
-            f"{preset.train_threads} thread(s); logs → {log_dir}"
+            f"{preset.training.threads} thread(s); logs → {log_dir}"
         )
     t_all = time.perf_counter()
     try:
@@ -275,7 +275,7 @@ def run_jobs(
                     "TQDM_DISABLE": "1",
                     HEADLESS_ENV: "1",
                     "PYTHONUNBUFFERED": "1",
-                    "OMP_NUM_THREADS": str(preset.train_threads),
+                    "OMP_NUM_THREADS": str(preset.training.threads),
                 }
                 proc = subprocess.Popen(
                     command(preset.name, ds, job.name),

@@ -95,7 +95,7 @@ def _rule_int(name: str, minimum: int = 0) -> Callable[[Any], None]:
 def _rule_seeds(v: Any) -> None:
     if isinstance(v, bool) or not isinstance(v, int) or v < 0 or v == 1:
         raise ConfigError(
-            f"parameter n_seeds must be 0 (the preset's imta_seeds) or an integer >= 2 (a CI over seeds "
+            f"parameter n_seeds must be 0 (the preset's imta.seeds) or an integer >= 2 (a CI over seeds "
             f"needs two), got {v!r}"
         )
 
@@ -580,7 +580,7 @@ def run_suite(
         export_html: write ``html/`` beside the results: every executed notebook as a self-contained page and an
             ``index.html``.
         prefetch: first train the suite's networks in parallel worker processes (:mod:`overthink_lib.jobs`; only
-            for a preset that pins ``train_threads`` and when no parameter beyond ``preset``/``dataset`` is given);
+            for a preset that pins ``training.threads`` and when no parameter beyond ``preset``/``dataset`` is given);
             their timings go to ``jobs_timings.csv`` beside the notebook timings.
         datasets: the datasets to run (default: every dataset of the preset). A notebook that declares a
             ``dataset`` parameter runs once per dataset; for any dataset but the preset's first its executed copy,

@@ -210,40 +210,55 @@ def _flat(res: dict[str, Any]) -> dict[str, Any]:
 def same_kind(res: dict[str, Any], reference: dict[str, Any]) -> bool:
     """Whether ``res`` comes from the machine kind, kernel capability and torch build that made the reference
     (then a deterministic run must give the same numbers; elsewhere floats differ and training diverges)."""
-    on = reference.get("exact_on") or {}
+    return _kind_matches(res, reference.get("exact_on") or {})
+
+
+def _kind_matches(res: dict[str, Any], on: dict[str, Any]) -> bool:
     return bool(on) and all(res.get(k) == on.get(k) for k in _KIND_KEYS)
+
+
+def _recorded_kind(res: dict[str, Any], reference: dict[str, Any]) -> dict[str, Any] | None:
+    """The entry of ``reference["kinds"]`` (further machine kinds added by :func:`add_kind`) that ``res`` comes from."""
+    return next((k for k in reference.get("kinds", []) if _kind_matches(res, k["exact_on"])), None)
 
 
 def compare(res: dict[str, Any], reference: dict[str, Any], exact: bool | None = None) -> list[str]:
     """Every metric of ``reference["metrics"]`` checked against ``res``: one line per drift, empty when all hold.
 
     On the kind of machine that made the reference (:func:`same_kind`; or ``exact=True``) every number must match
-    to :data:`EXACT_TOL` and every string exactly. On another kind, a number may differ by its ``abs_tol`` (set from
-    a run on another CPU kind, see :func:`write_reference`) and a string is checked only when both kinds agreed on
-    it (``"strict": true``). For ``[estimate, low, high]`` the estimate is compared. A missing metric is a drift.
+    to :data:`EXACT_TOL` and every string exactly; so on a kind :func:`add_kind` recorded, against that kind's own
+    values. On any other kind, a number may differ by its ``abs_tol`` (set from runs on other CPU kinds, see
+    :func:`write_reference` and :func:`add_kind`) and a string is checked only when every kind agreed on it
+    (``"strict": true``). For ``[estimate, low, high]`` the estimate is compared. A missing metric is a drift.
     """
-    exact = same_kind(res, reference) if exact is None else exact
+    kind = None if exact is not None else _recorded_kind(res, reference)
+    exact = (same_kind(res, reference) or kind is not None) if exact is None else exact
     got = _flat(res)
     problems = []
     for name, ref in reference["metrics"].items():
         if name not in got:
             problems.append(f"{name}: in the reference ({ref['value']!r}) but not in this run's results")
             continue
-        want, have = ref["value"], got[name]
+        want, have = (kind["values"] if kind is not None else {}).get(name, ref["value"]), got[name]
         if isinstance(want, list):
             want = want[0]
         if isinstance(have, list):
             have = have[0]
         if isinstance(want, str) or isinstance(have, str) or want is None or have is None:
             if want != have and (exact or ref.get("strict", True)):
-                problems.append(f"{name}: {have!r} here, reference {want!r}")
+                problems.append(
+                    f"{name}: {have!r} here, reference {want!r}"
+                    + (f" (recorded for {kind['exact_on'].get('cpu')})" if kind else "")
+                )
             continue
         tol = EXACT_TOL if exact else ref["abs_tol"]
         if abs(have - want) > tol:
-            problems.append(
-                f"{name}: {have:.6g} here, reference {want:.6g} ({'same machine kind: must match' if exact else f'tolerance ±{tol:.3g} across CPU kinds'}, "
-                f"off by {have - want:+.4g})"
-            )
+            how = f"tolerance ±{tol:.3g} across CPU kinds"
+            if exact:
+                how = "same machine kind: must match" + (
+                    f", recorded for {kind['exact_on'].get('cpu')}" if kind else ""
+                )
+            problems.append(f"{name}: {have:.6g} here, reference {want:.6g} ({how}, off by {have - want:+.4g})")
     return problems
 
 
@@ -285,5 +300,38 @@ def write_reference(
         "metrics": metrics,
         "how": "make reference (reruns smoke, then python -m overthink_lib reference --preset smoke)",
     }
+    # other kinds' exact values (add_kind) belong to the numbers being replaced: they are not carried over
+    atomic_write_bytes(Path(path), (json.dumps(ref, indent=1) + "\n").encode())
+    return ref
+
+
+def add_kind(res: dict[str, Any], path: Path) -> dict[str, Any]:
+    """Add ``res``, the reference's own code run on another machine kind, to the reference at ``path``: its values
+    become exact on that kind (a rerun there must give the same numbers) and every number's cross-kind tolerance
+    widens to cover it (twice the difference, never narrowed); a string it disagrees on is no longer strict.
+
+    For a CI machine of a kind the reference does not know: the run there is compared exactly from then on, and the
+    tolerance for still other kinds has seen one more kind's spread. Raises ConfigError for the reference's own kind
+    (that is ``make reference``) or a run that lacks a metric of the reference.
+    """
+    ref = json.loads(Path(path).read_text())
+    if same_kind(res, ref):
+        raise ConfigError(f"{path} was made on this machine kind ({res.get('cpu')}): nothing to add")
+    mine = _flat(res)
+    missing = sorted(set(ref["metrics"]) - set(mine))
+    if missing:
+        raise ConfigError(
+            f"the run lacks {len(missing)} metric(s) of {path} (first: {missing[0]}): run the whole suite"
+        )
+    values = {}
+    for name, entry in ref["metrics"].items():
+        values[name] = mine[name]
+        a, b = (v[0] if isinstance(v, list) else v for v in (entry["value"], mine[name]))
+        if isinstance(a, str) or isinstance(b, str) or a is None or b is None:
+            entry["strict"] = entry.get("strict", True) and a == b
+        else:
+            entry["abs_tol"] = max(entry["abs_tol"], math.ceil(round(200 * abs(a - b), 6)) / 100)
+    kinds = [k for k in ref.get("kinds", []) if not _kind_matches(res, k["exact_on"])]
+    ref["kinds"] = [*kinds, {"exact_on": {k: res.get(k) for k in _KIND_KEYS}, "values": values}]
     atomic_write_bytes(Path(path), (json.dumps(ref, indent=1) + "\n").encode())
     return ref

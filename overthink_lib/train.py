@@ -80,7 +80,7 @@ class TrainConfig:
         speed: how fast (and how exactly) to compute: :class:`~overthink_lib.speed.Speed` (default fp32 eager).
         threads: CPU threads of the training (0: leave torch's setting). A CPU training's numbers depend on its
             thread count (the backward pass sums over threads in another order), so a preset pins it
-            (``Preset.train_threads``): the same run gives the same network on a machine of any core count, in a
+            (``Preset.training.threads``): the same run gives the same network on a machine of any core count, in a
             notebook or in the suite's job workers, which run two one-thread trainings at once (see
             :mod:`overthink_lib.jobs`). Part of the run's hash when set.
     """

@@ -10,7 +10,9 @@ def test_presets_are_frozen_data():
     assert set(PRESETS) == {"smoke", "cpu", "paper"}
     p = get_preset("cpu")
     with pytest.raises(dataclasses.FrozenInstanceError):
-        p.epochs = 3
+        p.seed = 3
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        p.training.epochs = 3
     assert p.run_dir.parts[-2:] == ("runs", "cpu")
     from overthink_lib.experiment import train_config
 
@@ -27,7 +29,7 @@ def test_for_dataset_makes_another_dataset_the_main_one():
     assert svhn.datasets == ("svhn", "cifar100", "mnist") and svhn.name == "paper" and svhn.run_dir == paper.run_dir
     assert paper.for_dataset("cifar100") == paper
     assert get_preset("smoke").for_dataset("mnist").datasets == ("mnist", "fashion_mnist")
-    assert paper.svhn_extra and not get_preset("cpu").svhn_extra
+    assert get_preset("paper").data.svhn_extra and not get_preset("cpu").data.svhn_extra
 
 
 def test_paired_differences_over_seeds_by_hand():
@@ -89,3 +91,26 @@ def test_subset_splits_are_seeded_subsets_and_zero_means_all():
     assert len(whole["train"]) == len(full["train"]) and len(whole["test"]) == len(full["test"])
     with pytest.raises(ConfigError, match="at least 2 seeds"):
         imta_over_seeds(smoke, seeds=1)
+
+
+def test_a_preset_travels_as_json_and_comes_back_the_same():
+    import json
+
+    from overthink_lib.config import Preset
+
+    for preset in PRESETS.values():
+        again = Preset.from_dict(json.loads(json.dumps(preset.to_dict())))
+        assert again == preset and hash(again) == hash(preset)
+    changed = get_preset("cpu").with_parts(training={"threads": 0}, name="x")
+    assert (changed.training.threads, changed.training.epochs, changed.name) == (0, 2, "x")
+    assert get_preset("cpu").training.threads == 1  # the original is untouched
+    bad = get_preset("smoke").to_dict()
+    bad["imta"]["epoch"] = 3
+    with pytest.raises(ConfigError, match=r"preset field imta has unknown entries \['epoch'\]"):
+        Preset.from_dict(bad)
+    bad = get_preset("smoke").to_dict()
+    del bad["maxmin"]["sizes"]["val"]
+    with pytest.raises(ConfigError, match="preset field maxmin.sizes is incomplete"):
+        Preset.from_dict(bad)
+    with pytest.raises(ConfigError, match="preset field data must be a mapping"):
+        Preset.from_dict({**get_preset("smoke").to_dict(), "data": ["fashion_mnist"]})

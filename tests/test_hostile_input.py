@@ -7,7 +7,6 @@ import os
 import subprocess
 import sys
 import warnings
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -340,7 +339,7 @@ def test_a_record_whose_model_name_climbs_out_trains_its_policy_inside_runs(tmp_
     from helpers import random_set
     from overthink_lib.experiment import policy_training_set, train_policy
 
-    preset = replace(get_preset("smoke"), name="hostile-test", policy_depth=18, policy_width=4, policy_epochs=1)
+    preset = get_preset("smoke").with_parts(name="hostile-test", policy={"depth": 18, "width": 4, "epochs": 1})
     around = (ROOT, ROOT.parent)
     before = _listing(*around)
     try:

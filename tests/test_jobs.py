@@ -3,7 +3,6 @@
 import json
 import sys
 import time
-from dataclasses import replace
 
 import pytest
 import torch
@@ -46,7 +45,7 @@ def test_plan_covers_what_the_notebooks_use():
     other = [(j.name, d) for j, d in plan(cpu, [("07_imta.ipynb", "mnist"), ("10_speed.ipynb", None)])]
     assert ("main", "mnist") in other and ("main", "fashion_mnist") in other and ("imta", "fashion_mnist") not in other
     # a preset that does not pin its training threads: the notebooks train (a job would train another network)
-    assert plan(replace(cpu, train_threads=0), BOOKS) == []
+    assert plan(cpu.with_parts(training={"threads": 0}), BOOKS) == []
 
 
 def test_jobs_call_with_the_notebooks_defaults():
@@ -61,10 +60,10 @@ def test_jobs_call_with_the_notebooks_defaults():
     for name in ("smoke", "cpu", "paper"):
         preset = get_preset(name)
         assert (p07["imta_freeze"], p07["imta_teacher"], p07["imta_kl"], p07["imta_parent"]) == (
-            preset.imta_freeze,
-            preset.imta_teacher,
-            preset.imta_kl,
-            preset.imta_parent,
+            preset.imta.freeze,
+            preset.imta.teacher,
+            preset.imta.kl,
+            preset.imta.parent,
         )
         assert p07["n_seeds"] == 0 and p07["seed"] == 0 == preset.seed  # 0: the preset's seeds and seed
     assert p06["lam"] == p08["lam"] == DEFAULT_LAMBDA  # λ: one default, written where papermill must see it

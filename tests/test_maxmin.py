@@ -21,8 +21,8 @@ def splits(request):
 def test_presets_use_the_canvas_they_name():
     from overthink_lib.config import get_preset
 
-    assert (get_preset("paper").maxmin_canvas, get_preset("paper").maxmin_item) == (64, 20)  # the thesis
-    assert (get_preset("cpu").maxmin_canvas, get_preset("cpu").maxmin_item) == (36, 14)
+    assert (get_preset("paper").maxmin.canvas, get_preset("paper").maxmin.item) == (64, 20)  # the thesis
+    assert (get_preset("cpu").maxmin.canvas, get_preset("cpu").maxmin.item) == (36, 14)
 
 
 def test_labels_rederive_from_item_classes(splits):
