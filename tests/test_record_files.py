@@ -309,6 +309,12 @@ def test_the_readme_example_makes_records_of_a_model_outside_the_registry(tmp_pa
     assert recs["test"].provenance["dataset"]["name"] == "fashion_mnist"
 
 
+def _reproduce_on_record(folder):
+    """``reproduce --preset smoke`` of the notebooks that take a record (03, 04, 06, 08) on the records in ``folder``."""
+    only = [arg for book in ("03", "04", "06", "08") for arg in ("--only", book)]
+    return _cli("reproduce", "--preset", "smoke", *only, "--param", f"record={folder}", "--no-html")
+
+
 def test_notebooks_03_04_06_08_finish_on_a_record_without_flops_and_train_nothing_it_does_not_need(tmp_path):
     """A record with images but no FLOPs: the cost-free parts run, the rest say so in one line; 06 and 08 leave out
     the preset's Max-Min network and 08 trains no policy (the binary labels need FLOPs): no run folder appears."""
@@ -321,22 +327,7 @@ def test_notebooks_03_04_06_08_finish_on_a_record_without_flops_and_train_nothin
         ExitRecord(r.logits, r.labels, r.indices, None, r.extras, r.provenance).save(folder / f"{split}.npz")
     models = preset.run_dir / "models"
     before = sorted(p.name for p in models.iterdir())
-    res = _cli(
-        "reproduce",
-        "--preset",
-        "smoke",
-        "--only",
-        "03",
-        "--only",
-        "04",
-        "--only",
-        "06",
-        "--only",
-        "08",
-        "--param",
-        f"record={folder}",
-        "--no-html",
-    )
+    res = _reproduce_on_record(folder)
     assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-4000:]
     out = res.stdout
     for line in (
@@ -364,22 +355,7 @@ def test_a_one_exit_record_says_there_is_nothing_to_budget(tmp_path):
         ExitRecord(r.logits[:, -1:], r.labels, r.indices, r.flops[-1:], r.extras, r.provenance).save(
             folder / f"{split}.npz"
         )
-    res = _cli(
-        "reproduce",
-        "--preset",
-        "smoke",
-        "--only",
-        "03",
-        "--only",
-        "04",
-        "--only",
-        "06",
-        "--only",
-        "08",
-        "--param",
-        f"record={folder}",
-        "--no-html",
-    )
+    res = _reproduce_on_record(folder)
     assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-4000:]
     for line in (
         "this record has one exit: there is no earlier exit to stop at",

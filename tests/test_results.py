@@ -7,6 +7,19 @@ import pytest
 from overthink_lib import results
 from overthink_lib.config import ConfigError
 
+#: The header of a results.json from one machine kind (Zen 4).
+HEAD = {
+    "preset": "smoke",
+    "code_version": "x",
+    "cpu": "AMD EPYC (avx512-bf16)",
+    "cpu_id": "AMD family 25 model 17",
+    "capability": "AVX512",
+    "torch": "2.14.1",
+    "threads": 2,
+    "timings": {},
+    "meta": {},
+}
+
 
 def test_put_writes_only_under_the_runner(tmp_path, monkeypatch):
     monkeypatch.delenv(results.ENV, raising=False)
@@ -75,17 +88,7 @@ def test_reference_keeps_tolerances(tmp_path):
 
 
 def test_same_kind_must_match_exactly_and_other_kinds_within_measured_tolerance(tmp_path):
-    head = {
-        "preset": "smoke",
-        "code_version": "x",
-        "cpu": "AMD EPYC (avx512-bf16)",
-        "cpu_id": "AMD family 25 model 17",
-        "capability": "AVX512",
-        "torch": "2.14.1",
-        "threads": 2,
-        "timings": {},
-        "meta": {},
-    }
+    head = dict(HEAD)
     mine = {**head, "o": {"rate": [0.30, 0.2, 0.4], "verdict": "beats chance", "tie": "same"}}
     avx2 = {
         **head,
@@ -105,17 +108,7 @@ def test_same_kind_must_match_exactly_and_other_kinds_within_measured_tolerance(
 
 
 def test_a_machine_kind_added_to_the_reference_is_exact_there_and_widens_the_tolerance(tmp_path):
-    head = {
-        "preset": "smoke",
-        "code_version": "x",
-        "cpu": "AMD EPYC (avx512-bf16)",
-        "cpu_id": "AMD family 25 model 17",
-        "capability": "AVX512",
-        "torch": "2.14.1",
-        "threads": 2,
-        "timings": {},
-        "meta": {},
-    }
+    head = dict(HEAD)
     zen4 = {**head, "o": {"rate": [0.30, 0.2, 0.4], "verdict": "beats chance"}}
     amx = {**head, "cpu": "Intel Xeon (avx512-amx)", "cpu_id": "Intel family 6 model 143"}
     amx = {**amx, "o": {"rate": [0.42, 0.3, 0.5], "verdict": "does not beat chance"}}
