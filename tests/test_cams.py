@@ -146,3 +146,27 @@ def test_default_explains_each_exit_prediction_and_works_on_a_frozen_imta_networ
     load_backbone(imta, backbone)
     out = exit_cams(imta, x, exits=[0, 4])
     assert out.cams.shape == (3, 2, 28, 28) and np.isfinite(out.cams).all() and out.cams.max() > 0
+
+
+def test_cams_for_rows_in_batches_equal_one_call_on_the_chosen_rows():
+    from overthink_lib.cams import cams_for_rows
+    from overthink_lib.data import ImageSet, normalize
+
+    torch.manual_seed(0)
+    model = get_model("msdnet_cifar", num_classes=3, in_channels=1, channels=4, growth=2, head_channels=8)
+    g = torch.Generator().manual_seed(1)
+    ds = ImageSet(
+        "toy",
+        "test",
+        torch.randint(0, 256, (7, 1, 28, 28), dtype=torch.uint8, generator=g),
+        torch.tensor([0, 1, 2, 0, 1, 2, 0]),
+        torch.arange(7),
+        3,
+        (0.5,),
+        (0.25,),
+    )
+    rows = [5, 0, 3, 6, 2]
+    batched = cams_for_rows(model, ds, rows, batch=2, target="label")  # batches of 2, 2 and 1
+    whole = exit_cams(model, normalize(ds, ds.images[rows]), labels=ds.labels[rows], target="label")
+    assert batched.cams.shape == (5, 5, 28, 28) and np.allclose(batched.cams, whole.cams, atol=1e-6)
+    assert np.array_equal(batched.preds, whole.preds)

@@ -69,3 +69,13 @@ def test_bad_lambda_and_method():
             exit_labels(rec(), "score", bad)
     with pytest.raises(ConfigError, match="unknown D_ee labelling"):
         exit_labels(rec(), "last")
+
+
+def test_label_distribution_by_lambda_on_paper():
+    from overthink_lib.analysis.policy import label_distribution
+
+    table = label_distribution(rec(), "score", [1.0, 5.0])
+    # λ = 1: labels [0, 2, 2, 0] → exit 1 half, exit 2 none, exit 3 half; λ = 5: all exit 3 (see the table above)
+    assert table["share"].tolist() == [0.5, 0.0, 0.5, 0.0, 0.0, 1.0]
+    assert table["label"].tolist() == [1, 2, 3] * 2 and table["lambda"].tolist() == [1.0] * 3 + [5.0] * 3
+    assert (table["dropped"] == 1).all()  # sample 3: no exit right
