@@ -333,13 +333,26 @@ def seed_everything(seed: int) -> None:
 
 
 def get_device(name: str = "auto") -> torch.device:
-    """``auto`` → CUDA when available, else CPU; ``cpu``/``cuda`` as asked (CUDA absent → ConfigError)."""
+    """``auto`` → CUDA when available, else CPU; ``cpu``/``cuda`` as asked (CUDA absent → ConfigError).
+
+    Under ``torchrun`` (``LOCAL_RANK`` set) plain ``cuda`` means this process's own GPU, ``cuda:<LOCAL_RANK>``, made
+    the current device: rank r trains on GPU r of its machine, never every rank on GPU 0.
+    """
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"device {name!r} asked for but no CUDA device is visible: use device='cpu' or 'auto'")
     if name not in ("cpu",) and not name.startswith("cuda"):
         raise ConfigError(f"unknown device {name!r}: use 'auto', 'cpu' or 'cuda'")
+    if name == "cuda" and os.environ.get("LOCAL_RANK") is not None:
+        local, count = os.environ["LOCAL_RANK"], torch.cuda.device_count()
+        if not local.isdigit() or int(local) >= count:
+            raise ConfigError(
+                f"LOCAL_RANK={local!r} but this machine shows {count} CUDA device(s): start torchrun with "
+                f"--nproc_per_node at most {count}"
+            )
+        torch.cuda.set_device(int(local))
+        return torch.device("cuda", int(local))
     return torch.device(name)
 
 

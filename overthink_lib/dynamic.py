@@ -47,16 +47,24 @@ def early_exit(model, x: torch.Tensor, thresholds, criterion: str = "max_softmax
     return {"preds": preds, "exits": exits, "confidence": confs}
 
 
+def _sync() -> None:
+    """Wait for queued GPU work: CUDA kernels run asynchronously, so a clock read without this times their launch."""
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+
+
 def timed(fn, repeats: int = 5, warmup: int = 1) -> float:
-    """Median wall-clock seconds of ``fn()``."""
+    """Median wall-clock seconds of ``fn()``, the GPU's queued work included (synchronised before and after)."""
     import statistics
 
     for _ in range(warmup):
         fn()
     times = []
     for _ in range(repeats):
+        _sync()
         t0 = time.perf_counter()
         fn()
+        _sync()
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
 

@@ -153,12 +153,13 @@ def train_or_load(
     model = build_model(spec, cfg.init_seed).to(device)
     if init is not None:
         init(model)
-    if progress:
-        print(
-            f"training {spec['name']} on {splits['train'].name} ({len(splits['train'])} images, {cfg.epochs} "
-            f"epochs, device {device}) → {out}",
-            flush=True,
-        )
+    # whoever asked (a notebook that expected a finished run passes progress=False): training is never silent
+    print(
+        f"{'continuing the unfinished run' if resume else 'no finished run of this model, config and data'} "
+        f"({preset.name}): training {spec['name']} on {splits['train'].name} ({len(splits['train'])} images, "
+        f"{cfg.epochs} epochs, device {device}) → {out}",
+        flush=True,
+    )
     history = fit(
         model,
         splits["train"],
@@ -167,7 +168,7 @@ def train_or_load(
         out_dir=out,
         resume=resume,
         device=device,
-        progress=progress,
+        progress=True,
         loss_fn=loss_fn,
         params=[p for p in model.parameters() if p.requires_grad],
         extra={"tag": tag, **(extra or {})},

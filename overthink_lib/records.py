@@ -161,7 +161,16 @@ def _check_flops(flops: torch.Tensor | None, e: int) -> torch.Tensor | None:
     return flops
 
 
-_DATASET_TYPES = {"name": str, "split": str, "val_fraction": (int, float), "split_seed": int, "svhn_extra": bool}
+#: Types of the dataset fields a record's provenance may carry (``svhn_extra``: a flag, or the top-up's count and index
+#: offset as the registry writes it; ``fingerprint``: the contents' hash, :meth:`ImageSet.fingerprint`).
+_DATASET_TYPES = {
+    "name": str,
+    "split": str,
+    "val_fraction": (int, float),
+    "split_seed": int,
+    "svhn_extra": (bool, dict),
+    "fingerprint": str,
+}
 
 
 def _check_provenance(prov: Any) -> dict[str, Any]:
@@ -179,7 +188,10 @@ def _check_provenance(prov: Any) -> dict[str, Any]:
             if (
                 key in d
                 and d[key] is not None
-                and (not isinstance(d[key], kind) or (kind is not bool and isinstance(d[key], bool)))
+                and (
+                    not isinstance(d[key], kind)
+                    or (bool not in (kind if isinstance(kind, tuple) else (kind,)) and isinstance(d[key], bool))
+                )
             ):
                 raise ConfigError(f"ExitRecord provenance dataset.{key} has the wrong type: {d[key]!r}")
     if prov.get("model_spec") is not None and not isinstance(prov["model_spec"], dict):

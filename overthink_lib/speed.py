@@ -241,12 +241,15 @@ def estimate_train_seconds(model: nn.Module, x: torch.Tensor, steps: int, probe_
     rng = torch.get_rng_state()
     try:
         times = []
+        sync = torch.cuda.synchronize if x.is_cuda else (lambda: None)  # time the GPU's work, not its launches
         for i in range(probe_steps + 1):
+            sync()
             t0 = time.perf_counter()
             outs = probe(x)
             outs = outs if isinstance(outs, (list, tuple)) else [outs]
             loss = sum(F.cross_entropy(o.float(), torch.zeros(len(x), dtype=torch.long, device=x.device)) for o in outs)
             loss.backward()
+            sync()
             if i:
                 times.append(time.perf_counter() - t0)
     finally:

@@ -114,3 +114,22 @@ def test_a_preset_travels_as_json_and_comes_back_the_same():
         Preset.from_dict(bad)
     with pytest.raises(ConfigError, match="preset field data must be a mapping"):
         Preset.from_dict({**get_preset("smoke").to_dict(), "data": ["fashion_mnist"]})
+
+
+def test_torchrun_puts_rank_r_on_gpu_r(monkeypatch):
+    """Under torchrun, LOCAL_RANK picks this process's GPU (and makes it current); DDP then gets device_ids=[r]."""
+    chosen = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    monkeypatch.setattr(torch.cuda, "set_device", chosen.append)
+    for rank in ("0", "3"):
+        monkeypatch.setenv("LOCAL_RANK", rank)
+        assert get_device("auto") == torch.device("cuda", int(rank)) == get_device("cuda")
+    assert chosen == [0, 0, 3, 3]
+    assert get_device("cuda:1") == torch.device("cuda", 1)  # an explicit GPU stays as asked
+    for bad in ("4", "x"):
+        monkeypatch.setenv("LOCAL_RANK", bad)
+        with pytest.raises(ConfigError, match="--nproc_per_node at most 4"):
+            get_device("cuda")
+    monkeypatch.delenv("LOCAL_RANK")
+    assert get_device("auto") == torch.device("cuda")  # one process: plain cuda, as before

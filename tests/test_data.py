@@ -1,6 +1,8 @@
 """Dataset registry: the offline default for real, the other formats on small files written in their real formats."""
 
+import os
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -8,6 +10,7 @@ import torch
 
 from overthink_lib.config import ConfigError
 from overthink_lib.data import DatasetUnavailable, get_dataset, iterate, list_datasets, sources
+from overthink_lib.data.checksums import MADE_UP, mark_made_up
 
 
 def test_fashion_mnist_offline_default(fashion_train):
@@ -64,6 +67,7 @@ def _write_mnist(root, folder="MNIST", n_train=30, n_test=20):
         img, lab = sources._IDX_FILES[split]
         sources.write_idx(raw / img, rng.integers(0, 256, (n, 28, 28)))
         sources.write_idx(raw / lab, np.arange(n) % 10)
+    mark_made_up(raw)
     return raw
 
 
@@ -109,6 +113,7 @@ def test_fashion_copied_from_debian_layout(tmp_path, monkeypatch):
         sources.write_idx(deb / f"{img}.gz", np.full((n, 28, 28), 7))
         sources.write_idx(deb / f"{lab}.gz", np.arange(n) % 10)
     monkeypatch.setattr(sources, "DEBIAN_FASHION_MNIST", deb)
+    mark_made_up(tmp_path / "data" / "FashionMNIST" / "raw")  # where the copies land and are read
     te = get_dataset("fashion_mnist", "test", root=tmp_path / "data", download=False)
     assert len(te) == 5 and int(te.images.max()) == 7
     assert (tmp_path / "data" / "FashionMNIST" / "raw" / "t10k-images-idx3-ubyte").exists()
@@ -125,6 +130,7 @@ def _write_cifar(root, name):
         entry = {b"data": data, key: [(i * 8 + j) % n_cls for j in range(8)]}
         with open(folder / f, "wb") as fh:
             pickle.dump(entry, fh)
+    mark_made_up(folder)
     return folder
 
 
@@ -164,6 +170,7 @@ def _write_svhn(root, n=(40, 30, 60)):
                 "y": (np.arange(k) % 10 + 1).reshape(-1, 1).astype(np.uint8),
             },
         )
+    mark_made_up(folder)
 
 
 def test_svhn_from_mat_with_extra_topup(tmp_path, monkeypatch):
@@ -267,3 +274,134 @@ def test_cifar_file_with_an_object_or_structured_array_is_refused(tmp_path, payl
         (folder / "test_batch").write_bytes(pickle.dumps(entry, protocol=protocol))
         with pytest.raises(DatasetUnavailable, match=r"asks to run numpy.dtype\(|truncated or corrupt"):
             get_dataset("cifar10", "test", root=tmp_path, download=False)
+
+
+@pytest.mark.parametrize("name", ["cifar100", "svhn", "mnist"])
+def test_made_up_files_where_real_data_belongs_are_refused_by_the_checksums(tmp_path, name):
+    """Noise in the official format, without the made-up marker (what a benchmark once left in the data folder):
+    one line naming the file, nothing trained on it."""
+    {"cifar100": lambda: _write_cifar(tmp_path, "cifar100"), "svhn": lambda: _write_svhn(tmp_path)}.get(
+        name, lambda: _write_mnist(tmp_path)
+    )()
+    for marker in tmp_path.rglob(MADE_UP):
+        marker.unlink()
+    with pytest.raises(
+        DatasetUnavailable, match=r"is not the official .* file \(its checksum matches no release"
+    ) as err:
+        get_dataset(name, "test", root=tmp_path, download=False)
+    assert len(str(err.value).splitlines()) == 1 and "fetch" in str(err.value)
+
+
+def test_real_fashion_mnist_is_verified_once_then_by_size_and_time(tmp_path, monkeypatch):
+    """Debian's real Fashion-MNIST passes by the content of the official release; a second load reads the cache; a
+    file changed in place (same size) is checked again and refused."""
+    import gzip
+    import os
+
+    from overthink_lib.data import checksums
+
+    if not (sources.DEBIAN_FASHION_MNIST / "t10k-labels-idx1-ubyte.gz").exists():
+        pytest.fail("Debian's dataset-fashion-mnist is not installed (make data-deps)")
+    te = get_dataset("fashion_mnist", "test", root=tmp_path, download=False)
+    assert len(te) == 10000
+    digests = []
+    real_md5 = checksums._md5
+    monkeypatch.setattr(checksums, "_md5", lambda path, **kw: digests.append(path) or real_md5(path, **kw))
+    get_dataset("fashion_mnist", "test", root=tmp_path, download=False)
+    assert digests == []  # verified once: the cache by size and modification time
+    labels = tmp_path / "FashionMNIST" / "raw" / "t10k-labels-idx1-ubyte"
+    raw = bytearray(labels.read_bytes())
+    raw[-1] = (raw[-1] + 1) % 10  # one label changed, same size
+    labels.write_bytes(bytes(raw))
+    os.utime(labels, ns=(labels.stat().st_atime_ns, labels.stat().st_mtime_ns + 10**9))
+    with pytest.raises(DatasetUnavailable, match="t10k-labels-idx1-ubyte is not the official fashion_mnist file"):
+        get_dataset("fashion_mnist", "test", root=tmp_path, download=False)
+    assert digests  # checked again
+    with gzip.open(sources.DEBIAN_FASHION_MNIST / "t10k-labels-idx1-ubyte.gz") as fh:
+        labels.write_bytes(fh.read())  # the real file back: passes again
+    assert len(get_dataset("fashion_mnist", "test", root=tmp_path, download=False)) == 10000
+
+
+def test_a_decompressed_idx_copy_passes_through_the_verified_gz_beside_it(tmp_path, monkeypatch):
+    """MNIST is published gzipped (torchvision keeps the .gz beside the decompressed copy): the copy passes when the
+    .gz has the official MD5 and decompresses to the same bytes; a copy that differs from its .gz does not."""
+    import gzip
+
+    from overthink_lib.data import checksums
+
+    raw = _write_mnist(tmp_path)
+    (raw / MADE_UP).unlink()
+    official = {}
+    for stem in (s for pair in sources._IDX_FILES.values() for s in pair):
+        with open(raw / stem, "rb") as src, gzip.open(raw / f"{stem}.gz", "wb") as dst:
+            dst.write(src.read())
+        official[f"MNIST/raw/{stem}.gz"] = checksums._md5(raw / f"{stem}.gz")
+    monkeypatch.setattr(checksums, "OFFICIAL_MD5", official)  # these .gz files play the official release
+    assert len(get_dataset("mnist", "test", root=tmp_path, download=False)) == 20
+    (raw / "t10k-images-idx3-ubyte").write_bytes(b"\0" * 16)  # the copy no longer matches its .gz
+    with pytest.raises(DatasetUnavailable, match="t10k-images-idx3-ubyte is not the official mnist file"):
+        get_dataset("mnist", "test", root=tmp_path, download=False)
+
+
+def test_svhn_records_of_the_topped_up_splits_validate(tmp_path, monkeypatch):
+    """The registry writes the extra top-up as {count, index_offset} into the split's provenance: a record of such a
+    split is valid (the record check once refused it as the wrong type)."""
+    from overthink_lib.data import registry
+    from overthink_lib.records import ExitRecord
+
+    _write_svhn(tmp_path)
+    monkeypatch.setattr(registry, "SVHN_EXTRA_TOPUP", 25)
+    te = get_dataset("svhn", "test", root=tmp_path, download=False, svhn_extra=True)
+    prov = {"dataset": te.provenance()}
+    assert prov["dataset"]["svhn_extra"] == {"count": 25, "index_offset": 70}
+    rec = ExitRecord(torch.zeros(len(te), 2, 10), te.labels, te.indices, None, provenance=prov)
+    assert rec.provenance["dataset"]["fingerprint"] == te.fingerprint()
+
+
+def test_the_fingerprint_follows_the_contents(tmp_path):
+    """Same name, split, size and labels, other pixels: another fingerprint, so another run and record key."""
+    from overthink_lib.config import get_preset
+    from overthink_lib.experiment import model_spec, run_folder, train_config
+
+    _write_mnist(tmp_path / "a")
+    _write_mnist(tmp_path / "b")
+    img = tmp_path / "b" / "MNIST" / "raw" / "train-images-idx3-ubyte"
+    sources.write_idx(img, 255 - sources.read_idx(img))
+    a = get_dataset("mnist", "train", root=tmp_path / "a", download=False)
+    b = get_dataset("mnist", "train", root=tmp_path / "b", download=False)
+    assert a.provenance() | {"fingerprint": ""} == b.provenance() | {"fingerprint": ""}
+    assert a.fingerprint() != b.fingerprint() and a.fingerprint() == a.subset(torch.arange(len(a))).fingerprint()
+    smoke = get_preset("smoke")
+    cfg = train_config(smoke)
+    assert run_folder(smoke, model_spec(a), cfg, a) != run_folder(smoke, model_spec(b), cfg, b)
+    before = a.fingerprint()
+    a.images[0, 0, 0, 0] += 1  # an in-place change is seen
+    assert a.fingerprint() != before
+
+
+def test_svhn_is_decoded_once_per_process_and_a_short_extra_file_is_refused(tmp_path, monkeypatch):
+    """Every split of SVHN with the top-up, twice: each .mat file decoded once (the notebooks load their splits many
+    times); an extra file too short for the top-up is one line, not a silently smaller validation set."""
+    from scipy.io import savemat
+
+    from overthink_lib.data import registry
+
+    _write_svhn(tmp_path)
+    monkeypatch.setattr(registry, "SVHN_EXTRA_TOPUP", 25)
+    before = dict(sources.READS)
+    for _ in range(2):
+        for split in ("train", "val", "test"):
+            get_dataset("svhn", split, root=tmp_path, download=False, svhn_extra=True)
+    reads = {k: v - before.get(k, 0) for k, v in sources.READS.items() if v != before.get(k, 0)}
+    assert sorted((Path(k).name, v) for k, v in reads.items()) == [
+        ("extra_32x32.mat", 1),
+        ("test_32x32.mat", 1),
+        ("train_32x32.mat", 1),
+    ]
+    rng = np.random.default_rng(3)
+    short = {"X": rng.integers(0, 256, (32, 32, 3, 49), dtype=np.uint8), "y": np.ones((49, 1), np.uint8)}
+    savemat(tmp_path / "svhn" / "extra_32x32.mat", short)
+    os.utime(tmp_path / "svhn" / "extra_32x32.mat", ns=(0, 10**18))  # a new file version, whatever the clock
+    with pytest.raises(DatasetUnavailable, match=r"extra_32x32.mat holds 49 samples, but topping up .* needs 50") as e:
+        get_dataset("svhn", "val", root=tmp_path, download=False, svhn_extra=True)
+    assert len(str(e.value).splitlines()) == 1

@@ -71,3 +71,29 @@ def test_time_vs_flops_reports_the_exits_really_taken(tmp_path):
                 assert abs(float(test.flops[sim["exits"][rows]].double().mean()) / 1e6 - r.mflops) < 0.02 * hi
     lat = latency_per_exit(model, next(iterate(test_set, 1))[0], repeats=3)
     assert len(lat) == model.num_exits and all(v > 0 for v in lat)
+
+
+def test_timings_wait_for_the_gpu(monkeypatch):
+    """CUDA kernels run asynchronously: every timed call is bracketed by a synchronise, so a GPU timing is work,
+    not launches (simulated: the clock must not stop before the queued work is done)."""
+    import time
+
+    from overthink_lib import dynamic
+
+    queue, events = [], []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+
+    def synchronize():
+        while queue:  # the "GPU" finishes what was launched
+            time.sleep(queue.pop())
+        events.append("sync")
+
+    monkeypatch.setattr(torch.cuda, "synchronize", synchronize)
+
+    def launch():  # returns at once, leaving 20 ms of work queued
+        events.append("launch")
+        queue.append(0.02)
+
+    t = dynamic.timed(launch, repeats=3, warmup=1)
+    assert t >= 0.02 and events == ["launch"] + ["sync", "launch", "sync"] * 3

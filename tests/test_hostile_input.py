@@ -137,6 +137,8 @@ def test_every_bad_record_is_one_line_from_arrays_and_from_a_file(tmp_path, what
         ('{"dataset": {"name": 3, "split": "test"}}', r"dataset.name has the wrong type"),
         ('{"dataset": {"name": "mnist", "split_seed": "0"}}', r"dataset.split_seed has the wrong type"),
         ('{"dataset": {"name": "mnist", "svhn_extra": 1}}', r"dataset.svhn_extra has the wrong type"),
+        ('{"dataset": {"name": "mnist", "svhn_extra": "yes"}}', r"dataset.svhn_extra has the wrong type"),
+        ('{"dataset": {"name": "mnist", "fingerprint": 12}}', r"dataset.fingerprint has the wrong type"),
         ('{"model_spec": "msdnet"}', r"model_spec must be a dict"),
         ('{"dataset": null}', r"provenance dataset must be a dict"),
     ],

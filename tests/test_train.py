@@ -279,3 +279,25 @@ def test_a_new_compute_version_retrains_and_recomputes(tmp_path, monkeypatch):
     assert run_folder(preset, model_spec(tr), train_config(preset), tr) != folder
     with pytest.raises(ConfigError, match="comes from another config"):
         fit(build_model(tiny_spec(), 0), tr, val, cfg, out_dir=halted, progress=False, resume=True)
+
+
+def test_a_training_nobody_expected_is_announced_and_shows_progress(tmp_path, monkeypatch, capsys):
+    """A notebook that expects a finished run passes progress=False; when there is none, the training it starts
+    still says what it starts (model, data, epochs, where) and prints its epochs."""
+    from overthink_lib.config import get_preset
+    from overthink_lib.data import get_dataset
+    from overthink_lib.experiment import model_spec, train_config, train_or_load
+
+    preset = get_preset("smoke").with_parts(name="announce-test")
+    monkeypatch.setattr(type(preset), "run_dir", property(lambda self: tmp_path / "runs" / self.name))
+    ds = get_dataset("fashion_mnist", "train", fraction=0.005)
+    spec = model_spec(ds, channels=4, growth=2, head_channels=8)
+    train_or_load(preset, spec, train_config(preset), {"train": ds}, progress=False)
+    out = capsys.readouterr().out
+    assert (
+        "no finished run of this model, config and data (announce-test): training msdnet_cifar on fashion_mnist ("
+        in out
+    )
+    assert "1 epochs" in out and str(tmp_path) in out and "epoch 1" in out.lower()
+    train_or_load(preset, spec, train_config(preset), {"train": ds}, progress=False)
+    assert capsys.readouterr().out == ""  # a finished run is reused quietly, as asked

@@ -63,6 +63,24 @@ class ImageSet(torch.utils.data.Dataset):
     def channels(self) -> int:
         return self.images.shape[1]
 
+    def fingerprint(self) -> str:
+        """SHA-256 (16 hex digits) of the pixels, labels and indices: the data's contents in every run and record key,
+        so other files of the same name, split and size never reuse a network or record made from these. Kept until
+        a tensor changes (in-place changes bump its version)."""
+        import hashlib
+
+        tensors = (self.images, self.labels, self.indices)
+        stamp = tuple((t.data_ptr(), t._version, tuple(t.shape)) for t in tensors)
+        cached = self.__dict__.get("_fingerprint")
+        if cached is None or cached[0] != stamp:
+            h = hashlib.sha256()
+            for t in tensors:
+                h.update(str((t.dtype, tuple(t.shape))).encode())
+                h.update(t.contiguous().numpy().tobytes())
+            cached = (stamp, h.hexdigest()[:16])
+            self.__dict__["_fingerprint"] = cached
+        return cached[1]
+
     def subset(self, rows: torch.Tensor | np.ndarray) -> ImageSet:
         """The rows ``rows`` (positions, not dataset indices) as a new set sharing nothing mutable."""
         rows = torch.as_tensor(rows, dtype=torch.long)
@@ -90,6 +108,7 @@ class ImageSet(torch.utils.data.Dataset):
             "num_classes": self.num_classes,
             "shape": list(self.images.shape[1:]),
             **self.info,
+            "fingerprint": self.fingerprint(),
         }
 
 
@@ -182,7 +201,7 @@ register_dataset(
 register_dataset(
     "svhn",
     DatasetSpec(
-        lambda root, download, extra=False: sources.load_svhn(root, download, extra),
+        lambda root, download: sources.load_svhn(root, download),
         10,
         (0.4377, 0.4438, 0.4728),
         (0.1980, 0.2010, 0.1970),
@@ -253,7 +272,7 @@ def get_dataset(
         raise ConfigError("svhn_extra=True applies only to the 'svhn' dataset")
     spec = _REGISTRY[name]
     topup = svhn_extra and split in ("val", "test")  # the training split never reads the 531k-image extra file
-    arrays = spec.loader(root, download, extra=True) if topup else spec.loader(root, download)
+    arrays = spec.loader(root, download)
     info: dict[str, Any] = {"val_fraction": val_fraction, "split_seed": split_seed, "fraction": fraction}
     if split == "test":
         images, labels = arrays["test"]
@@ -264,13 +283,10 @@ def get_dataset(
         rows = train_rows if split == "train" else val_rows
         images, labels, indices = images[rows], labels[rows], rows
     if topup:
-        ex_x, ex_y = arrays["extra"]
-        perm = np.random.default_rng(split_seed + 7).permutation(len(ex_y))
-        part = perm[:SVHN_EXTRA_TOPUP] if split == "val" else perm[SVHN_EXTRA_TOPUP : 2 * SVHN_EXTRA_TOPUP]
-        part = np.sort(part)
+        ex_x, ex_y, part = sources.svhn_extra_topup(root, download, split_seed, SVHN_EXTRA_TOPUP)[split]
         offset = len(arrays["train"][1]) + len(arrays["test"][1])  # extra indices live after train and test
-        images = np.concatenate([images, ex_x[part]])
-        labels = np.concatenate([labels, ex_y[part]])
+        images = np.concatenate([images, ex_x])
+        labels = np.concatenate([labels, ex_y])
         indices = np.concatenate([indices, offset + part])
         info["svhn_extra"] = {"count": len(part), "index_offset": offset}
     rows = _fraction_rows(len(labels), fraction, split_seed)

@@ -13,11 +13,13 @@ import os
 import pickle
 import shutil
 import socket
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
 from ..config import ROOT, ConfigError
+from .checksums import verify
 
 #: Where Debian's ``dataset-fashion-mnist`` puts the IDX files.
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
@@ -80,6 +82,26 @@ def _download(name: str, fetch, expected: str, how: str) -> None:
         socket.setdefaulttimeout(old)
 
 
+#: Decoded arrays of this process, by (file, size, modification time): a notebook loads its dataset's splits many
+#: times, and SVHN's .mat files cost seconds and GBs to decode. Callers never change them in place (the registry
+#: indexes them into new arrays).
+_DECODED: dict[tuple[str, int, int], object] = {}
+#: How often each file was decoded in this process (tests count them).
+READS: Counter[str] = Counter()
+
+
+def _decoded_once(path: Path, read):
+    """``read(path)``, decoded once per process and file version (a changed file is decoded again)."""
+    st = path.stat()
+    key = (os.path.abspath(path), st.st_size, st.st_mtime_ns)
+    if key not in _DECODED:
+        for old in [k for k in _DECODED if k[0] == key[0]]:  # an older version of the file: never reused
+            del _DECODED[old]
+        _DECODED[key] = read(path)
+        READS[key[0]] += 1
+    return _DECODED[key]
+
+
 # ---------------------------------------------------------------- MNIST-format sets: mnist, fashion_mnist
 _IDX_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -87,17 +109,23 @@ _IDX_FILES = {
 }
 
 
+def _idx_paths(folder: Path, split: str) -> list[Path] | None:
+    """The image and label files of ``split`` in ``folder`` (plain, else .gz); None when one is absent."""
+    found = []
+    for stem in _IDX_FILES[split]:
+        path = next((c for c in (folder / stem, folder / f"{stem}.gz") if c.exists()), None)
+        if path is None:
+            return None
+        found.append(path)
+    return found
+
+
 def _idx_pair(folder: Path, split: str) -> tuple[np.ndarray, np.ndarray] | None:
     """Images [N, 1, H, W] uint8 and labels [N] from ``folder`` (plain or .gz files); None when absent."""
-    out = []
-    for stem in _IDX_FILES[split]:
-        for candidate in (folder / stem, folder / f"{stem}.gz"):
-            if candidate.exists():
-                out.append(read_idx(candidate))
-                break
-        else:
-            return None
-    images, labels = out
+    paths = _idx_paths(folder, split)
+    if paths is None:
+        return None
+    images, labels = (_decoded_once(p, read_idx) for p in paths)
     if len(images) != len(labels):
         raise DatasetUnavailable(
             f"{folder}: {len(images)} images but {len(labels)} labels in the {split} files; "
@@ -134,17 +162,18 @@ def load_mnist_format(name: str, root: Path | None = None, download: bool = True
     }[name]
     raw = root / folder / "raw"
     files = ", ".join(s for pair in _IDX_FILES.values() for s in pair)
-    if _idx_pair(raw, "train") is None and name == "fashion_mnist":
+    if _idx_paths(raw, "train") is None and name == "fashion_mnist":
         _install_debian_fashion(raw)
-    if _idx_pair(raw, "train") is None or _idx_pair(raw, "test") is None:
-        how = (
-            f"install Debian's copy with `apt-get install dataset-fashion-mnist`, or put {files} in {raw}"
-            if name == "fashion_mnist"
-            else f"on a machine with internet run `python -m overthink_lib fetch {name}`, or put {files} in {raw}"
-        )
+    how = (
+        f"install Debian's copy with `apt-get install dataset-fashion-mnist`, or put {files} in {raw}"
+        if name == "fashion_mnist"
+        else f"on a machine with internet run `python -m overthink_lib fetch {name}`, or put {files} in {raw}"
+    )
+    if _idx_paths(raw, "train") is None or _idx_paths(raw, "test") is None:
         if not download:
             raise DatasetMissing(f"dataset {name!r} is not on disk (expected {files} in {raw}); {how}")
         _download(name, lambda: cls(str(root), train=True, download=True), f"{files} in {raw}", how)
+    verify(root, [p for split in ("train", "test") for p in _idx_paths(raw, split) or []], name, how)
     return {split: _idx_pair(raw, split) for split in ("train", "test")}
 
 
@@ -272,7 +301,16 @@ def load_cifar(name: str, root: Path | None = None, download: bool = True) -> di
             raise DatasetMissing(f"dataset {name!r} is not on disk (expected {expected}); {how}")
         cls = torchvision.datasets.CIFAR10 if name == "cifar10" else torchvision.datasets.CIFAR100
         _download(name, lambda: cls(str(root), train=True, download=True), expected, how)
-    return {"train": _read_cifar_files(folder, train_files, key), "test": _read_cifar_files(folder, test_files, key)}
+    verify(
+        root,
+        [folder / f for f in train_files + test_files],
+        name,
+        f"fetch it again: `python -m overthink_lib fetch {name}`",
+    )
+    return {
+        split: _decoded_once(folder / files[0], lambda _, fs=files: _read_cifar_files(folder, fs, key))
+        for split, files in (("train", train_files), ("test", test_files))
+    }
 
 
 # ---------------------------------------------------------------- SVHN (.mat)
@@ -285,24 +323,58 @@ def _read_svhn(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return images, labels
 
 
-def load_svhn(root: Path | None = None, download: bool = True, extra: bool = False) -> dict:
-    """SVHN from ``{train,test,extra}_32x32.mat`` under ``root/svhn``; ``extra`` also loads the 531k extra set."""
+def _svhn_path(root: Path | None, split: str, download: bool) -> Path:
+    """``<root>/svhn/<split>_32x32.mat``, fetched when missing and allowed, verified against its official MD5."""
     import torchvision
 
     folder = Path(root or DATA_ROOT) / "svhn"
+    path = folder / f"{split}_32x32.mat"
+    if not path.exists():
+        how = (
+            f"on a machine with internet run `python -m overthink_lib fetch svhn` (or torchvision's "
+            f"SVHN(root='{folder}', split='{split}', download=True)) and copy {folder} here"
+        )
+        if not download:
+            raise DatasetMissing(f"dataset 'svhn' is not on disk (expected {path}); {how}")
+        _download("svhn", lambda: torchvision.datasets.SVHN(str(folder), split=split, download=True), str(path), how)
+    verify(folder.parent, [path], "svhn", "fetch it again: `python -m overthink_lib fetch svhn`")
+    return path
+
+
+def load_svhn(root: Path | None = None, download: bool = True, extra: bool = False) -> dict:
+    """SVHN from ``{train,test,extra}_32x32.mat`` under ``root/svhn``; ``extra`` also loads the 531k extra set."""
     splits = ["train", "test"] + (["extra"] if extra else [])
-    out = {}
-    for split in splits:
-        path = folder / f"{split}_32x32.mat"
-        if not path.exists():
-            how = (
-                f"on a machine with internet run `python -m overthink_lib fetch svhn` (or torchvision's "
-                f"SVHN(root='{folder}', split='{split}', download=True)) and copy {folder} here"
+    return {split: _decoded_once(_svhn_path(root, split, download), _read_svhn) for split in splits}
+
+
+#: The official extra file's size (Netzer et al. 2011).
+SVHN_EXTRA_SIZE = 531_131
+_TOPUPS: dict[tuple, dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
+
+
+def svhn_extra_topup(
+    root: Path | None, download: bool, seed: int, count: int
+) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """``count`` seeded samples of SVHN's extra file for each of validation and test, disjoint: {"val" | "test":
+    (images, labels, rows of the extra file)}. The extra file is decoded only when this process has not drawn these
+    top-ups from this file version before (the selection is kept, never the 531k decoded images).
+
+    Raises:
+        DatasetUnavailable: an extra file with fewer than ``2 * count`` samples (the official one has 531,131).
+    """
+    path = _svhn_path(root, "extra", download)
+    st = path.stat()
+    key = (os.path.abspath(path), st.st_size, st.st_mtime_ns, seed, count)
+    if key not in _TOPUPS:
+        images, labels = _read_svhn(path)
+        READS[key[0]] += 1
+        if len(labels) < 2 * count:
+            raise DatasetUnavailable(
+                f"{path} holds {len(labels):,} samples, but topping up validation and test with {count:,} each needs "
+                f"{2 * count:,} (the official file has {SVHN_EXTRA_SIZE:,}): fetch it again with "
+                "`python -m overthink_lib fetch svhn`"
             )
-            if not download:
-                raise DatasetMissing(f"dataset 'svhn' is not on disk (expected {path}); {how}")
-            _download(
-                "svhn", lambda s=split: torchvision.datasets.SVHN(str(folder), split=s, download=True), str(path), how
-            )
-        out[split] = _read_svhn(path)
-    return out
+        perm = np.random.default_rng(seed + 7).permutation(len(labels))
+        parts = {"val": np.sort(perm[:count]), "test": np.sort(perm[count : 2 * count])}
+        _TOPUPS[key] = {split: (images[rows], labels[rows], rows) for split, rows in parts.items()}
+    return _TOPUPS[key]
