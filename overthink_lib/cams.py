@@ -174,7 +174,7 @@ def cam_statistics(cams: np.ndarray) -> dict[str, np.ndarray]:
         ``similarity_prev``: cosine similarity with the previous exit's map (NaN for the first exit).
     """
     b, e, h, w = cams.shape
-    mass = cams.reshape(b, e, -1).astype(np.float64)
+    mass = cams.reshape(b, e, h * w).astype(np.float64)
     total = mass.sum(-1, keepdims=True)
     p = np.where(total > 0, mass / np.where(total > 0, total, 1), 1.0 / (h * w))
     ys, xs = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
@@ -234,8 +234,12 @@ def cams_for_rows(
     """:func:`exit_cams` over the rows ``rows`` of an :class:`~overthink_lib.data.ImageSet`, in batches."""
     from .data import normalize
 
-    rows = np.asarray(rows)
+    rows = np.asarray(rows, dtype=np.int64)
     device = next(model.parameters()).device
+    if len(rows) == 0:  # an empty group (say, no overthought sample): no heatmaps, every exit's column
+        n = model.num_exits
+        empty = torch.zeros(0, n, dtype=torch.long)
+        return ExitCams(np.zeros((0, n, *ds.images.shape[2:]), np.float32), empty, empty.float(), list(range(n)))
     parts = [
         exit_cams(
             model,

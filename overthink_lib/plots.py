@@ -112,7 +112,6 @@ def exit_predictions(rec, image_set, rows, class_names=None):
         rows: record rows to show, in order (e.g. the first overthought ones).
         class_names: names of the classes; default the image set's, else the class numbers.
     """
-    import numpy as np
 
     rows = [int(r) for r in rows]
     pos = {int(i): r for r, i in enumerate(image_set.indices.tolist())}
@@ -126,8 +125,7 @@ def exit_predictions(rec, image_set, rows, class_names=None):
     n = len(rows)
     fig, axes = subplots(1, max(n, 1), figsize=(2.1 * max(n, 1), 3.2), squeeze=False)
     for ax, r in zip(axes[0], rows, strict=False):  # no rows: one blank panel
-        img = np.asarray(image_set.images[pos[int(rec.indices[r])]])  # [C, H, W]
-        ax.imshow(img[0] if img.shape[0] == 1 else img.transpose(1, 2, 0), cmap="gray")
+        show_image(ax, image_set.images[pos[int(rec.indices[r])]])
         ax.axis("off")
         lines = [f"#{int(rec.indices[r])} true: {names[int(rec.labels[r])]}"]
         for k in range(rec.num_exits):
@@ -139,6 +137,50 @@ def exit_predictions(rec, image_set, rows, class_names=None):
         ax.axis("off")
     fig.tight_layout()
     return fig
+
+
+def show_image(ax, image, cmap: str = "gray") -> None:
+    """Draw one ``[C, H, W]`` image as it is: one channel in ``cmap``, three channels in colour (never one channel of a
+    colour image shown in grey)."""
+    import numpy as np
+
+    img = np.asarray(image)
+    if img.ndim != 3 or img.shape[0] not in (1, 3):
+        raise ConfigError(f"an image must be [C, H, W] with 1 or 3 channels, got shape {img.shape}")
+    ax.imshow(img[0] if img.shape[0] == 1 else np.transpose(img, (1, 2, 0)), cmap=cmap if img.shape[0] == 1 else None)
+
+
+def class_distribution(labels_by_split: dict, class_names=None, title: str = ""):
+    """Images per class and split (``labels_by_split``: split → ``[N]`` labels). Up to 20 classes as grouped bars
+    with each class named; more (CIFAR-100's 100) as one line per split over the class numbers, ticks every tenth
+    class, so the figure stays readable. Returns (figure, tidy table of split, label, class, images)."""
+    import numpy as np
+    import pandas as pd
+    import seaborn as sns
+
+    num = 1 + max(int(np.max(np.asarray(v))) for v in labels_by_split.values() if len(v))
+    if class_names is not None:
+        num = max(num, len(class_names))
+    rows = []
+    for split, labels in labels_by_split.items():
+        counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=num)
+        rows += [{"split": split, "label": k, "images": int(c)} for k, c in enumerate(counts)]
+    table = pd.DataFrame(rows)
+    table["class"] = [class_names[k] if class_names is not None else str(k) for k in table["label"]]
+    if num <= 20:
+        fig, ax = subplots(figsize=(9, 3.2))
+        sns.barplot(data=table, x="class", y="images", hue="split", ax=ax)
+        ax.tick_params(axis="x", rotation=45)
+    else:
+        fig, ax = subplots(figsize=(11, 3.2))
+        for split, g in table.groupby("split", sort=False):
+            ax.plot(g["label"], g["images"], marker=".", lw=1, label=split)
+        ax.set_xticks(range(0, num, 10))
+        ax.set(xlabel=f"class (0–{num - 1}; hover the HTML figure for names)", xlim=(-1, num))
+        ax.legend(title="split")
+    ax.set(ylabel="images", title=title)
+    fig.tight_layout()
+    return fig, table
 
 
 def image_grid(images, titles=None, ncols: int = 8, cmap: str = "gray", size: float = 1.4, colors=None):
@@ -153,9 +195,7 @@ def image_grid(images, titles=None, ncols: int = 8, cmap: str = "gray", size: fl
         ax.axis("off")
         if i >= n:
             continue
-        img = images[i]
-        img = img[0] if img.shape[0] == 1 else np.transpose(img, (1, 2, 0))
-        ax.imshow(img, cmap=cmap if img.ndim == 2 else None)
+        show_image(ax, images[i], cmap)
         if titles is not None:
             ax.set_title(titles[i], fontsize=7, **({} if colors is None else {"color": colors[i]}))
     fig.tight_layout()

@@ -170,3 +170,19 @@ def test_cams_for_rows_in_batches_equal_one_call_on_the_chosen_rows():
     whole = exit_cams(model, normalize(ds, ds.images[rows]), labels=ds.labels[rows], target="label")
     assert batched.cams.shape == (5, 5, 28, 28) and np.allclose(batched.cams, whole.cams, atol=1e-6)
     assert np.array_equal(batched.preds, whole.preds)
+
+
+def test_an_empty_group_gives_no_heatmaps_and_no_statistics():
+    """No overthought sample (a small or very good test set): notebook 05 still runs, its empty group has no maps
+    and no statistics rather than an error."""
+    from overthink_lib.cams import cams_for_rows, group_statistics
+    from overthink_lib.data import ImageSet
+
+    torch.manual_seed(0)
+    model = get_model("msdnet_cifar", num_classes=3, in_channels=1, channels=4, growth=2, head_channels=8)
+    images = torch.randint(0, 256, (4, 1, 28, 28), dtype=torch.uint8)
+    ds = ImageSet("toy", "test", images, torch.tensor([0, 1, 2, 0]), torch.arange(4), 3, (0.5,), (0.25,))
+    none = cams_for_rows(model, ds, [])
+    assert none.cams.shape == (0, 5, 28, 28) and len(none.rows([])) == 0
+    stats = group_statistics({"overthought": none, "other": cams_for_rows(model, ds, [0, 1, 2])}, n_boot=50)
+    assert set(stats["group"]) == {"other"} and len(stats) > 0

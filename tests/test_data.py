@@ -405,3 +405,15 @@ def test_svhn_is_decoded_once_per_process_and_a_short_extra_file_is_refused(tmp_
     with pytest.raises(DatasetUnavailable, match=r"extra_32x32.mat holds 49 samples, but topping up .* needs 50") as e:
         get_dataset("svhn", "val", root=tmp_path, download=False, svhn_extra=True)
     assert len(str(e.value).splitlines()) == 1
+
+
+def test_cifar100_class_names_come_from_its_meta_file(tmp_path):
+    folder = _write_cifar(tmp_path, "cifar100")
+    assert get_dataset("cifar100", "test", root=tmp_path, download=False).class_names is None  # no meta: numbers
+    names = [f"class-{i}".encode() for i in range(100)]
+    (folder / "meta").write_bytes(pickle.dumps({b"fine_label_names": names, b"coarse_label_names": [b"x"] * 20}))
+    te = get_dataset("cifar100", "test", root=tmp_path, download=False)
+    assert te.class_names[:2] == ("class-0", "class-1") and len(te.class_names) == 100
+    (folder / "meta").write_bytes(pickle.dumps({b"fine_label_names": names[:99]}))
+    with pytest.raises(DatasetUnavailable, match="holds no list b'fine_label_names' of 100 class names"):
+        get_dataset("cifar100", "test", root=tmp_path, download=False)

@@ -46,3 +46,38 @@ def test_exit_predictions_with_no_rows_and_with_a_foreign_image_set():
     assert len(empty.axes) == 1 and not empty.axes[0].axison and not empty.axes[0].images
     with pytest.raises(ConfigError, match=r"samples \[104\] of the record are not in the image set"):
         plots.exit_predictions(rec, _image_set([100, 101]), [0, 4])
+
+
+def test_images_are_drawn_as_they_are_colour_in_colour():
+    """A colour image in colour (not its red channel in grey), a grey one in grey; other shapes are refused."""
+    _fig, axes = plots.subplots(1, 2)
+    rgb = np.zeros((3, 4, 4), np.uint8)
+    rgb[1] = 200  # green only: its red channel is black
+    plots.show_image(axes[0], rgb)
+    plots.show_image(axes[1], np.full((1, 4, 4), 9, np.uint8))
+    shown = axes[0].get_images()[0].get_array()
+    assert shown.shape == (4, 4, 3) and shown[..., 1].min() == 200 and shown[..., 0].max() == 0
+    grey = axes[1].get_images()[0]
+    assert grey.get_array().shape == (4, 4) and grey.get_cmap().name == "gray"
+    with pytest.raises(ConfigError, match=r"1 or 3 channels, got shape \(2, 4, 4\)"):
+        plots.show_image(axes[0], np.zeros((2, 4, 4)))
+
+
+def test_class_distribution_names_few_classes_and_stays_readable_with_many():
+    labels = {"train": np.array([0, 0, 1, 2]), "test": np.array([2, 2])}
+    fig, table = plots.class_distribution(labels, ("a", "b", "c"), "t")
+    counts = table.set_index(["split", "class"])["images"].to_dict()
+    assert counts == {
+        ("train", "a"): 2,
+        ("train", "b"): 1,
+        ("train", "c"): 1,
+        ("test", "a"): 0,
+        ("test", "b"): 0,
+        ("test", "c"): 2,
+    }
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["a", "b", "c"]
+    many = {"train": np.arange(500) % 100, "val": np.arange(100) % 100}
+    fig, table = plots.class_distribution(many, None, "cifar100")
+    ax = fig.axes[0]
+    assert len(table) == 200 and (table["images"] == [5] * 100 + [1] * 100).all()
+    assert list(ax.get_xticks()) == list(range(0, 100, 10)) and len(ax.get_lines()) == 2

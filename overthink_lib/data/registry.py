@@ -302,5 +302,5 @@ def get_dataset(
         dict(spec.augment),
         {},
         info,
-        spec.class_names,
+        arrays.get("class_names") or spec.class_names,  # a release's own names (CIFAR's meta file) first
     )

@@ -182,6 +182,25 @@ _CIFAR = {
     "cifar10": ("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], ["test_batch"], b"labels"),
     "cifar100": ("cifar-100-python", ["train"], ["test"], b"fine_labels"),
 }
+#: The file with the class names, and its key (both releases ship it; the names label figures instead of numbers).
+_CIFAR_META = {"cifar10": ("batches.meta", b"label_names"), "cifar100": ("meta", b"fine_label_names")}
+
+
+def _cifar_class_names(folder: Path, name: str) -> tuple[str, ...] | None:
+    """The class names of the release's meta file, when it is there (verified like the data); else None."""
+    meta, key = _CIFAR_META[name]
+    path = folder / meta
+    if not path.exists():
+        return None
+    verify(folder.parent, [path], name, f"fetch it again: `python -m overthink_lib fetch {name}`")
+    entry = read_data_pickle(path, "CIFAR meta")
+    names = entry.get(key) if isinstance(entry, dict) else None
+    classes = 10 if name == "cifar10" else 100
+    if not isinstance(names, list) or len(names) != classes or not all(isinstance(n, (bytes, str)) for n in names):
+        raise DatasetUnavailable(
+            f"{path} holds no list {key!r} of {classes} class names: delete it and fetch the dataset again"
+        )
+    return tuple(n.decode() if isinstance(n, bytes) else n for n in names)
 
 
 def _builtin_dtype(name, align=False, copy=False):
@@ -307,10 +326,11 @@ def load_cifar(name: str, root: Path | None = None, download: bool = True) -> di
         name,
         f"fetch it again: `python -m overthink_lib fetch {name}`",
     )
-    return {
+    out = {
         split: _decoded_once(folder / files[0], lambda _, fs=files: _read_cifar_files(folder, fs, key))
         for split, files in (("train", train_files), ("test", test_files))
     }
+    return {**out, "class_names": _cifar_class_names(folder, name)}
 
 
 # ---------------------------------------------------------------- SVHN (.mat)
