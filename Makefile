@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PRESET ?= cpu
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: reproduce test lab lint lock venv data-deps browser-deps smoke stochasticity benchmark stress reference clean-runs
+.PHONY: reproduce test lab lint lock venv data-deps browser-deps smoke rehearsal stochasticity benchmark stress reference clean-runs
 
 venv: $(VENV)/.installed
 
@@ -59,6 +59,13 @@ stochasticity: venv data-deps
 
 smoke: venv data-deps
 	$(PY) -m overthink_lib reproduce --preset smoke
+
+# `paper` rehearsed on made-up files in the official formats (every notebook, every dataset, sizes shrunk):
+# what a cluster run would hit, found in minutes. The made-up data lives in runs/, never in data/.
+rehearsal: venv
+	rm -rf runs/paper-rehearsal
+	$(PY) -c "from overthink_lib.data.madeup import write_made_up; write_made_up('$(CURDIR)/runs/paper-rehearsal-data')"
+	OVERTHINK_DATA=$(CURDIR)/runs/paper-rehearsal-data $(PY) -m overthink_lib reproduce --preset paper-rehearsal
 
 benchmark: venv data-deps
 	$(PY) benchmarks/speed.py --accuracy

@@ -45,7 +45,8 @@ class DataSettings:
         datasets: conventional datasets the suite studies, first = the main one.
         fraction: fraction of each split used (1.0 = all); subsets are seeded and recorded.
         val_fraction: share of the training set held out for validation (thresholds, D_ee training set).
-        svhn_extra: SVHN's validation and test topped up with 25,000 "extra" samples each (the thesis).
+        svhn_extra: SVHN's validation and test topped up with ``svhn_extra_count`` "extra" samples each (the thesis).
+        svhn_extra_count: how many (the thesis: 25,000).
         train_record_size: training images the main MSDNet is recorded on for Fig 4.1 (a seeded subset; 0: all).
     """
 
@@ -53,6 +54,7 @@ class DataSettings:
     fraction: float = 1.0
     val_fraction: float = 0.2
     svhn_extra: bool = False
+    svhn_extra_count: int = 25_000
     train_record_size: int = 12000
 
 
@@ -316,6 +318,54 @@ PRESETS: dict[str, Preset] = {
         cell_timeout=7 * 24 * 3600,
     ),
 }
+
+
+#: The rehearsal of a preset (:func:`rehearsal`): the fields it shrinks, with their values (sizes, lengths, counts:
+#: nothing that selects a code path), by part (``None``: the preset's own fields) ...
+REHEARSAL_SHRINKS: dict[str | None, dict[str, Any]] = {
+    "data": {"fraction": 0.2, "svhn_extra_count": 300},
+    "training": {"epochs": 2, "eval_batch_size": 256},
+    "maxmin": {"sizes": MaxMinSizes(train=400, val=160, test=120), "epochs": 1, "long_epochs": 2},
+    "imta": {"epochs": 1, "seeds": 2},
+    "policy": {"width": 8, "epochs": 1},
+    "stochasticity": {"runs": 3, "train": 200, "epochs": 1},
+    None: {"cell_timeout": 1800},
+}
+#: ... and the fields it keeps as the preset has them: datasets and their loaders, shapes, classes, architectures,
+#: the Max-Min canvas, the schedule's shape, the SVHN top-up, 0 = "all" subsets, the notebooks the suite runs.
+#: ``name`` and ``figures_dir`` are the rehearsal's own. A new field must join one of the two (tests/test_config.py).
+REHEARSAL_KEEPS: dict[str | None, tuple[str, ...]] = {
+    "data": ("datasets", "val_fraction", "svhn_extra", "train_record_size"),
+    "training": ("lr_schedule", "lr_milestones", "batch_size", "lr", "speed", "threads", "device"),
+    "maxmin": ("base", "canvas", "item"),
+    "imta": ("parent", "freeze", "teacher", "kl", "seed_train", "seed_test"),
+    "policy": ("depth",),
+    "stochasticity": (),
+    None: ("seed", "suite_skip"),
+}
+
+
+def rehearsal(preset: Preset) -> Preset:
+    """``preset`` made small enough to run on made-up data in minutes, every choice that selects a code path kept
+    (:data:`REHEARSAL_SHRINKS`, :data:`REHEARSAL_KEEPS`): a long run's defects show up before anyone spends GPU-hours
+    on it. Named ``<preset>-rehearsal``, its figures under ``runs/<name>/figures``."""
+    name = f"{preset.name}-rehearsal"
+    parts = {part: values for part, values in REHEARSAL_SHRINKS.items() if part is not None}
+    return preset.with_parts(name=name, figures_dir=f"runs/{name}/figures", **REHEARSAL_SHRINKS[None], **parts)
+
+
+def rehearsal_table(preset: Preset) -> list[tuple[str, str, Any, Any]]:
+    """(field, kept | shrunk, the preset's value, the rehearsal's value) for every field of ``preset``."""
+    small, out = rehearsal(preset), []
+    for part in REHEARSAL_KEEPS:
+        kinds = [(f, "kept") for f in REHEARSAL_KEEPS[part]] + [(f, "shrunk") for f in REHEARSAL_SHRINKS[part]]
+        for field_name, kind in kinds:
+            a, b = (getattr(p if part is None else getattr(p, part), field_name) for p in (preset, small))
+            out.append((field_name if part is None else f"{part}.{field_name}", kind, a, b))
+    return out
+
+
+PRESETS["paper-rehearsal"] = rehearsal(PRESETS["paper"])
 
 
 def get_preset(name: str) -> Preset:

@@ -58,7 +58,7 @@ class Experiment:
 def load_splits(preset: Preset, dataset: str, seed: int | None = None) -> dict[str, ImageSet]:
     """train / val / test of ``dataset`` with the preset's split and subset settings."""
     seed = preset.seed_or_own(seed)
-    extra = {"svhn_extra": True} if dataset == "svhn" and preset.data.svhn_extra else {}
+    extra = {"svhn_extra": preset.data.svhn_extra_count} if dataset == "svhn" and preset.data.svhn_extra else {}
     return {
         s: get_dataset(
             dataset, s, val_fraction=preset.data.val_fraction, split_seed=seed, fraction=preset.data.fraction, **extra

@@ -7,7 +7,7 @@ from overthink_lib.config import PRESETS, ConfigError, config_hash, get_device, 
 
 
 def test_presets_are_frozen_data():
-    assert set(PRESETS) == {"smoke", "cpu", "paper"}
+    assert set(PRESETS) == {"smoke", "cpu", "paper", "paper-rehearsal"}
     p = get_preset("cpu")
     with pytest.raises(dataclasses.FrozenInstanceError):
         p.seed = 3
@@ -52,7 +52,7 @@ def test_paired_differences_over_seeds_by_hand():
 
 
 def test_unknown_preset_is_one_clear_error():
-    with pytest.raises(ConfigError, match=r"unknown preset 'gpu': choose one of smoke, cpu, paper"):
+    with pytest.raises(ConfigError, match=r"unknown preset 'gpu': choose one of smoke, cpu, paper, paper-rehearsal"):
         get_preset("gpu")
 
 
@@ -133,3 +133,22 @@ def test_torchrun_puts_rank_r_on_gpu_r(monkeypatch):
             get_device("cuda")
     monkeypatch.delenv("LOCAL_RANK")
     assert get_device("auto") == torch.device("cuda")  # one process: plain cuda, as before
+
+
+def test_the_rehearsal_keeps_or_shrinks_every_field_and_keeps_every_code_path():
+    """Every field of a preset is either kept or shrunk by the rehearsal (a new field must say which), and the
+    rehearsal of paper is paper with only sizes, lengths and counts smaller."""
+    from overthink_lib.config import _PARTS, REHEARSAL_KEEPS, REHEARSAL_SHRINKS, rehearsal, rehearsal_table
+
+    own = {"name", "figures_dir"}
+    for part, kind in [(None, type(get_preset("paper"))), *_PARTS.items()]:
+        fields = {f.name for f in dataclasses.fields(kind)} - (set(_PARTS) | own if part is None else set())
+        kept, shrunk = set(REHEARSAL_KEEPS[part]), set(REHEARSAL_SHRINKS[part])
+        assert not kept & shrunk and kept | shrunk == fields, f"{part}: say whether the rehearsal keeps or shrinks it"
+    paper, small = get_preset("paper"), get_preset("paper-rehearsal")
+    assert small == rehearsal(paper) and small.name == "paper-rehearsal"
+    assert small.figure_dir == small.run_dir / "figures"
+    table = {name: (kind, a, b) for name, kind, a, b in rehearsal_table(paper)}
+    assert all(a == b for kind, a, b in table.values() if kind == "kept")
+    assert table["data.datasets"][2] == ("cifar100", "svhn", "mnist") and table["policy.depth"][2] == 34
+    assert table["training.epochs"] == ("shrunk", 200, 2) and table["maxmin.canvas"] == ("kept", 64, 64)

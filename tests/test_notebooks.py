@@ -75,7 +75,10 @@ def test_parse_param():
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["reproduce", "--preset", "gpu"], "error: unknown preset 'gpu': choose one of smoke, cpu, paper"),
+        (
+            ["reproduce", "--preset", "gpu"],
+            "error: unknown preset 'gpu': choose one of smoke, cpu, paper, paper-rehearsal",
+        ),
         (
             ["reproduce", "--preset", "smoke", "--param", "sead=1"],
             "error: notebook 01_data.ipynb has no parameter 'sead'",

@@ -241,7 +241,7 @@ def get_dataset(
     split_seed: int = 0,
     fraction: float = 1.0,
     download: bool = True,
-    svhn_extra: bool = False,
+    svhn_extra: bool | int = False,
     **kwargs,
 ) -> ImageSet:
     """Load a dataset split from the registry.
@@ -254,7 +254,8 @@ def get_dataset(
         split_seed: seed of the train/val partition (and of ``fraction`` subsets).
         fraction: keep a seeded subset of this share of the split (smoke runs).
         download: try torchvision's download when files are missing.
-        svhn_extra: SVHN only — top up val and test with 25,000 "extra" samples each (the thesis); their indices
+        svhn_extra: SVHN only — top up val and test with 25,000 "extra" samples each (the thesis; a number: that
+            many, as a preset's rehearsal does); their indices
             continue after the file's own (val: 73,257 + i; test: 26,032 + 25,000 + i ... see ``info``).
         **kwargs: options of a built dataset (``maxmin``: see :func:`overthink_lib.data.maxmin.get_maxmin`).
     """
@@ -283,7 +284,10 @@ def get_dataset(
         rows = train_rows if split == "train" else val_rows
         images, labels, indices = images[rows], labels[rows], rows
     if topup:
-        ex_x, ex_y, part = sources.svhn_extra_topup(root, download, split_seed, SVHN_EXTRA_TOPUP)[split]
+        count = SVHN_EXTRA_TOPUP if svhn_extra is True else int(svhn_extra)
+        if count < 1:
+            raise ConfigError(f"svhn_extra must be True or a count >= 1, got {svhn_extra!r}")
+        ex_x, ex_y, part = sources.svhn_extra_topup(root, download, split_seed, count)[split]
         offset = len(arrays["train"][1]) + len(arrays["test"][1])  # extra indices live after train and test
         images = np.concatenate([images, ex_x])
         labels = np.concatenate([labels, ex_y])
