@@ -2,6 +2,7 @@
 
 import os
 import pickle
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -308,7 +309,13 @@ def test_real_fashion_mnist_is_verified_once_then_by_size_and_time(tmp_path, mon
     real_md5 = checksums._md5
     monkeypatch.setattr(checksums, "_md5", lambda path, **kw: digests.append(path) or real_md5(path, **kw))
     get_dataset("fashion_mnist", "test", root=tmp_path, download=False)
-    assert digests == []  # verified once: the cache by size and modification time
+    assert digests == []  # verified once: the cache by size, times and inode
+    copy = tmp_path / "copy"
+    shutil.copytree(tmp_path / "FashionMNIST", copy / "FashionMNIST", copy_function=shutil.copy2)
+    shutil.copy2(tmp_path / ".verified.json", copy / ".verified.json")  # a folder copied with its cache (rsync -a)
+    get_dataset("fashion_mnist", "test", root=copy, download=False)
+    assert len(digests) == 4  # copies keep their modification times, not their inodes: all four files checked again
+    digests.clear()
     labels = tmp_path / "FashionMNIST" / "raw" / "t10k-labels-idx1-ubyte"
     raw = bytearray(labels.read_bytes())
     raw[-1] = (raw[-1] + 1) % 10  # one label changed, same size

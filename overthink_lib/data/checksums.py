@@ -3,7 +3,8 @@
 A file of the right format and size is not yet the dataset: random pixels in CIFAR's pickle format load fine and train
 a network on noise without any error. So every file a loader reads is checked once against the MD5 its publisher
 gives (the sums torchvision's downloads check) and the result is kept in ``<data root>/.verified.json``, keyed by the
-file's size and modification time: a changed or replaced file is checked again, an unchanged one costs a ``stat``.
+file's size, times and inode (:func:`_stamp`): a changed, replaced or copied file is checked again, an unchanged one
+costs a ``stat``.
 
 IDX files (MNIST, Fashion-MNIST) are published gzipped; a decompressed copy passes when its bytes are those of the
 official release (the MD5 of the decompressed content, below) or of a verified ``.gz`` beside it.
@@ -90,8 +91,10 @@ def _md5(path: Path, *, gunzip: bool = False) -> str:
 
 
 def _stamp(path: Path) -> list[int]:
+    """Size, modification time, inode and status-change time: a file written, replaced, renamed over or copied here
+    from elsewhere (``cp -p`` and ``rsync -a`` keep the modification time, never the change time) is checked again."""
     st = path.stat()
-    return [st.st_size, st.st_mtime_ns]
+    return [st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns]
 
 
 def _load_cache(root: Path) -> dict:
