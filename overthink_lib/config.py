@@ -396,13 +396,14 @@ def get_device(name: str = "auto") -> torch.device:
         raise ConfigError(f"unknown device {name!r}: use 'auto', 'cpu' or 'cuda'")
     if name == "cuda" and os.environ.get("LOCAL_RANK") is not None:
         local, count = os.environ["LOCAL_RANK"], torch.cuda.device_count()
-        if not local.isdigit() or int(local) >= count:
+        if not local.isdigit() or (count > 1 and int(local) >= count):
             raise ConfigError(
                 f"LOCAL_RANK={local!r} but this machine shows {count} CUDA device(s): start torchrun with "
                 f"--nproc_per_node at most {count}"
             )
-        torch.cuda.set_device(int(local))
-        return torch.device("cuda", int(local))
+        index = 0 if count == 1 else int(local)  # a launcher that shows each rank only its own GPU: that one
+        torch.cuda.set_device(index)
+        return torch.device("cuda", index)
     return torch.device(name)
 
 

@@ -50,7 +50,8 @@ def early_exit(model, x: torch.Tensor, thresholds, criterion: str = "max_softmax
 def _sync() -> None:
     """Wait for queued GPU work: CUDA kernels run asynchronously, so a clock read without this times their launch."""
     if torch.cuda.is_available() and torch.cuda.is_initialized():
-        torch.cuda.synchronize()
+        for index in range(torch.cuda.device_count()):  # whichever GPU the timed work runs on
+            torch.cuda.synchronize(index)
 
 
 def timed(fn, repeats: int = 5, warmup: int = 1) -> float:

@@ -7,6 +7,7 @@ trains anew (a cache can never be stale). Records live in ``runs/<preset>/record
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -58,6 +59,10 @@ class Experiment:
 def load_splits(preset: Preset, dataset: str, seed: int | None = None) -> dict[str, ImageSet]:
     """train / val / test of ``dataset`` with the preset's split and subset settings."""
     seed = preset.seed_or_own(seed)
+    if preset.data.svhn_extra and preset.data.svhn_extra_count < 1:
+        raise ConfigError(
+            f"data.svhn_extra_count must be >= 1 when svhn_extra is on, got {preset.data.svhn_extra_count}"
+        )
     extra = {"svhn_extra": preset.data.svhn_extra_count} if dataset == "svhn" and preset.data.svhn_extra else {}
     return {
         s: get_dataset(
@@ -154,12 +159,14 @@ def train_or_load(
     if init is not None:
         init(model)
     # whoever asked (a notebook that expected a finished run passes progress=False): training is never silent
-    print(
-        f"{'continuing the unfinished run' if resume else 'no finished run of this model, config and data'} "
-        f"({preset.name}): training {spec['name']} on {splits['train'].name} ({len(splits['train'])} images, "
-        f"{cfg.epochs} epochs, device {device}) → {out}",
-        flush=True,
-    )
+    continuing = resume and ckpt_path.exists()
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun: once, not once per rank
+        print(
+            f"{'continuing the unfinished run' if continuing else 'no finished run of this model, config and data'} "
+            f"({preset.name}): training {spec['name']} on {splits['train'].name} ({len(splits['train'])} images, "
+            f"{cfg.epochs} epochs, device {device}) → {out}",
+            flush=True,
+        )
     history = fit(
         model,
         splits["train"],
@@ -270,7 +277,8 @@ def record_images(rec: ExitRecord, preset: Preset) -> ImageSet | None:
             val_fraction=d.get("val_fraction", preset.data.val_fraction),
             split_seed=d.get("split_seed", preset.seed),
             download=False,
-            svhn_extra=bool(d.get("svhn_extra")),
+            # the top-up as the registry wrote it: {count, index_offset} (older records: a flag, the thesis's count)
+            svhn_extra=d["svhn_extra"]["count"] if isinstance(d.get("svhn_extra"), dict) else bool(d.get("svhn_extra")),
         )
     except DatasetMissing:  # not on disk: the record comes without images (a damaged or forged file is an error)
         return None

@@ -158,9 +158,11 @@ def class_distribution(labels_by_split: dict, class_names=None, title: str = "")
     import pandas as pd
     import seaborn as sns
 
-    num = 1 + max(int(np.max(np.asarray(v))) for v in labels_by_split.values() if len(v))
+    num = 1 + max((int(np.max(np.asarray(v))) for v in labels_by_split.values() if len(v)), default=-1)
     if class_names is not None:
-        num = max(num, len(class_names))
+        if len(class_names) < num:
+            raise ConfigError(f"{len(class_names)} class names for labels up to {num - 1}")
+        num = len(class_names)
     rows = []
     for split, labels in labels_by_split.items():
         counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=num)

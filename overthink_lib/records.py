@@ -170,6 +170,7 @@ _DATASET_TYPES = {
     "split_seed": int,
     "svhn_extra": (bool, dict),
     "fingerprint": str,
+    "made_up": bool,
 }
 
 

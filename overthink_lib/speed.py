@@ -241,7 +241,9 @@ def estimate_train_seconds(model: nn.Module, x: torch.Tensor, steps: int, probe_
     rng = torch.get_rng_state()
     try:
         times = []
-        sync = torch.cuda.synchronize if x.is_cuda else (lambda: None)  # time the GPU's work, not its launches
+        sync = (
+            (lambda: torch.cuda.synchronize(x.device)) if x.is_cuda else (lambda: None)
+        )  # the GPU's work, not launches
         for i in range(probe_steps + 1):
             sync()
             t0 = time.perf_counter()

@@ -131,6 +131,9 @@ def test_torchrun_puts_rank_r_on_gpu_r(monkeypatch):
         monkeypatch.setenv("LOCAL_RANK", bad)
         with pytest.raises(ConfigError, match="--nproc_per_node at most 4"):
             get_device("cuda")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setenv("LOCAL_RANK", "3")  # a launcher that shows each rank only its own GPU
+    assert get_device("cuda") == torch.device("cuda", 0)
     monkeypatch.delenv("LOCAL_RANK")
     assert get_device("auto") == torch.device("cuda")  # one process: plain cuda, as before
 
@@ -152,3 +155,11 @@ def test_the_rehearsal_keeps_or_shrinks_every_field_and_keeps_every_code_path():
     assert all(a == b for kind, a, b in table.values() if kind == "kept")
     assert table["data.datasets"][2] == ("cifar100", "svhn", "mnist") and table["policy.depth"][2] == 34
     assert table["training.epochs"] == ("shrunk", 200, 2) and table["maxmin.canvas"] == ("kept", 64, 64)
+
+
+def test_an_svhn_top_up_of_nothing_is_refused():
+    from overthink_lib.experiment import load_splits
+
+    preset = get_preset("paper").with_parts(data={"svhn_extra_count": 0})
+    with pytest.raises(ConfigError, match="data.svhn_extra_count must be >= 1 when svhn_extra is on, got 0"):
+        load_splits(preset, "svhn")

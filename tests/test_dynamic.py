@@ -84,7 +84,9 @@ def test_timings_wait_for_the_gpu(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
 
-    def synchronize():
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+
+    def synchronize(index=None):
         while queue:  # the "GPU" finishes what was launched
             time.sleep(queue.pop())
         events.append("sync")

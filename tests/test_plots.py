@@ -81,3 +81,10 @@ def test_class_distribution_names_few_classes_and_stays_readable_with_many():
     ax = fig.axes[0]
     assert len(table) == 200 and (table["images"] == [5] * 100 + [1] * 100).all()
     assert list(ax.get_xticks()) == list(range(0, 100, 10)) and len(ax.get_lines()) == 2
+
+
+def test_class_distribution_refuses_too_few_names():
+    with pytest.raises(ConfigError, match="2 class names for labels up to 2"):
+        plots.class_distribution({"train": np.array([0, 2])}, ("a", "b"))
+    _fig, table = plots.class_distribution({"train": np.array([], dtype=int)}, ("a", "b"))
+    assert table["images"].tolist() == [0, 0]

@@ -68,6 +68,9 @@ CONTENT_MD5: dict[str, dict[str, str]] = {
 
 _CACHE = ".verified.json"
 _CHUNK = 1 << 22
+#: Files this process verified, by path: their stamp (a read-only data folder, where the cache cannot be written,
+#: is then still hashed once per process, not once per load).
+_VERIFIED: dict[str, list[int]] = {}
 #: Folders this process already said were made up (one line each, not one per read).
 _ANNOUNCED: set[Path] = set()
 
@@ -151,19 +154,33 @@ def verify(root: Path, files: list[Path], dataset: str, how: str) -> None:
         except ValueError:
             raise ConfigError(f"{path} lies outside the data root {root}") from None
         stamp = _stamp(path)
-        if cache.get(rel, {}).get("stamp") == stamp:
+        entry = cache.get(rel)
+        if _VERIFIED.get(str(path)) == stamp or (isinstance(entry, dict) and entry.get("stamp") == stamp):
+            _VERIFIED[str(path)] = stamp
             continue
         why = _official(rel, path)
         if why is None:
+            family = CONTENT_MD5.get(path.parent.parent.name, {})  # <root>/<Family>/raw/<file>
+            packed = (
+                f"{rel}.gz" in OFFICIAL_MD5
+                and path.name not in family
+                and not path.with_name(path.name + ".gz").exists()
+            )
             raise DatasetUnavailable(
-                f"{path} is not the official {dataset} file (its checksum matches no release: made-up, damaged or "
-                f"another version): delete it and {how}"
+                f"{path} cannot be checked: the official {path.name}.gz it was decompressed from is not beside it "
+                f"(keep the .gz files a download leaves, they are what is checked): {how}"
+                if packed
+                else f"{path} is not the official {dataset} file (its checksum matches no release: made-up, damaged "
+                f"or another version): delete it and {how}"
             )
         cache[rel] = {"stamp": stamp, "verified": why}
+        _VERIFIED[str(path)] = stamp
         changed = True
     if changed:
+        # another process may have verified other files meanwhile: keep its entries (ours win for our files)
+        merged = {rel: e for rel, e in {**_load_cache(root), **cache}.items() if isinstance(e, dict)}
         try:
-            atomic_write_bytes(root / _CACHE, (json.dumps(cache, indent=1, sort_keys=True) + "\n").encode())
+            atomic_write_bytes(root / _CACHE, (json.dumps(merged, indent=1, sort_keys=True) + "\n").encode())
         except OSError:  # a read-only data folder: verified again next time, never trusted unverified
             pass
 

@@ -70,16 +70,16 @@ class ImageSet(torch.utils.data.Dataset):
         import hashlib
 
         tensors = (self.images, self.labels, self.indices)
-        stamp = tuple((t.data_ptr(), t._version, tuple(t.shape)) for t in tensors)
-        cached = self.__dict__.get("_fingerprint")
-        if cached is None or cached[0] != stamp:
+        versions = tuple(t._version for t in tensors)
+        cached = self.__dict__.get("_fingerprint")  # (the tensors themselves, their versions, the hash)
+        if cached is None or cached[1] != versions or any(a is not b for a, b in zip(cached[0], tensors)):
             h = hashlib.sha256()
             for t in tensors:
                 h.update(str((t.dtype, tuple(t.shape))).encode())
-                h.update(t.contiguous().numpy().tobytes())
-            cached = (stamp, h.hexdigest()[:16])
+                h.update(t.contiguous().numpy().data)  # the buffer itself: no copy of a whole split
+            cached = (tensors, versions, h.hexdigest()[:16])
             self.__dict__["_fingerprint"] = cached
-        return cached[1]
+        return cached[2]
 
     def subset(self, rows: torch.Tensor | np.ndarray) -> ImageSet:
         """The rows ``rows`` (positions, not dataset indices) as a new set sharing nothing mutable."""
@@ -275,6 +275,8 @@ def get_dataset(
     topup = svhn_extra and split in ("val", "test")  # the training split never reads the 531k-image extra file
     arrays = spec.loader(root, download)
     info: dict[str, Any] = {"val_fraction": val_fraction, "split_seed": split_seed, "fraction": fraction}
+    if arrays.get("made_up"):  # files from a folder marked MADE-UP-DATA: said in every run's and record's provenance
+        info["made_up"] = True
     if split == "test":
         images, labels = arrays["test"]
         indices = np.arange(len(labels))

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ..config import ROOT, ConfigError
-from .checksums import verify
+from .checksums import _stamp, made_up, verify
 
 #: Where Debian's ``dataset-fashion-mnist`` puts the IDX files.
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
@@ -85,21 +85,20 @@ def _download(name: str, fetch, expected: str, how: str) -> None:
 #: Decoded arrays of this process, by (file, size, modification time): a notebook loads its dataset's splits many
 #: times, and SVHN's .mat files cost seconds and GBs to decode. Callers never change them in place (the registry
 #: indexes them into new arrays).
-_DECODED: dict[tuple[str, int, int], object] = {}
+_DECODED: dict[str, tuple[tuple, object]] = {}
 #: How often each file was decoded in this process (tests count them).
 READS: Counter[str] = Counter()
 
 
-def _decoded_once(path: Path, read):
-    """``read(path)``, decoded once per process and file version (a changed file is decoded again)."""
-    st = path.stat()
-    key = (os.path.abspath(path), st.st_size, st.st_mtime_ns)
-    if key not in _DECODED:
-        for old in [k for k in _DECODED if k[0] == key[0]]:  # an older version of the file: never reused
-            del _DECODED[old]
-        _DECODED[key] = read(path)
-        READS[key[0]] += 1
-    return _DECODED[key]
+def _decoded_once(path: Path, read, also: tuple[Path, ...] = ()):
+    """``read(path)``, decoded once per process and version of ``path`` and of the files ``also`` it reads with it (a
+    changed, replaced or copied file, by :func:`~overthink_lib.data.checksums._stamp`, is decoded again)."""
+    name = os.path.abspath(path)
+    stamp = tuple(tuple(_stamp(p)) for p in (path, *also))
+    if name not in _DECODED or _DECODED[name][0] != stamp:  # an older version is dropped, never reused
+        _DECODED[name] = (stamp, read(path))
+        READS[name] += 1
+    return _DECODED[name][1]
 
 
 # ---------------------------------------------------------------- MNIST-format sets: mnist, fashion_mnist
@@ -162,8 +161,8 @@ def load_mnist_format(name: str, root: Path | None = None, download: bool = True
     }[name]
     raw = root / folder / "raw"
     files = ", ".join(s for pair in _IDX_FILES.values() for s in pair)
-    if _idx_paths(raw, "train") is None and name == "fashion_mnist":
-        _install_debian_fashion(raw)
+    if name == "fashion_mnist" and (_idx_paths(raw, "train") is None or _idx_paths(raw, "test") is None):
+        _install_debian_fashion(raw)  # copies only what is missing
     how = (
         f"install Debian's copy with `apt-get install dataset-fashion-mnist`, or put {files} in {raw}"
         if name == "fashion_mnist"
@@ -173,8 +172,9 @@ def load_mnist_format(name: str, root: Path | None = None, download: bool = True
         if not download:
             raise DatasetMissing(f"dataset {name!r} is not on disk (expected {files} in {raw}); {how}")
         _download(name, lambda: cls(str(root), train=True, download=True), f"{files} in {raw}", how)
-    verify(root, [p for split in ("train", "test") for p in _idx_paths(raw, split) or []], name, how)
-    return {split: _idx_pair(raw, split) for split in ("train", "test")}
+    files = [p for split in ("train", "test") for p in _idx_paths(raw, split) or []]
+    verify(root, files, name, how)
+    return {**{split: _idx_pair(raw, split) for split in ("train", "test")}, "made_up": any(map(made_up, files))}
 
 
 # ---------------------------------------------------------------- CIFAR-10 / CIFAR-100 (python pickles)
@@ -327,10 +327,14 @@ def load_cifar(name: str, root: Path | None = None, download: bool = True) -> di
         f"fetch it again: `python -m overthink_lib fetch {name}`",
     )
     out = {
-        split: _decoded_once(folder / files[0], lambda _, fs=files: _read_cifar_files(folder, fs, key))
+        split: _decoded_once(
+            folder / files[0],
+            lambda _, fs=files: _read_cifar_files(folder, fs, key),
+            tuple(folder / f for f in files[1:]),
+        )
         for split, files in (("train", train_files), ("test", test_files))
     }
-    return {**out, "class_names": _cifar_class_names(folder, name)}
+    return {**out, "class_names": _cifar_class_names(folder, name), "made_up": made_up(folder / train_files[0])}
 
 
 # ---------------------------------------------------------------- SVHN (.mat)
@@ -364,7 +368,8 @@ def _svhn_path(root: Path | None, split: str, download: bool) -> Path:
 def load_svhn(root: Path | None = None, download: bool = True, extra: bool = False) -> dict:
     """SVHN from ``{train,test,extra}_32x32.mat`` under ``root/svhn``; ``extra`` also loads the 531k extra set."""
     splits = ["train", "test"] + (["extra"] if extra else [])
-    return {split: _decoded_once(_svhn_path(root, split, download), _read_svhn) for split in splits}
+    paths = {split: _svhn_path(root, split, download) for split in splits}
+    return {**{s: _decoded_once(p, _read_svhn) for s, p in paths.items()}, "made_up": made_up(paths["train"])}
 
 
 #: The official extra file's size (Netzer et al. 2011).
@@ -383,8 +388,7 @@ def svhn_extra_topup(
         DatasetUnavailable: an extra file with fewer than ``2 * count`` samples (the official one has 531,131).
     """
     path = _svhn_path(root, "extra", download)
-    st = path.stat()
-    key = (os.path.abspath(path), st.st_size, st.st_mtime_ns, seed, count)
+    key = (os.path.abspath(path), *_stamp(path), seed, count)
     if key not in _TOPUPS:
         images, labels = _read_svhn(path)
         READS[key[0]] += 1
@@ -396,5 +400,7 @@ def svhn_extra_topup(
             )
         perm = np.random.default_rng(seed + 7).permutation(len(labels))
         parts = {"val": np.sort(perm[:count]), "test": np.sort(perm[count : 2 * count])}
+        for old in [k for k in _TOPUPS if k[0] == key[0]]:  # another version of the file: dropped
+            del _TOPUPS[old]
         _TOPUPS[key] = {split: (images[rows], labels[rows], rows) for split, rows in parts.items()}
     return _TOPUPS[key]
