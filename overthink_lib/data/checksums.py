@@ -3,7 +3,7 @@
 A file of the right format and size is not yet the dataset: random pixels in CIFAR's pickle format load fine and train
 a network on noise without any error. So every file a loader reads is checked once against the MD5 its publisher
 gives (the sums torchvision's downloads check) and the result is kept in ``<data root>/.verified.json``, keyed by the
-file's size, times and inode (:func:`_stamp`): a changed, replaced or copied file is checked again, an unchanged one
+file's size, times and inode (:func:`file_stamp`): a changed, replaced or copied file is checked again, an unchanged one
 costs a ``stat``.
 
 IDX files (MNIST, Fashion-MNIST) are published gzipped; a decompressed copy passes when its bytes are those of the
@@ -23,6 +23,15 @@ import warnings
 from pathlib import Path
 
 from ..config import ConfigError, atomic_write_bytes
+
+
+class DatasetUnavailable(ConfigError):
+    """The dataset's files are missing and could not be downloaded, or they are damaged or forged."""
+
+
+class DatasetMissing(DatasetUnavailable):
+    """The dataset's files are simply not on disk (and no download was asked for)."""
+
 
 #: A file of this name in a dataset's folder: the files there are made up on purpose (never the official ones).
 MADE_UP = "MADE-UP-DATA"
@@ -93,7 +102,7 @@ def _md5(path: Path, *, gunzip: bool = False) -> str:
     return h.hexdigest()
 
 
-def _stamp(path: Path) -> list[int]:
+def file_stamp(path: Path) -> list[int]:
     """Size, modification time, inode and status-change time: a file written, replaced, renamed over or copied here
     from elsewhere (``cp -p`` and ``rsync -a`` keep the modification time, never the change time) is checked again."""
     st = path.stat()
@@ -133,8 +142,6 @@ def verify(root: Path, files: list[Path], dataset: str, how: str) -> None:
         DatasetUnavailable: a file that is not the official one (made-up, damaged, another release), naming it and
             saying how to fetch the real one; a file with no known checksum is refused the same way.
     """
-    from .sources import DatasetUnavailable
-
     root = Path(os.path.abspath(root))  # links kept: a dataset folder may be a link into a shared store
     cache = _load_cache(root)
     changed = False
@@ -153,7 +160,7 @@ def verify(root: Path, files: list[Path], dataset: str, how: str) -> None:
             rel = path.relative_to(root).as_posix()
         except ValueError:
             raise ConfigError(f"{path} lies outside the data root {root}") from None
-        stamp = _stamp(path)
+        stamp = file_stamp(path)
         entry = cache.get(rel)
         if _VERIFIED.get(str(path)) == stamp or (isinstance(entry, dict) and entry.get("stamp") == stamp):
             _VERIFIED[str(path)] = stamp
@@ -190,4 +197,14 @@ def made_up(path: Path) -> bool:
     return (Path(path).parent / MADE_UP).exists()
 
 
-__all__ = ["CONTENT_MD5", "MADE_UP", "OFFICIAL_MD5", "made_up", "mark_made_up", "verify"]
+__all__ = [
+    "CONTENT_MD5",
+    "MADE_UP",
+    "OFFICIAL_MD5",
+    "DatasetMissing",
+    "DatasetUnavailable",
+    "file_stamp",
+    "made_up",
+    "mark_made_up",
+    "verify",
+]

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import ROOT, ConfigError
-from .checksums import _stamp, made_up, verify
+from ..config import ROOT
+from .checksums import DatasetMissing, DatasetUnavailable, file_stamp, made_up, verify
 
 #: Where Debian's ``dataset-fashion-mnist`` puts the IDX files.
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
@@ -27,14 +27,6 @@ DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 DATA_ROOT = Path(os.environ.get("OVERTHINK_DATA") or ROOT / "data").expanduser().resolve()
 
 _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
-
-
-class DatasetUnavailable(ConfigError):
-    """The dataset's files are missing and could not be downloaded, or they are damaged or forged."""
-
-
-class DatasetMissing(DatasetUnavailable):
-    """The dataset's files are simply not on disk (and no download was asked for)."""
 
 
 def read_idx(path: Path) -> np.ndarray:
@@ -92,9 +84,9 @@ READS: Counter[str] = Counter()
 
 def _decoded_once(path: Path, read, also: tuple[Path, ...] = ()):
     """``read(path)``, decoded once per process and version of ``path`` and of the files ``also`` it reads with it (a
-    changed, replaced or copied file, by :func:`~overthink_lib.data.checksums._stamp`, is decoded again)."""
+    changed, replaced or copied file, by :func:`~overthink_lib.data.checksums.file_stamp`, is decoded again)."""
     name = os.path.abspath(path)
-    stamp = tuple(tuple(_stamp(p)) for p in (path, *also))
+    stamp = tuple(tuple(file_stamp(p)) for p in (path, *also))
     if name not in _DECODED or _DECODED[name][0] != stamp:  # an older version is dropped, never reused
         _DECODED[name] = (stamp, read(path))
         READS[name] += 1
@@ -388,7 +380,7 @@ def svhn_extra_topup(
         DatasetUnavailable: an extra file with fewer than ``2 * count`` samples (the official one has 531,131).
     """
     path = _svhn_path(root, "extra", download)
-    key = (os.path.abspath(path), *_stamp(path), seed, count)
+    key = (os.path.abspath(path), *file_stamp(path), seed, count)
     if key not in _TOPUPS:
         images, labels = _read_svhn(path)
         READS[key[0]] += 1
