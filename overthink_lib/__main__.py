@@ -206,8 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
     ref.add_argument(
         "--add-kind",
         action="store_true",
-        help="add this run (the reference's code on another machine kind) to the reference: exact there from now on, "
-        "cross-kind tolerances widened to cover it",
+        help="add this run (the reference's code on another machine kind) to the reference: exact there from now on; "
+        "tolerances for other kinds unchanged",
     )
     ref.set_defaults(func=_cmd_reference)
     f = sub.add_parser("fetch", help="download datasets into data/ (needs internet)")

@@ -161,6 +161,18 @@ class StochasticitySettings:
     epochs: int = 2
 
 
+def _check_type(where: str, value: Any, kind: type) -> None:
+    """One line for a preset value of the wrong type (a bool is no number; an int may stand for a float)."""
+    if kind in (dict, MaxMinSizes) or kind in _PARTS.values():
+        return  # checked field by field where it is built
+    ok = isinstance(value, kind) and not (isinstance(value, bool) and kind is not bool)
+    ok = ok or (kind is float and isinstance(value, int) and not isinstance(value, bool))
+    if kind is tuple:
+        ok = isinstance(value, tuple) and all(isinstance(v, (str, int, float)) for v in value)
+    if not ok:
+        raise ConfigError(f"preset field {where} must be {kind.__name__}, got {value!r}")
+
+
 #: A preset's parts, by field name: what :meth:`Preset.from_dict` rebuilds.
 _PARTS: dict[str, type] = {
     "data": DataSettings,
@@ -238,6 +250,13 @@ class Preset:
     def from_dict(cls, d: dict[str, Any]) -> Preset:
         """The preset :meth:`to_dict` (or its JSON) describes; an unknown or missing field is a ConfigError."""
 
+        # a field's type, read off the paper preset's value of it (every preset has every field)
+        paper = PRESETS["paper"]
+        known_types = {Preset: {f.name: type(getattr(paper, f.name)) for f in dataclasses.fields(Preset)}}
+        for name, part in _PARTS.items():
+            known_types[part] = {f.name: type(getattr(getattr(paper, name), f.name)) for f in dataclasses.fields(part)}
+        known_types[MaxMinSizes] = {f.name: int for f in dataclasses.fields(MaxMinSizes)}
+
         def build(kind: type, values: Any, where: str) -> Any:
             if not isinstance(values, dict):
                 raise ConfigError(f"preset field {where} must be a mapping, got {type(values).__name__}")
@@ -253,6 +272,8 @@ class Preset:
                     value = build(MaxMinSizes, value, f"{where}.sizes")
                 elif isinstance(value, list):  # JSON has no tuples
                     value = tuple(value)
+                if key in known_types.get(kind, {}):
+                    _check_type(f"{where}.{key}" if kind is not Preset else key, value, known_types[kind][key])
                 out[key] = value
             try:
                 return kind(**out)

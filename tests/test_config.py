@@ -114,6 +114,21 @@ def test_a_preset_travels_as_json_and_comes_back_the_same():
         Preset.from_dict(bad)
     with pytest.raises(ConfigError, match="preset field data must be a mapping"):
         Preset.from_dict({**get_preset("smoke").to_dict(), "data": ["fashion_mnist"]})
+    for part, key, value, line in [
+        ("training", "epochs", "2", r"preset field training.epochs must be int, got '2'"),
+        ("training", "threads", True, r"preset field training.threads must be int, got True"),
+        ("data", "datasets", "fashion_mnist", r"preset field data.datasets must be tuple"),
+        ("data", "svhn_extra", 1, r"preset field data.svhn_extra must be bool, got 1"),
+        ("maxmin", "sizes", {"train": 4.5, "val": 40, "test": 40}, r"maxmin.sizes.train must be int, got 4.5"),
+        (None, "seed", None, r"preset field seed must be int, got None"),
+    ]:
+        bad = get_preset("smoke").to_dict()
+        (bad if part is None else bad[part])[key] = value
+        with pytest.raises(ConfigError, match=line):
+            Preset.from_dict(bad)
+    ok = get_preset("smoke").to_dict()
+    ok["training"]["lr"] = 1  # an int where a float goes is a number all the same
+    assert Preset.from_dict(ok).training.lr == 1
 
 
 def test_torchrun_puts_rank_r_on_gpu_r(monkeypatch):

@@ -189,6 +189,9 @@ def test_svhn_from_mat_with_extra_topup(tmp_path, monkeypatch):
     assert min(extra_va | extra_te) >= 70 and not extra_va & extra_te  # after train and test, disjoint
     with pytest.raises(ConfigError, match="svhn_extra=True applies only"):
         get_dataset("mnist", "test", svhn_extra=True)
+    for bad in (2.5, "25", -3):
+        with pytest.raises(ConfigError, match=r"svhn_extra must be True or a count >= 1"):
+            get_dataset("svhn", "val", root=tmp_path, download=False, svhn_extra=bad)
 
 
 def test_batches_are_seeded_and_augment_on_tensor(fashion_train):

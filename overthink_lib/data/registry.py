@@ -286,9 +286,11 @@ def get_dataset(
         rows = train_rows if split == "train" else val_rows
         images, labels, indices = images[rows], labels[rows], rows
     if topup:
-        count = SVHN_EXTRA_TOPUP if svhn_extra is True else int(svhn_extra)
-        if count < 1:
+        if svhn_extra is not True and (
+            isinstance(svhn_extra, bool) or not isinstance(svhn_extra, int) or svhn_extra < 1
+        ):
             raise ConfigError(f"svhn_extra must be True or a count >= 1, got {svhn_extra!r}")
+        count = SVHN_EXTRA_TOPUP if svhn_extra is True else svhn_extra
         ex_x, ex_y, part = sources.svhn_extra_topup(root, download, split_seed, count)[split]
         offset = len(arrays["train"][1]) + len(arrays["test"][1])  # extra indices live after train and test
         images = np.concatenate([images, ex_x])
