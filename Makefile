@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PRESET ?= cpu
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: reproduce test lab lint lock venv data-deps browser-deps smoke rehearsal stochasticity benchmark stress reference clean-runs
+.PHONY: reproduce test lab lint lock venv data-deps browser-deps slurm-deps smoke rehearsal stochasticity benchmark stress reference clean-runs
 
 venv: $(VENV)/.installed
 
@@ -42,13 +42,17 @@ browser-deps:
 	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium; \
 	fi
 
+# The SLURM tests start a one-node SLURM here (scripts/slurm-local.sh, as root) from Debian's slurm-wlm and munge.
+slurm-deps:
+	@bash scripts/slurm-local.sh install
+
 # Main job: every notebook headless on the offline default; figures into figures/.
 reproduce: venv data-deps
 	$(PY) -m overthink_lib reproduce --preset $(PRESET)
 
-# Tests: unit tests + the smoke-preset notebook suite (papermill) and its numbers against tests/reference/smoke.json,
+# Tests: unit tests (the SLURM ones on a one-node cluster they start) + the smoke-preset notebook suite (papermill) and its numbers against tests/reference/smoke.json,
 # then nbval re-runs the executed copies, then JupyterLab in a real browser (tests/browser).
-test: venv data-deps browser-deps
+test: venv data-deps browser-deps slurm-deps
 	$(PY) -m pytest tests --ignore=tests/browser
 	$(PY) -m pytest -p no:cacheprovider --nbval-lax --nbval-sanitize-with tests/nbval_sanitize.cfg runs/smoke/notebooks
 	$(PY) -m pytest -p no:cacheprovider tests/browser

@@ -22,22 +22,19 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from overthink_lib.config import get_preset
-from overthink_lib.flops import exit_flops
-from overthink_lib.models import get_model
+from overthink_lib.jobs.estimate import (
+    ANCHOR_SECONDS,
+    ANCHOR_TRAIN,
+    ANCHOR_VAL,
+    CLASSES,
+    SHAPE,
+    TRAIN,
+    VAL,
+    forward_macs,
+)
 
-#: The measured anchor (docs/performance.md, "On a GPU"): one fit epoch of the paper network on CIFAR-100, H100.
-ANCHOR_SECONDS, ANCHOR_TRAIN, ANCHOR_VAL = 32.7, 40_000, 10_000
-#: Training images per dataset after the 20 % validation hold-out, and the validation split (SVHN's with its top-up).
-TRAIN = {"cifar100": 40_000, "svhn": 58_606, "mnist": 48_000}
-VAL = {"cifar100": 10_000, "svhn": 14_651 + 25_000, "mnist": 12_000}
-SHAPE = {"cifar100": (3, 32, 32), "svhn": (3, 32, 32), "mnist": (1, 28, 28)}
-CLASSES = {"cifar100": 100, "svhn": 10, "mnist": 10}
-
-
-def forward_macs(name: str, shape: tuple[int, int, int], **kwargs) -> float:
-    """Multiply-adds of one image's forward pass through every exit (the last exit's cumulative count)."""
-    model = get_model(name, in_channels=shape[0], **kwargs)
-    return exit_flops(model, shape)[-1]
+# the anchor, the split sizes and the MAC counts are the library's (overthink_lib/jobs/estimate.py, which also gives
+# `reproduce --dry-run` its hours per job); this script prints them per kind of job
 
 
 def main() -> None:
@@ -64,7 +61,8 @@ def main() -> None:
         job(f"main MSDNet ({d})", m, TRAIN[d], VAL[d], p.training.epochs, basis=basis)
         e = p.imta.epochs
         job(f"IMTA 2E + E ISC+OFA ({d})", m, TRAIN[d], VAL[d], 3 * e)  # the 2E run, then E epochs of fine-tuning
-        job(f"IMTA over {p.imta.seeds} seeds ({d})", m, TRAIN[d], VAL[d], 3 * e, runs=p.imta.seeds)
+        # on a fixed subset of the training split (all of it on paper), without a validation split
+        job(f"IMTA over {p.imta.seeds} seeds ({d})", m, TRAIN[d], 0, 3 * e, runs=p.imta.seeds)
         pol = forward_macs("policy_resnet", SHAPE[d], depth=p.policy.depth, width=p.policy.width, num_classes=2)
         job(f"binary policy + control ({d})", pol, VAL[d], 0, p.policy.epochs, runs=2)
     job("Max-Min M", mm_macs, p.maxmin.sizes.train, p.maxmin.sizes.val, p.maxmin.epochs)

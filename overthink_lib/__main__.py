@@ -17,6 +17,21 @@ def _cmd_reproduce(args: argparse.Namespace) -> None:
 
     params = dict(parse_param(p) for p in args.param)
     datasets = [d.strip() for d in args.datasets.split(",") if d.strip()] if args.datasets else None
+    slurm = None
+    if args.executor == "slurm":
+        from .jobs.slurm import parse_slurm_args, parse_time, resources
+
+        res = resources(get_preset(args.preset), args.gpus_per_job, args.cpus_per_job)
+        slurm = dict(
+            partition=args.partition,
+            time_min=parse_time(args.time) if args.time else None,
+            gpus=res["gpus"],
+            cpus=res["cpus"],
+            extra=parse_slurm_args(args.slurm_args),
+            requeue=args.requeue,
+        )
+    elif args.partition or args.slurm_args or args.requeue or args.gpus_per_job is not None:
+        raise ConfigError("--partition, --gpus-per-job, --slurm-args and --requeue go with --executor slurm")
     run_suite(
         args.preset,
         only=args.only or None,
@@ -24,6 +39,9 @@ def _cmd_reproduce(args: argparse.Namespace) -> None:
         progress=not args.quiet,
         export_html=not args.no_html,
         datasets=datasets,
+        executor=args.executor,
+        slurm=slurm,
+        dry_run=args.dry_run,
     )
 
 
@@ -87,9 +105,12 @@ def _cmd_train(args: argparse.Namespace) -> None:
 
 
 def _cmd_job(args: argparse.Namespace) -> None:
-    from .jobs import run_job
+    from .jobs import JobSpec, run_job
+    from .jobs.worker import die_with_parent
 
-    run_job(args.preset, args.dataset or get_preset(args.preset).datasets[0], args.name)
+    die_with_parent()
+    spec = JobSpec.read(Path(args.spec)) if args.spec else JobSpec(get_preset(args.preset), {})
+    run_job(spec, args.dataset or spec.preset.datasets[0], args.name, args.item)
 
 
 def _cmd_record(args: argparse.Namespace) -> None:
@@ -193,6 +214,36 @@ def build_parser() -> argparse.ArgumentParser:
         default="",
         help="comma-separated datasets to run the per-dataset notebooks on (default: every dataset of the preset)",
     )
+    c = r.add_argument_group("where the jobs run (README, On a cluster)")
+    c.add_argument(
+        "--executor",
+        choices=("local", "slurm"),
+        default="local",
+        help="local: worker processes here (default); slurm: every job its own SLURM job (submitit)",
+    )
+    c.add_argument(
+        "--dry-run", action="store_true", help="print the planned jobs, dependencies, resources; run nothing"
+    )
+    c.add_argument("--partition", default=None, help="SLURM partition (default: the cluster's default)")
+    c.add_argument(
+        "--gpus-per-job", type=int, default=None, help="GPUs per SLURM job (default: 1 when the preset trains on a GPU)"
+    )
+    c.add_argument(
+        "--cpus-per-job",
+        type=int,
+        default=None,
+        help="CPUs per SLURM job (default: the preset's training threads, or 4)",
+    )
+    c.add_argument(
+        "--time",
+        default=None,
+        help="SLURM time limit per job, H:MM:SS or D-H:MM:SS (default: twice its estimated GPU hours, at least "
+        "1:00:00; on a CPU preset its cell timeout)",
+    )
+    c.add_argument(
+        "--slurm-args", nargs="*", default=[], metavar="K=V", help="further sbatch options, e.g. account=abc qos=normal"
+    )
+    c.add_argument("--requeue", action="store_true", help="let SLURM requeue a job whose node fails")
     r.set_defaults(func=_cmd_reproduce)
     ref = sub.add_parser("reference", help="make runs/<preset>/results.json the regression reference CI checks")
     ref.add_argument("--preset", default="smoke")
@@ -236,7 +287,11 @@ def build_parser() -> argparse.ArgumentParser:
     j = sub.add_parser("job", help="one of the jobs reproduce runs ahead of the notebooks (see overthink_lib.jobs)")
     j.add_argument("name")
     j.add_argument("--preset", default="cpu")
+    j.add_argument(
+        "--spec", default=None, help="a job spec (JSON: the resolved preset and parameters); wins over --preset"
+    )
     j.add_argument("--dataset", default=None, help="default: the preset's first dataset")
+    j.add_argument("--item", default="", help="one run of a loop job (e.g. seed1); default: the whole loop")
     j.set_defaults(func=_cmd_job)
     i = sub.add_parser("import-record", help="turn logits computed elsewhere (an .npz of arrays) into an ExitRecord")
     i.add_argument("source", help="an .npz with logits [N, E, C] and labels [N] (optional flops [E], indices [N])")
@@ -270,9 +325,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except Exception as err:
+        from .jobs import JobFailed
         from .notebooks import NotebookFailed
 
-        if isinstance(err, NotebookFailed):
+        if isinstance(err, (NotebookFailed, JobFailed)):
             print(f"error: {err}", file=sys.stderr)
             return 1
         raise

@@ -717,6 +717,12 @@ def stochastic_subset_splits(preset: Preset, seed: int) -> dict[str, ImageSet]:
     return subset_splits(preset, seed, preset.stochasticity.train)
 
 
+def imta_seed_splits(preset: Preset, seed: int) -> dict[str, ImageSet]:
+    """The fixed seeded subset every seed of :func:`imta_over_seeds` trains and tests on (its run ``i`` is
+    ``imta_protocol(preset, seed + i, splits=imta_seed_splits(preset, seed))``: one job each on a cluster)."""
+    return subset_splits(preset, seed, preset.imta.seed_train, preset.imta.seed_test, salt=23)
+
+
 def imta_over_seeds(
     preset: Preset, seed: int | None = None, *, seeds: int | None = None, progress: bool = True, **imta_options: Any
 ) -> pd.DataFrame:
@@ -737,7 +743,7 @@ def imta_over_seeds(
     k = preset.imta.seeds if seeds is None else seeds
     if k < 2:
         raise ConfigError(f"a verdict over seeds needs at least 2 seeds, got {k} (preset field imta.seeds)")
-    sub = subset_splits(preset, seed, preset.imta.seed_train, preset.imta.seed_test, salt=23)
+    sub = imta_seed_splits(preset, seed)
     rows = []
     for i in range(k):
         if progress:
@@ -798,6 +804,33 @@ class StochasticRuns:
     models_trained: int = 0
 
 
+#: The two networks of notebook 09 (its cells call :func:`stochastic_runs` with each; a cluster runs each run as a job).
+STOCHASTICITY_MODELS = ("msdnet_cifar", "sdn_resnet20")
+
+
+def stochastic_seeds(preset: Preset) -> dict[str, list[tuple[int, int]]]:
+    """The (init seed, data seed) offsets of each factor of :func:`stochastic_runs` (K = ``stochasticity.runs``)."""
+    k = preset.stochasticity.runs
+    return {"init": [(i, 0) for i in range(k)], "data": [(0, d) for d in range(k)], "both": [(i, i) for i in range(k)]}
+
+
+def stochastic_run(
+    preset: Preset,
+    spec: dict[str, Any],
+    splits: dict[str, ImageSet],
+    seed: int,
+    init_seed: int,
+    data_seed: int,
+    progress: bool = True,
+) -> tuple[torch.nn.Module, ExitRecord]:
+    """One run of :func:`stochastic_runs` (seed offsets ``init_seed``, ``data_seed``): its model and test record."""
+    cfg = train_config(
+        preset, preset.stochasticity.epochs, seed, init_seed=init_seed + seed, data_seed=data_seed + seed
+    )
+    model, _, run = train_or_load(preset, spec, cfg, splits, progress=progress, tag="stoch")
+    return model, records_for(model, splits, preset, run, which=("test",))["test"]
+
+
 def stochastic_runs(
     preset: Preset,
     model_name: str = "msdnet_cifar",
@@ -815,22 +848,16 @@ def stochastic_runs(
     sub = stochastic_subset_splits(preset, seed)
     n = len(sub["train"])
     spec = model_spec(sub["train"], model_name, **model_kwargs)
-    seeds = {
-        "init": [(i, 0) for i in range(preset.stochasticity.runs)],
-        "data": [(0, d) for d in range(preset.stochasticity.runs)],
-        "both": [(i, i) for i in range(preset.stochasticity.runs)],
-    }
+    seeds = stochastic_seeds(preset)
     cache: dict[tuple[int, int], ExitRecord] = {}
     out = StochasticRuns({}, seeds, spec, n, sub["test"])
     for factor, pairs in seeds.items():
         recs = []
         for init_seed, data_seed in pairs:
             if (init_seed, data_seed) not in cache:
-                cfg = train_config(
-                    preset, preset.stochasticity.epochs, seed, init_seed=init_seed + seed, data_seed=data_seed + seed
+                model, cache[(init_seed, data_seed)] = stochastic_run(
+                    preset, spec, sub, seed, init_seed, data_seed, progress=progress
                 )
-                model, _, run = train_or_load(preset, spec, cfg, sub, progress=progress, tag="stoch")
-                cache[(init_seed, data_seed)] = records_for(model, sub, preset, run, which=("test",))["test"]
                 if (init_seed, data_seed) == (0, 0):
                     out.first_model = model
             recs.append(cache[(init_seed, data_seed)])

@@ -550,6 +550,17 @@ def _run_books(
     return rows
 
 
+def _make_executor(kind: str, preset, slurm: dict[str, Any] | None):
+    from .jobs import LocalExecutor, SlurmExecutor, slurm_available
+
+    if kind == "local":
+        return LocalExecutor(preset)
+    why = slurm_available()
+    if why:
+        raise ConfigError(f"--executor slurm: {why}")
+    return SlurmExecutor(preset, **(slurm or {}))
+
+
 def run_suite(
     preset: str,
     *,
@@ -563,6 +574,9 @@ def run_suite(
     export_html: bool = True,
     datasets: list[str] | None = None,
     prefetch: bool = True,
+    executor: str = "local",
+    slurm: dict[str, Any] | None = None,
+    dry_run: bool = False,
 ) -> list[dict[str, Any]]:
     """Execute the suite's notebooks in order with papermill; stop at the first failure.
 
@@ -582,6 +596,11 @@ def run_suite(
         prefetch: first train the suite's networks in parallel worker processes (:mod:`overthink_lib.jobs`; only
             for a preset that pins ``training.threads`` and when no parameter beyond ``preset``/``dataset`` is given);
             their timings go to ``jobs_timings.csv`` beside the notebook timings.
+        executor: where the jobs run: ``local`` (worker processes here; only for a preset that pins
+            ``training.threads``) or ``slurm`` (every task its own SLURM job, :class:`~overthink_lib.jobs.SlurmExecutor`,
+            with ``slurm``'s options: partition, time_min, gpus, cpus, extra, requeue; the notebooks the preset leaves
+            out for its budget run too, and loops of independent runs fan out into a job per run).
+        dry_run: print the planned jobs (dependencies, resources, estimated hours) and run nothing.
         datasets: the datasets to run (default: every dataset of the preset). A notebook that declares a
             ``dataset`` parameter runs once per dataset; for any dataset but the preset's first its executed copy,
             results part and figures carry the dataset's name (``07_imta-svhn.ipynb``, section ``imta@svhn``,
@@ -598,7 +617,15 @@ def run_suite(
     resolved = get_preset(preset)
     books = list_notebooks(folder)
     timeout = resolved.cell_timeout if cell_timeout is None else cell_timeout
-    if not only and resolved.suite_skip:
+    if executor not in ("local", "slurm"):
+        raise ConfigError(f"unknown executor {executor!r}: choose local or slurm")
+    if executor == "slurm" and not prefetch:
+        raise ConfigError("the slurm executor runs the jobs: it cannot go with prefetch off")
+    if not only and resolved.suite_skip and executor == "slurm":
+        print(
+            f"on a cluster the suite includes {', '.join(resolved.suite_skip)} (one machine leaves it out)", flush=True
+        )
+    elif not only and resolved.suite_skip:
         skipped = [b.name for b in books if b.name.startswith(resolved.suite_skip)]
         books = [b for b in books if not b.name.startswith(resolved.suite_skip)]
         if skipped:
@@ -663,16 +690,37 @@ def run_suite(
             jobs.append((book, None))
     runner = None
     if prefetch:
-        from .jobs import JobRunner, plan
+        from .jobs import UNMODELLED, JobRunner, JobSpec, job_params, plan
 
-        overridden = sorted(k for k in all_params if k != "preset")
-        pairs = plan(resolved, [(b.name, ds) for b, ds in jobs])
-        if overridden:
+        tasks = plan(
+            resolved,
+            [(b.name, ds) for b, ds in jobs],
+            all_params,
+            fan_out=executor == "slurm",
+            need_threads=executor == "local",
+        )
+        unmodelled = sorted(k for k in UNMODELLED if str(all_params.get(k) or "").strip() not in ("", "0"))
+        if unmodelled:
             print(
-                f"parameters given ({', '.join(overridden)}): the notebooks train what they need themselves", flush=True
+                f"parameters given ({', '.join(unmodelled)}): the notebooks train what they need themselves", flush=True
             )
-        elif pairs:
-            runner = JobRunner(resolved, pairs, progress=progress).start()
+        spec = JobSpec(resolved, job_params(all_params))
+        if dry_run:
+            from .jobs.plan_view import describe_plan
+
+            print(describe_plan(resolved, spec, tasks, executor, slurm or {}), flush=True)
+            return []
+        if tasks:
+            runner = JobRunner(
+                resolved,
+                spec,
+                tasks,
+                _make_executor(executor, resolved, slurm),
+                progress=progress,
+                log_dir=base / "jobs",
+            ).start()
+    elif dry_run:
+        raise ConfigError("--dry-run shows the planned jobs: it cannot go with prefetch off")
     try:
         rows = _run_books(jobs, runner, resolved, all_params, out_dir, parts_dir, timeout, kernel, progress)
     except BaseException:
@@ -687,7 +735,7 @@ def run_suite(
         w.writerows(rows)
     if ahead:
         with open(summary_dir / "jobs_timings.csv", "w", newline="") as fh:
-            w = csv.DictWriter(fh, fieldnames=["job", "dataset", "seconds", "log"])
+            w = csv.DictWriter(fh, fieldnames=["job", "dataset", "item", "seconds", "log", "job_id"])
             w.writeheader()
             w.writerows(ahead)
     total = sum(r["seconds"] for r in rows)

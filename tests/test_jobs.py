@@ -1,4 +1,5 @@
-"""The jobs reproduce runs ahead of the notebooks: plan, scheduling, failure, and pinned training threads."""
+"""The jobs reproduce runs ahead of the notebooks: plan and fan-out, the spec that travels, the local executor's
+scheduling, time limit, failure and progress lines, dying with the runner, and pinned training threads."""
 
 import json
 import sys
@@ -10,7 +11,7 @@ import torch
 from helpers import random_set, tiny_spec
 from overthink_lib.analysis.policy import DEFAULT_LAMBDA
 from overthink_lib.config import ConfigError, get_preset
-from overthink_lib.jobs import JOBS, Job, plan, run_jobs
+from overthink_lib.jobs import JOBS, JobFailed, JobRunner, JobSpec, LocalExecutor, Task, dependencies, plan, run_tasks
 from overthink_lib.notebooks import declared_parameters, list_notebooks
 from overthink_lib.speed import cpu_threads
 from overthink_lib.train import TrainConfig, fit
@@ -18,9 +19,13 @@ from overthink_lib.train import TrainConfig, fit
 BOOKS = [(b.name, None) for b in list_notebooks()]
 
 
+def _pairs(tasks):
+    return [(t.job, t.dataset) for t in tasks]
+
+
 def test_plan_covers_what_the_notebooks_use():
     cpu = get_preset("cpu")
-    assert [(j.name, d) for j, d in plan(cpu, BOOKS)] == [
+    assert _pairs(plan(cpu, BOOKS)) == [
         ("data", "fashion_mnist"),
         ("main", "fashion_mnist"),
         ("maxmin", "fashion_mnist"),
@@ -30,22 +35,59 @@ def test_plan_covers_what_the_notebooks_use():
         ("policy-binary-control", "fashion_mnist"),
         ("policy-maxmin", "fashion_mnist"),
         ("policy-maxmin-control", "fashion_mnist"),
+        ("stochasticity", "fashion_mnist"),
     ]
-    assert [j.name for j, _ in plan(cpu, [("03_anytime_and_budgeted.ipynb", "fashion_mnist")])] == ["data", "main"]
+    assert [t.job for t in plan(cpu, [("03_anytime_and_budgeted.ipynb", "fashion_mnist")])] == ["data", "main"]
     assert plan(cpu, [("01_data.ipynb", None)]) == []
-    two = [
-        (j.name, d)
-        for j, d in plan(
-            cpu, [(b, ds) for b in ("07_imta.ipynb", "08_policy_network.ipynb") for ds in ("fashion_mnist", "mnist")]
-        )
-    ]
+    two = _pairs(
+        plan(cpu, [(b, ds) for b in ("07_imta.ipynb", "08_policy_network.ipynb") for ds in ("fashion_mnist", "mnist")])
+    )
     assert ("maxmin", "fashion_mnist") in two and ("maxmin", "mnist") not in two  # Max-Min is dataset-free
     assert ("imta", "mnist") in two and ("policy-binary", "mnist") in two
     # another dataset only: a notebook without a dataset parameter (10) still reads the preset's first dataset
-    other = [(j.name, d) for j, d in plan(cpu, [("07_imta.ipynb", "mnist"), ("10_speed.ipynb", None)])]
+    other = _pairs(plan(cpu, [("07_imta.ipynb", "mnist"), ("10_speed.ipynb", None)]))
     assert ("main", "mnist") in other and ("main", "fashion_mnist") in other and ("imta", "fashion_mnist") not in other
-    # a preset that does not pin its training threads: the notebooks train (a job would train another network)
+    # a preset that does not pin its training threads: no local jobs (a job would train another network) ...
     assert plan(cpu.with_parts(training={"threads": 0}), BOOKS) == []
+    # ... but a cluster's jobs still run (each job's network is the one the notebook then reuses by hash)
+    assert plan(get_preset("paper"), BOOKS, need_threads=False)
+
+
+def test_fan_out_gives_one_task_per_run_and_parameters_travel():
+    smoke = get_preset("smoke")
+    whole = plan(smoke, BOOKS)
+    fanned = plan(smoke, BOOKS, fan_out=True)
+    seeds = [t.item for t in fanned if t.job == "imta-seeds"]
+    assert seeds == [f"seed{i}" for i in range(smoke.imta.seeds)]
+    stoch = [t.item for t in fanned if t.job == "stochasticity"]
+    k = smoke.stochasticity.runs
+    assert len(stoch) == 2 * (3 * k - 2) and len(set(stoch)) == len(stoch)  # run (0, 0) shared by the factors
+    assert [t.item for t in whole if t.job in ("imta-seeds", "stochasticity")] == ["", ""]
+    # n_seeds travels: 4 seeds, 4 tasks; a seed changes no plan, only the spec
+    assert len([t for t in plan(smoke, BOOKS, {"n_seeds": 4}, fan_out=True) if t.job == "imta-seeds"]) == 4
+    assert plan(smoke, BOOKS, {"seed": 1}) == whole
+    # parameters the jobs do not model: the notebooks train for themselves
+    assert plan(smoke, BOOKS, {"epochs": 3}) == [] and plan(smoke, BOOKS, {"record": "/x/val.npz"}) == []
+    assert plan(smoke, BOOKS, {"epochs": 0, "record": ""}) == whole
+    # every task's predecessors are planned; one that is not is an error, never skipped
+    deps = dependencies(fanned)
+    assert all(d.job == "data" for t in fanned if t.job == "stochasticity" for d in deps[t])
+    with pytest.raises(ConfigError, match="comes after job 'main', which is not planned"):
+        dependencies([Task("data", "fashion_mnist"), Task("imta", "fashion_mnist")])
+
+
+def test_the_spec_travels_as_json_and_refuses_what_jobs_do_not_read(tmp_path):
+    spec = JobSpec(get_preset("smoke").with_parts(training={"epochs": 3}), {"seed": 1, "lam": 7.5})
+    path = spec.write(tmp_path)
+    back = JobSpec.read(path)
+    assert back == spec and back.seed == 1 and back.preset.training.epochs == 3
+    assert spec.write(tmp_path) == path  # the same spec, the same file
+    with pytest.raises(ConfigError, match="'n_boot' is not one jobs read"):
+        JobSpec.from_json(json.dumps({"preset": spec.preset.to_dict(), "params": {"n_boot": 3}}))
+    with pytest.raises(ConfigError, match="not a job spec"):
+        JobSpec.from_json("[1, 2]")
+    with pytest.raises(ConfigError, match="cannot read the job spec"):
+        JobSpec.read(tmp_path / "missing.json")
 
 
 def test_jobs_call_with_the_notebooks_defaults():
@@ -69,12 +111,12 @@ def test_jobs_call_with_the_notebooks_defaults():
     assert p06["lam"] == p08["lam"] == DEFAULT_LAMBDA  # λ: one default, written where papermill must see it
 
 
-def _fake(tmp_path, fail: str = ""):
+def _fake(tmp_path, fail: str = "", sleep: float = 0.4, say: str = ""):
     """A worker command that logs start/end times and sleeps; job ``fail`` exits 3."""
 
-    def command(preset, dataset, name):
+    def command(spec_file, dataset, name, item=""):
         code = (
-            f"import json, time, sys; t0 = time.time(); time.sleep(0.4); "
+            f"import json, time, sys; t0 = time.time(); print({say!r}, flush=True); time.sleep({sleep}); "
             f"open({str(tmp_path / 'events.jsonl')!r}, 'a').write(json.dumps([{name!r}, {dataset!r}, t0, time.time()]) + '\\n'); "
             f"print('bad input: no such thing'); sys.exit(3 if {name!r} == {fail!r} else 0)"
         )
@@ -83,12 +125,16 @@ def _fake(tmp_path, fail: str = ""):
     return command
 
 
-def test_run_jobs_respects_order_and_workers(tmp_path):
+def _run(tmp_path, tasks, workers=2, progress=False, **kwargs):
     preset = get_preset("smoke")
-    pairs = [(j, "fashion_mnist") for j in JOBS]
-    rows = run_jobs(
-        preset, pairs, workers=2, log_dir=tmp_path / "logs", progress=False, poll=0.05, command=_fake(tmp_path)
-    )
+    ex = LocalExecutor(preset, workers=workers, command=kwargs.pop("command", _fake(tmp_path)), **kwargs)
+    spec = JobSpec(preset, {})
+    return run_tasks(preset, spec, tasks, ex, log_dir=tmp_path / "logs", progress=progress, poll=0.05)
+
+
+def test_local_executor_respects_order_and_workers(tmp_path):
+    tasks = [Task(j.name, "fashion_mnist") for j in JOBS]
+    rows = _run(tmp_path, tasks)
     assert sorted(r["job"] for r in rows) == sorted(j.name for j in JOBS)
     ev = {e[0]: e for e in map(json.loads, (tmp_path / "events.jsonl").read_text().splitlines())}
     for job in JOBS:  # every job starts after the ones it reads have ended
@@ -103,62 +149,166 @@ def test_run_jobs_respects_order_and_workers(tmp_path):
     assert (tmp_path / "logs" / "main.log").exists()
 
 
-def test_a_failed_job_stops_the_run_with_its_log(tmp_path):
-    preset = get_preset("smoke")
-    pairs = [(Job("a", (), ("02",)), "fashion_mnist"), (Job("b", ("a",), ("02",)), "fashion_mnist")]
+def test_a_failed_job_stops_the_run_with_its_name_and_log(tmp_path):
+    tasks = [Task("data", "fashion_mnist"), Task("main", "fashion_mnist")]
     t0 = time.perf_counter()
     with pytest.raises(
-        ConfigError,
-        match=r"job a \(fashion_mnist\) failed with exit code 3; its log .*a.log ends:\n"
-        r"bad input: no such thing",
+        JobFailed,
+        match=r"job data \(fashion_mnist\) failed: exit code 3; its log .*data.log ends:\n\s*bad input: no such thing",
     ):
-        run_jobs(
-            preset,
-            pairs,
-            workers=2,
-            log_dir=tmp_path / "logs",
-            progress=False,
-            poll=0.05,
-            command=_fake(tmp_path, fail="a"),
-        )
+        _run(tmp_path, tasks, command=_fake(tmp_path, fail="data"))
     assert time.perf_counter() - t0 < 30
-    assert not (tmp_path / "logs" / "b.log").exists()  # what depends on it never started
+    assert not (tmp_path / "logs" / "main.log").exists()  # what depends on it never started
+
+
+def test_a_job_past_its_time_limit_is_killed_and_fails(tmp_path):
+    t0 = time.perf_counter()
+    with pytest.raises(JobFailed, match=r"job data \(fashion_mnist\) failed: ran past its time limit of 1 s"):
+        _run(tmp_path, [Task("data", "fashion_mnist")], command=_fake(tmp_path, sleep=30), timeout=1)
+    assert time.perf_counter() - t0 < 15
+
+
+def test_progress_lines_reach_the_terminal_while_jobs_run(tmp_path, capsys):
+    line = "epoch 1/2: step 5/10, loss 1.234, 99 img/s, epoch ETA 00:03"
+    _run(tmp_path, [Task("data", "fashion_mnist")], command=_fake(tmp_path, sleep=1.0, say=line), progress=True)
+    out = capsys.readouterr().out
+    assert "job data (fashion_mnist): running" in out and f"data (fashion_mnist): {line}" in out
+    assert "job data (fashion_mnist): done in" in out and "bad input" not in out  # only progress lines
+    # with no progress line for a while: a heartbeat line per running job
+    preset = get_preset("smoke")
+    ex = LocalExecutor(preset, workers=1, command=_fake(tmp_path, sleep=1.5))
+    run_tasks(
+        preset,
+        JobSpec(preset, {}),
+        [Task("data", "fashion_mnist")],
+        ex,
+        log_dir=tmp_path / "l2",
+        poll=0.05,
+        heartbeat=0.5,
+    )
+    assert "running for" in capsys.readouterr().out
+
+
+def test_a_worker_dies_with_its_runner(tmp_path):
+    """The worker arms the parent-death signal itself (no preexec_fn in the runner's thread)."""
+    import os
+    import signal
+    import subprocess
+
+    runner = (
+        "import os, subprocess, sys, time\n"
+        "from overthink_lib.jobs.worker import PARENT_ENV\n"
+        "child = subprocess.Popen([sys.executable, '-c', 'from overthink_lib.jobs.worker import die_with_parent; "
+        "die_with_parent(); import time; time.sleep(60)'], env={**os.environ, PARENT_ENV: str(os.getpid())})\n"
+        "print(child.pid, flush=True); time.sleep(60)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", runner], stdout=subprocess.PIPE, text=True)
+    child = int(proc.stdout.readline())
+    time.sleep(1.5)  # the child has armed the signal
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    for _ in range(100):
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            break
+        try:  # reap it if it became ours
+            os.waitpid(child, os.WNOHANG)
+        except ChildProcessError:
+            pass
+        time.sleep(0.1)
+    else:
+        os.kill(child, signal.SIGKILL)
+        raise AssertionError("the worker outlived its runner")
 
 
 def test_notebooks_wait_only_for_the_jobs_they_read(tmp_path):
-    from overthink_lib.jobs import JobRunner
-
     preset = get_preset("smoke")
 
-    def slow(preset, ds, name):
+    def slow(spec_file, ds, name, item=""):
         return (
-            _fake(tmp_path)(preset, ds, name) if name != "b" else [sys.executable, "-c", "import time; time.sleep(3)"]
+            _fake(tmp_path)(spec_file, ds, name)
+            if name != "imta"
+            else [sys.executable, "-c", "import time; time.sleep(3)"]
         )
 
-    pairs = [(Job("a", (), ("02",)), "fashion_mnist"), (Job("b", (), ("07",)), "fashion_mnist")]
+    tasks = [Task("data", "fashion_mnist"), Task("imta", "fashion_mnist")]
     runner = JobRunner(
-        preset, pairs, workers=2, log_dir=tmp_path / "logs", progress=False, poll=0.05, command=slow
-    ).start()
-    assert (
-        runner.needs("02_train.ipynb", None) == {("a", "fashion_mnist")}
-        and runner.needs("01_data.ipynb", None) == set()
+        preset,
+        JobSpec(preset, {}),
+        tasks,
+        LocalExecutor(preset, workers=2, command=slow),
+        log_dir=tmp_path / "logs",
+        progress=False,
+        poll=0.05,
     )
-    runner.wait_for("02_train.ipynb", "fashion_mnist", poll=0.05)
-    assert ("a", "fashion_mnist") in runner.done and runner.busy()  # 02 may start while b still trains
+    # imta waits for main, which is not planned here: a plan error, raised when the runner starts
+    runner.start()
+    with pytest.raises(ConfigError, match="not planned"):
+        runner.finish()
+    tasks = [Task("data", "fashion_mnist"), Task("policy-maxmin", "fashion_mnist")]
+    tasks = [Task("data", "fashion_mnist"), Task("maxmin", "fashion_mnist"), Task("imta-seeds", "fashion_mnist")]
+
+    def slow2(spec_file, ds, name, item=""):
+        return (
+            _fake(tmp_path)(spec_file, ds, name)
+            if name != "imta-seeds"
+            else [sys.executable, "-c", "import time; time.sleep(3)"]
+        )
+
+    runner = JobRunner(
+        preset,
+        JobSpec(preset, {}),
+        tasks,
+        LocalExecutor(preset, workers=3, command=slow2),
+        log_dir=tmp_path / "logs",
+        progress=False,
+        poll=0.05,
+    ).start()
+    assert {t.job for t in runner.needs("06_dct.ipynb", None)} == {"data", "maxmin"}
+    assert runner.needs("01_data.ipynb", None) == set()
+    runner.wait_for("06_dct.ipynb", "fashion_mnist", poll=0.05)
+    assert Task("maxmin", "fashion_mnist") in runner.done and runner.busy()  # 06 may start while 07's seeds train
     runner.wait_for("07_imta.ipynb", None, poll=0.05)
-    assert not runner.busy()  # every job done: the next notebook gets all threads, even before the thread ends
-    assert [r["job"] for r in runner.finish()] == ["a", "b"]
+    assert not runner.busy()
+    assert sorted(r["job"] for r in runner.finish()) == ["data", "imta-seeds", "maxmin"]
     failing = JobRunner(
         preset,
-        [(Job("a", (), ("02",)), "fashion_mnist")],
-        workers=1,
+        JobSpec(preset, {}),
+        [Task("data", "fashion_mnist")],
+        LocalExecutor(preset, workers=1, command=_fake(tmp_path, fail="data")),
         log_dir=tmp_path / "logs2",
         progress=False,
         poll=0.05,
-        command=_fake(tmp_path, fail="a"),
     ).start()
-    with pytest.raises(ConfigError, match="job a .* failed"):
+    with pytest.raises(JobFailed, match=r"job data \(fashion_mnist\) failed"):
         failing.wait_for("02_train.ipynb", None, poll=0.05)
+
+
+def test_a_failed_job_exits_1_and_bad_input_2(monkeypatch, capsys):
+    from overthink_lib import __main__ as cli
+    from overthink_lib import notebooks
+
+    def boom(*a, **k):
+        raise JobFailed("job main (fashion_mnist) failed: exit code 1; its log x ends:\nTraceback")
+
+    monkeypatch.setattr(notebooks, "run_suite", boom)
+    assert cli.main(["reproduce", "--preset", "smoke"]) == 1
+    assert capsys.readouterr().err.startswith("error: job main (fashion_mnist) failed")
+    assert cli.main(["reproduce", "--preset", "smoke", "--partition", "x"]) == 2
+    assert "go with --executor slurm" in capsys.readouterr().err
+    assert cli.main(["reproduce", "--preset", "smoke", "--executor", "slurm", "--time", "soon"]) == 2
+    assert "--time 'soon'" in capsys.readouterr().err
+
+
+def test_dry_run_prints_the_cluster_plan(capsys):
+    from overthink_lib import __main__ as cli
+
+    assert cli.main(["reproduce", "--preset", "paper", "--executor", "slurm", "--dry-run", "--time", "2:00:00"]) == 0
+    out = capsys.readouterr().out
+    assert "53 job(s)" in out and "H100-hours in all" in out and "the longest chain" in out
+    assert "stochasticity-sdn_resnet20-i4-d4" in out and "imta-seeds-svhn-seed2" in out
+    assert "1 gpu, 2:00 h" in out
 
 
 def test_unknown_job_is_one_error_line():
@@ -166,6 +316,8 @@ def test_unknown_job_is_one_error_line():
 
     with pytest.raises(ConfigError, match="unknown job 'mian': choose one of data, main, maxmin"):
         run_job("smoke", "fashion_mnist", "mian")
+    with pytest.raises(ConfigError, match="no item 'seed9'"):
+        run_job("smoke", "fashion_mnist", "imta-seeds", "seed9")
 
 
 def test_training_runs_on_the_pinned_threads_and_restores_them(tmp_path):
