@@ -30,8 +30,17 @@ def _cmd_reproduce(args: argparse.Namespace) -> None:
             extra=parse_slurm_args(args.slurm_args),
             requeue=args.requeue,
         )
-    elif args.partition or args.slurm_args or args.requeue or args.gpus_per_job is not None:
-        raise ConfigError("--partition, --gpus-per-job, --slurm-args and --requeue go with --executor slurm")
+    elif (
+        args.partition
+        or args.slurm_args
+        or args.requeue
+        or args.time
+        or args.gpus_per_job is not None
+        or args.cpus_per_job is not None
+    ):
+        raise ConfigError(
+            "--partition, --gpus-per-job, --cpus-per-job, --time, --slurm-args and --requeue go with --executor slurm"
+        )
     run_suite(
         args.preset,
         only=args.only or None,

@@ -449,7 +449,8 @@ def policy_training_set(rec_val: ExitRecord, val_set: ImageSet, method: str, lam
     # the D_ee set itself (which samples, which labels) names the run: a record's model name alone may be "unknown"
     # or anything a file says, and two records must never share a trained policy
     dee = hashlib.sha256(rec_val.indices[labels.rows].numpy().tobytes() + labels.labels.numpy().tobytes()).hexdigest()
-    return labels, policy_set(val_set, rec_val, labels), f"{rec_val.model_key()}-{method}-{lam}-{dee[:12]}"
+    # float(lam): λ = 10 given as an integer (``--param lam=10``) names the same runs as 10.0
+    return labels, policy_set(val_set, rec_val, labels), f"{rec_val.model_key()}-{method}-{float(lam)}-{dee[:12]}"
 
 
 def load_maxmin_splits(preset: Preset, seed: int | None = None) -> dict[str, ImageSet]:

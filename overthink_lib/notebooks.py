@@ -550,7 +550,7 @@ def _run_books(
     return rows
 
 
-def _make_executor(kind: str, preset, slurm: dict[str, Any] | None):
+def _make_executor(kind: str, preset, slurm: dict[str, Any] | None, params: dict[str, Any]):
     from .jobs import LocalExecutor, SlurmExecutor, slurm_available
 
     if kind == "local":
@@ -558,7 +558,7 @@ def _make_executor(kind: str, preset, slurm: dict[str, Any] | None):
     why = slurm_available()
     if why:
         raise ConfigError(f"--executor slurm: {why}")
-    return SlurmExecutor(preset, **(slurm or {}))
+    return SlurmExecutor(preset, **(slurm or {}), params=params)
 
 
 def run_suite(
@@ -690,7 +690,8 @@ def run_suite(
             jobs.append((book, None))
     runner = None
     if prefetch:
-        from .jobs import UNMODELLED, JobRunner, JobSpec, job_params, plan
+        from .jobs import JobRunner, JobSpec, job_params, plan
+        from .jobs.graph import unmodelled
 
         tasks = plan(
             resolved,
@@ -699,23 +700,26 @@ def run_suite(
             fan_out=executor == "slurm",
             need_threads=executor == "local",
         )
-        unmodelled = sorted(k for k in UNMODELLED if str(all_params.get(k) or "").strip() not in ("", "0"))
-        if unmodelled:
-            print(
-                f"parameters given ({', '.join(unmodelled)}): the notebooks train what they need themselves", flush=True
+        given = unmodelled(all_params)
+        if given and executor == "slurm":
+            raise ConfigError(
+                f"--executor slurm with {', '.join(given)}: the jobs do not model {'it' if len(given) == 1 else 'them'}, "
+                "so every network would train here, on the submitting machine; run it with the local executor"
             )
+        if given:
+            print(f"parameters given ({', '.join(given)}): the notebooks train what they need themselves", flush=True)
         spec = JobSpec(resolved, job_params(all_params))
         if dry_run:
             from .jobs.plan_view import describe_plan
 
-            print(describe_plan(resolved, spec, tasks, executor, slurm or {}), flush=True)
+            print(describe_plan(resolved, spec, tasks, executor, slurm or {}, all_params), flush=True)
             return []
         if tasks:
             runner = JobRunner(
                 resolved,
                 spec,
                 tasks,
-                _make_executor(executor, resolved, slurm),
+                _make_executor(executor, resolved, slurm, spec.params),
                 progress=progress,
                 log_dir=base / "jobs",
             ).start()

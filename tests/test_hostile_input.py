@@ -316,6 +316,8 @@ def test_a_policy_is_never_reused_for_another_records_labels():
         labels, _, source = policy_training_set(rec, val, "score", 5.0)
         assert len(labels.rows) == 40
         sources.add(source)
+        # λ given as an integer (--param lam=5) names the same runs as 5.0: a job and its notebook agree
+        assert policy_training_set(rec, val, "score", 5)[2] == source
     assert len(sources) == 2
 
 

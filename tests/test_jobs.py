@@ -350,3 +350,91 @@ def test_presets_with_jobs_pin_training_threads():
     for name in ("smoke", "cpu"):
         assert train_config(get_preset(name)).threads == 1
     assert train_config(get_preset("paper")).threads == 0
+
+
+def test_slurm_time_limits_and_resources_read_as_sbatch_does():
+    from overthink_lib.jobs.slurm import parse_slurm_args, parse_time, resources
+
+    assert parse_time("90") == 90 and parse_time("1:30") == 2 and parse_time("2:00:00") == 120
+    assert parse_time("1-12") == 36 * 60 and parse_time("1-0:30") == 24 * 60 + 30 and parse_time("0-0:0:1") == 1
+    for bad in ("soon", "0", "1:2:3:4", "-5", "1-2:3:4:5", ""):
+        with pytest.raises(ConfigError, match="--time"):
+            parse_time(bad)
+    assert resources(get_preset("smoke"), None, None) == {"cpus": 1, "gpus": 0}  # a CPU preset
+    assert resources(get_preset("paper"), None, None) == {"cpus": 4, "gpus": 1}  # meant for a GPU
+    for gpus, cpus in ((-1, None), (None, 0)):
+        with pytest.raises(ConfigError, match="give an integer"):
+            resources(get_preset("paper"), gpus, cpus)
+    assert parse_slurm_args(["account=abc", "--qos=normal"]) == {"account": "abc", "qos": "normal"}
+    with pytest.raises(ConfigError, match="give key=value"):
+        parse_slurm_args(["account"])
+
+
+def test_slurm_states_survive_a_busy_controller_and_a_slow_filesystem(tmp_path, monkeypatch):
+    """The executor's reading of squeue, sacct and the status files, without a cluster."""
+    from overthink_lib.jobs.slurm import SlurmExecutor
+    from overthink_lib.jobs.worker import write_status
+
+    preset = get_preset("smoke")
+    ex = SlurmExecutor(preset)
+    tasks = [Task("data", "fashion_mnist"), Task("main", "fashion_mnist")]
+    ex.tasks, ex.logs = tasks, {t: tmp_path / f"{t.job}.log" for t in tasks}
+    ex.ids = {tasks[0]: "1", tasks[1]: "2"}
+    ex.state = {t: ("pending", "") for t in tasks}
+    answers = {"squeue": {"1": "RUNNING", "2": "PENDING"}, "sacct": {}}
+    monkeypatch.setattr(SlurmExecutor, "_squeue", staticmethod(lambda ids: answers["squeue"]))
+    monkeypatch.setattr(SlurmExecutor, "_sacct", staticmethod(lambda jid: answers["sacct"].get(jid, "")))
+    assert ex.poll() == {tasks[0]: ("running", ""), tasks[1]: ("pending", "")}
+    answers["squeue"] = None  # squeue failed: nothing changes ...
+    assert ex.poll() == {tasks[0]: ("running", ""), tasks[1]: ("pending", "")}
+    # ... and a job that left the queue while accounting still says RUNNING stays running
+    answers["squeue"], answers["sacct"] = {"2": "PENDING"}, {"1": "RUNNING"}
+    assert ex.poll()[tasks[0]] == ("running", "")
+    # COMPLETED but its status file not there yet (a shared filesystem): a few polls' patience, then one clear line
+    answers["sacct"] = {"1": "COMPLETED"}
+    for _ in range(4):
+        assert ex.poll()[tasks[0]] == ("running", "")
+    state, why = ex.poll()[tasks[0]]
+    assert state == "failed" and "never appeared" in why and "share" in why
+    # with its status file: done; a failed one says its exit code and SLURM's state
+    ex.state[tasks[0]] = ("running", "")
+    write_status(ex.logs[tasks[0]], "done", rc=0)
+    assert ex.poll()[tasks[0]] == ("done", "")
+    answers["squeue"], answers["sacct"] = {}, {"2": "TIMEOUT"}
+    write_status(ex.logs[tasks[1]], "failed", rc=-15)
+    assert ex.poll()[tasks[1]] == ("failed", "exit code -15, SLURM state TIMEOUT")
+    # a job cancelled while pending, with no accounting: it left the queue without finishing
+    ex.state[tasks[1]] = ("pending", "")
+    ex.logs[tasks[1]].with_suffix(".status").unlink()
+    answers["sacct"] = {}
+    for _ in range(5):
+        state, why = ex.poll()[tasks[1]]
+    assert state == "failed" and "left the queue without finishing" in why
+    # requeue on: a node failure is a step on the way back to the queue, not the end
+    rq = SlurmExecutor(preset, requeue=True)
+    rq.tasks, rq.logs, rq.ids, rq.state = tasks[:1], ex.logs, {tasks[0]: "9"}, {tasks[0]: ("running", "")}
+    answers["squeue"] = {"9": "NODE_FAIL"}
+    assert rq.poll()[tasks[0]] == ("pending", "")
+    # squeue down for good: one line, not an endless wait
+    answers["squeue"] = None
+    with pytest.raises(ConfigError, match="squeue failed 20 times in a row"):
+        for _ in range(25):
+            ex.poll()
+
+
+def test_cluster_runs_refuse_what_would_train_on_the_login_node():
+    from overthink_lib.notebooks import run_suite
+
+    with pytest.raises(ConfigError, match="--executor slurm with epochs: the jobs do not model it"):
+        run_suite("smoke", only=["02"], params={"epochs": 3}, executor="slurm")
+    with pytest.raises(ConfigError, match="unknown executor 'ssh'"):
+        run_suite("smoke", only=["02"], executor="ssh")
+    from overthink_lib import __main__ as cli
+
+    assert cli.main(["reproduce", "--preset", "smoke", "--time", "1:00:00"]) == 2
+    from overthink_lib.jobs import run_job
+
+    with pytest.raises(ConfigError, match="job 'main' is not a loop of runs: it takes no --item"):
+        run_job("smoke", "fashion_mnist", "main", "seed1")
+    with pytest.raises(ConfigError, match="'params' must be an object"):
+        JobSpec.from_json(json.dumps({"preset": get_preset("smoke").to_dict(), "params": [1]}))

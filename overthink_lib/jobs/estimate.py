@@ -45,8 +45,10 @@ def hours(macs: float, train: int, val: int, epochs: int) -> float:
     return epochs * _rate() * macs * (train + val / 3) / 3600
 
 
-def task_hours(preset: Preset, task: Task) -> float:
-    """Estimated H100 hours of one task (0 for the data job)."""
+def task_hours(preset: Preset, task: Task, params: dict | None = None) -> float:
+    """Estimated H100 hours of one task (0 for the data job); ``params``: the job parameters (07's ``n_seeds``)."""
+    from ..experiment import STOCHASTICITY_MODELS
+
     ds = task.dataset if task.dataset in TRAIN else "cifar100"
     f = preset.data.fraction
     tr, va = int(TRAIN[ds] * f), int(VAL[ds] * f)
@@ -63,7 +65,8 @@ def task_hours(preset: Preset, task: Task) -> float:
         return hours(main, tr, va, 3 * preset.imta.epochs)
     if task.job == "imta-seeds":
         n = preset.imta.seed_train or tr
-        return hours(main, n, 0, 3 * preset.imta.epochs) * (1 if task.item else max(preset.imta.seeds, 0))
+        seeds = int((params or {}).get("n_seeds") or preset.imta.seeds)
+        return hours(main, n, 0, 3 * preset.imta.epochs) * (1 if task.item else max(seeds, 0))
     if task.job.startswith("policy-binary"):
         return hours(
             forward_macs("policy_resnet", SHAPE[ds], depth=pol.depth, width=pol.width, num_classes=2), va, 0, pol.epochs
@@ -73,7 +76,7 @@ def task_hours(preset: Preset, task: Task) -> float:
         return hours(m, mm.sizes.val, 0, pol.epochs)
     if task.job == "stochasticity":
         st = preset.stochasticity
-        models = [task.item.rsplit("-", 2)[0]] if task.item else ["msdnet_cifar", "sdn_resnet20"]
+        models = [task.item.rsplit("-", 2)[0]] if task.item else list(STOCHASTICITY_MODELS)
         runs = 1 if task.item else 3 * st.runs - 2
         return (
             sum(hours(forward_macs(m, SHAPE[ds], num_classes=CLASSES[ds]), st.train, 0, st.epochs) for m in models)

@@ -86,6 +86,8 @@ class JobSpec:
             preset, params = d["preset"], d["params"]
         except (ValueError, KeyError, TypeError) as err:
             raise ConfigError(f"not a job spec (JSON with 'preset' and 'params'): {err}") from None
+        if not isinstance(params, dict):
+            raise ConfigError(f"job spec 'params' must be an object of parameters, got {type(params).__name__}")
         unknown = sorted(set(params) - set(JOB_PARAMS))
         if unknown:
             raise ConfigError(f"job spec parameter {unknown[0]!r} is not one jobs read ({', '.join(JOB_PARAMS)})")
@@ -111,6 +113,11 @@ class JobSpec:
     @property
     def seed(self) -> int:
         return self.preset.seed_or_own(self.params.get("seed"))
+
+
+def unmodelled(params: dict[str, Any]) -> list[str]:
+    """The given parameters of :data:`UNMODELLED` (a value that is not empty or 0)."""
+    return [k for k in UNMODELLED if str(params.get(k) or "").strip() not in ("", "0")]
 
 
 def job_params(params: dict[str, Any]) -> dict[str, Any]:
@@ -282,6 +289,8 @@ def run_job(spec: JobSpec | str, dataset: str, name: str, item: str = "") -> Non
 
     if name not in RUNNERS:
         raise ConfigError(f"unknown job {name!r}: choose one of {', '.join(RUNNERS)}")
+    if item and _JOB[name].items is None:
+        raise ConfigError(f"job {name!r} is not a loop of runs: it takes no --item (given {item!r})")
     if isinstance(spec, str):
         spec = JobSpec(get_preset(spec), {})
     spec = JobSpec(spec.preset.for_dataset(dataset), spec.params)
@@ -306,7 +315,7 @@ def plan(
     params = params or {}
     if need_threads and not preset.training.threads:
         return []
-    if any(k in params and str(params[k]).strip() not in ("", "0", "None") for k in UNMODELLED):
+    if unmodelled(params):
         return []
     jp = job_params(params)
     out: list[Task] = []

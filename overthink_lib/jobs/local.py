@@ -18,7 +18,7 @@ from pathlib import Path
 from ..config import ROOT, Preset
 from .graph import Task
 from .runner import cores
-from .worker import PARENT_ENV, job_command, worker_env
+from .worker import PARENT_ENV, job_command, worker_overrides
 
 
 def workers_for(preset: Preset) -> int:
@@ -32,6 +32,7 @@ class LocalExecutor:
     environment (default a copy of this process's, taken now)."""
 
     name = "local"
+    poll_s = 1.0
 
     def __init__(
         self,
@@ -62,8 +63,7 @@ class LocalExecutor:
         for t, (proc, t0, fh) in list(self.running.items()):
             rc = proc.poll()
             if rc is None and now - t0 > self.timeout:
-                proc.kill()
-                proc.wait()
+                _kill(proc)
                 rc, why = -9, f"ran past its time limit of {self.timeout:.0f} s and was killed"
             elif rc is None:
                 continue
@@ -78,13 +78,14 @@ class LocalExecutor:
             if self.state[t][0] != "waiting" or any(self.state[d][0] != "done" for d in self.deps[t]):
                 continue
             fh = open(self.logs[t], "w")
-            env = {**worker_env(self.env, self.preset.training.threads), PARENT_ENV: str(os.getpid())}
-            proc = subprocess.Popen(
+            env = {**self.env, **worker_overrides(self.preset.training.threads), PARENT_ENV: str(os.getpid())}
+            proc = subprocess.Popen(  # its own process group: a time limit or a cancel ends whatever it started
                 self.command(self.spec_file, t.dataset, t.job, t.item),
                 stdout=fh,
                 stderr=subprocess.STDOUT,
                 env=env,
                 cwd=str(ROOT),
+                start_new_session=True,
             )
             self.running[t] = (proc, now, fh)
             self.state[t] = ("running", "")
@@ -92,7 +93,17 @@ class LocalExecutor:
 
     def cancel(self) -> None:
         for proc, _, fh in self.running.values():
-            proc.kill()
-            proc.wait()
+            _kill(proc)
             fh.close()
         self.running.clear()
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    """End a worker and everything it started (its process group)."""
+    import signal
+
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        proc.kill()
+    proc.wait()

@@ -9,20 +9,30 @@ from .estimate import critical_path, task_hours
 from .graph import JobSpec, Task, dependencies
 
 
-def describe_plan(preset: Preset, spec: JobSpec, tasks: list[Task], executor: str, slurm: dict[str, Any]) -> str:
+def describe_plan(
+    preset: Preset, spec: JobSpec, tasks: list[Task], executor: str, slurm: dict[str, Any], spec_params: dict[str, Any]
+) -> str:
+    """The table; ``spec_params``: every parameter given (to say why nothing is planned)."""
     if not tasks:
-        return (
-            f"no jobs planned for preset {preset.name!r} with the {executor} executor (the local executor needs a "
-            "preset that pins training.threads; the notebooks train what they need themselves)"
+        from .graph import unmodelled
+
+        given = unmodelled(spec_params)
+        why = (
+            f"the parameters {', '.join(given)} are given"
+            if given
+            else "the local executor needs a preset that pins training.threads"
+            if executor == "local" and not preset.training.threads
+            else "none of the chosen notebooks trains anything"
         )
+        return f"no jobs planned for preset {preset.name!r} with the {executor} executor ({why}): the notebooks train what they need themselves"
     deps = dependencies(tasks)
     first = preset.datasets[0]
-    each = {t: task_hours(preset, t) for t in tasks}
+    each = {t: task_hours(preset, t, spec.params) for t in tasks}
     limits = None
     if executor == "slurm":
         from .slurm import SlurmExecutor
 
-        limits = SlurmExecutor(preset, **slurm)
+        limits = SlurmExecutor(preset, **slurm, params=spec.params)
     gpus = slurm.get("gpus", 0) if executor == "slurm" else 0
     cpus = slurm.get("cpus", preset.training.threads or 1) if executor == "slurm" else (preset.training.threads or 1)
     lines = [

@@ -95,16 +95,18 @@ def run_tasks(
     *,
     log_dir: Path | None = None,
     progress: bool = True,
-    poll: float = 1.0,
+    poll: float | None = None,
     done: set | None = None,
     stop: threading.Event | None = None,
     heartbeat: float = HEARTBEAT_S,
 ) -> list[dict]:
     """Run ``tasks`` (each after its predecessors, :func:`~overthink_lib.jobs.graph.dependencies`) through
-    ``executor``; logs in ``log_dir`` (default ``<run dir>/jobs/``). ``done`` receives each finished task as it ends;
+    ``executor``, looking every ``poll`` seconds (default the executor's ``poll_s``); logs in ``log_dir`` (default
+    ``<run dir>/jobs/``). ``done`` receives each finished task as it ends;
     ``stop`` set from another thread cancels the rest and returns. Raises :class:`JobFailed` on the first failed task
     (after cancelling the others). Returns one row per task: job, dataset, item, seconds, log, job id."""
     deps = dependencies(tasks)
+    poll = getattr(executor, "poll_s", 1.0) if poll is None else poll
     log_dir = Path(log_dir or preset.run_dir / "jobs")
     log_dir.mkdir(parents=True, exist_ok=True)
     spec_file = spec.write(log_dir)
@@ -118,8 +120,8 @@ def run_tasks(
     t_all = time.perf_counter()
     if progress:
         say(f"{len(tasks)} job(s) through the {executor.name} executor; logs → {log_dir}")
-    executor.start(tasks, deps, logs, spec_file)
     try:
+        executor.start(tasks, deps, logs, spec_file)
         while len(done) < len(tasks) and not (stop is not None and stop.is_set()):
             now = time.perf_counter()
             for t, (st, why) in executor.poll().items():

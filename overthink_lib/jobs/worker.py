@@ -26,12 +26,12 @@ def job_command(spec_file: Path, dataset: str, name: str, item: str = "") -> lis
     return cmd + (["--item", item] if item else []) + [name]
 
 
-def worker_env(base: dict[str, str], threads: int) -> dict[str, str]:
-    """A worker's environment: ``base`` plus no progress bars (the log gets one line per epoch and a status line at
-    least every minute instead), unbuffered output, and its thread count."""
+def worker_overrides(threads: int) -> dict[str, str]:
+    """What a worker's environment adds to the one it starts in: no progress bars (the log gets one line per epoch and
+    a status line at least every minute instead), unbuffered output, and its thread count."""
     from ..train import HEADLESS_ENV
 
-    env = {**base, "TQDM_DISABLE": "1", HEADLESS_ENV: "1", "PYTHONUNBUFFERED": "1"}
+    env = {"TQDM_DISABLE": "1", HEADLESS_ENV: "1", "PYTHONUNBUFFERED": "1"}
     if threads:
         env["OMP_NUM_THREADS"] = str(threads)
     return env
@@ -74,16 +74,21 @@ class TaskFailed(RuntimeError):
     """Raised inside a SLURM job when its task's process fails (the job then ends FAILED)."""
 
 
-def run_logged(command: list[str], log: str, env: dict[str, str]) -> int:
-    """Run ``command`` with ``env``, its output to ``log``, from the repository root; leave ``<log>.status``.
-    What a SLURM job executes (submitit pickles this call). A failure raises :class:`TaskFailed`."""
+def run_logged(command: list[str], log: str, overrides: dict[str, str]) -> int:
+    """Run ``command`` in this process's environment (the compute node's: its GPUs, ``SLURM_*``, ``TMPDIR``) plus
+    ``overrides``, its output to ``log``, from the repository root; leave ``<log>.status``. What a SLURM job executes
+    (submitit pickles this call). A failure raises :class:`TaskFailed`."""
     log_path = Path(log)
-    write_status(log_path, "running", host=os.uname().nodename, slurm_job=os.environ.get("SLURM_JOB_ID", ""))
+    env = {**os.environ, **overrides}
+    attempt = os.environ.get("SLURM_RESTART_COUNT", "0")
+    write_status(
+        log_path, "running", host=os.uname().nodename, slurm_job=os.environ.get("SLURM_JOB_ID", ""), attempt=attempt
+    )
     with open(log_path, "a") as fh:
         fh.write(f"[{os.environ.get('SLURM_JOB_ID', '')}] {' '.join(command)}\n")
         fh.flush()
         rc = subprocess.call(command, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=str(ROOT))
-    write_status(log_path, "done" if rc == 0 else "failed", rc=rc)
+    write_status(log_path, "done" if rc == 0 else "failed", rc=rc, attempt=attempt)
     if rc != 0:
         raise TaskFailed(f"exit code {rc}; see {log_path}")
     return rc
