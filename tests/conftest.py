@@ -10,3 +10,15 @@ def fashion_train():
     from overthink_lib.data import get_dataset
 
     return get_dataset("fashion_mnist", "train")
+
+
+@pytest.fixture(autouse=True)
+def _torch_threads_restored():
+    """A test that sets torch's thread count (a job runner, say) must not change the numbers of the tests after it:
+    CPU results depend on the thread count."""
+    import torch
+
+    before = torch.get_num_threads()
+    yield
+    if torch.get_num_threads() != before:
+        torch.set_num_threads(before)

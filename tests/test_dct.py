@@ -142,3 +142,27 @@ def test_bad_input():
         dct.clutter(np.zeros((4, 4)))
     with pytest.raises(ConfigError, match="at least two"):
         dct.kruskal_test([1, 2, 3], [0, 0, 0])
+
+
+def test_group_verdicts_are_worded_from_the_effect_size():
+    """One hand-made case per ε² band, and the wording bug it fixes: p = 0.02 is a detectable difference at α = 0.05."""
+    from overthink_lib.analysis.stats import effect_band, group_difference_verdict
+
+    assert [effect_band(e) for e in (0.0, 0.009, 0.01, 0.079, 0.08, 0.259, 0.26, 0.9)] == [
+        "negligible",
+        "negligible",
+        "small",
+        "small",
+        "medium",
+        "medium",
+        "large",
+        "large",
+    ]
+    assert effect_band(float("nan")) == "unknown"
+    assert group_difference_verdict(0.081, 1e-30).startswith("a medium difference (epsilon² = 0.081")
+    assert "dwarfs" not in group_difference_verdict(0.081, 1e-30)  # a medium effect is not dwarfed
+    assert group_difference_verdict(0.002, 1e-12).endswith("the spread within groups dwarfs it")
+    assert group_difference_verdict(0.05, 0.02).startswith("a small difference")  # not "no detectable"
+    assert group_difference_verdict(0.3, 0.2).startswith("no detectable difference (p = 0.2")
+    assert group_difference_verdict(0.3, 0.001).startswith("a large difference")
+    assert group_difference_verdict(float("nan"), float("nan")).startswith("untested")

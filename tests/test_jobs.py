@@ -316,7 +316,7 @@ def test_unknown_job_is_one_error_line():
 
     with pytest.raises(ConfigError, match="unknown job 'mian': choose one of data, main, maxmin"):
         run_job("smoke", "fashion_mnist", "mian")
-    with pytest.raises(ConfigError, match="no item 'seed9'"):
+    with pytest.raises(ConfigError, match="no item .seed9. of job .imta-seeds.: its items are seed0, seed1"):
         run_job("smoke", "fashion_mnist", "imta-seeds", "seed9")
 
 

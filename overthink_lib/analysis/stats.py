@@ -96,6 +96,31 @@ def change_verdict(est: float, low: float, high: float) -> str:
     return "lowered" if est < 0 else "raised"
 
 
+#: Bands of the rank effect size ε² (Kruskal–Wallis): the usual conventions (Rea & Parker; Tomczak & Tomczak 2014),
+#: the lower edge of each band: below 0.01 negligible, then small, medium from 0.08, large from 0.26.
+EPSILON_SQUARED_BANDS = ((0.26, "large"), (0.08, "medium"), (0.01, "small"), (0.0, "negligible"))
+
+
+def effect_band(epsilon_squared: float) -> str:
+    """``negligible``, ``small``, ``medium`` or ``large`` (:data:`EPSILON_SQUARED_BANDS`); ``unknown`` for NaN."""
+    if not np.isfinite(epsilon_squared):
+        return "unknown"
+    return next(name for edge, name in EPSILON_SQUARED_BANDS if epsilon_squared >= edge)
+
+
+def group_difference_verdict(epsilon_squared: float, p: float, alpha: float = 0.05) -> str:
+    """What a group test says, worded from its effect size, not from its p-value alone: ``no detectable difference``
+    when p ≥ ``alpha``; else the ε² band (a tiny p on many samples can carry a negligible effect, a p of 0.02 a
+    medium one) and, for a negligible or small effect, that the spread within groups dwarfs it."""
+    if not (np.isfinite(p) and np.isfinite(epsilon_squared)):
+        return "untested (fewer than two groups with samples)"
+    if p >= alpha:
+        return f"no detectable difference (p = {p:.2g} ≥ {alpha:g}; epsilon² = {epsilon_squared:.3f})"
+    band = effect_band(epsilon_squared)
+    tail = ": the spread within groups dwarfs it" if band in ("negligible", "small") else ""
+    return f"a {band} difference (epsilon² = {epsilon_squared:.3f}, p = {p:.2g}){tail}"
+
+
 def fmt_ci(est: float, lo: float, hi: float, scale: float = 100.0, digits: int = 2) -> str:
     """``12.34 [11.90, 12.80]`` (percent by default)."""
     return f"{est * scale:.{digits}f} [{lo * scale:.{digits}f}, {hi * scale:.{digits}f}]"

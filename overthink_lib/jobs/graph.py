@@ -225,8 +225,6 @@ def _job_stochasticity(spec: JobSpec, item: str) -> None:
         for name in STOCHASTICITY_MODELS:
             stochastic_runs(spec.preset, name, spec.seed)
         return
-    if item not in _stoch_items(spec.preset, spec.params):
-        raise ConfigError(f"no stochasticity run {item!r}: the preset's are {', '.join(_stoch_items(spec.preset, {}))}")
     name, i, d = item.rsplit("-", 2)
     sub = stochastic_subset_splits(spec.preset, spec.seed)
     stochastic_run(spec.preset, model_spec(sub["train"], name), sub, spec.seed, int(i[1:]), int(d[1:]))
@@ -294,6 +292,10 @@ def run_job(spec: JobSpec | str, dataset: str, name: str, item: str = "") -> Non
     if isinstance(spec, str):
         spec = JobSpec(get_preset(spec), {})
     spec = JobSpec(spec.preset.for_dataset(dataset), spec.params)
+    if item:
+        known = _JOB[name].items(spec.preset, spec.params)
+        if item not in known:
+            raise ConfigError(f"no item {item!r} of job {name!r}: its items are {', '.join(known) or 'none'}")
     if spec.preset.training.threads:
         torch.set_num_threads(spec.preset.training.threads)
     RUNNERS[name](spec, item)
