@@ -222,49 +222,33 @@ def test_a_worker_dies_with_its_runner(tmp_path):
         raise AssertionError("the worker outlived its runner")
 
 
+def _slow(tmp_path, job: str):
+    """The fake worker of :func:`_fake`, but job ``job`` sleeps 3 s."""
+
+    def command(spec_file, ds, name, item=""):
+        if name == job:
+            return [sys.executable, "-c", "import time; time.sleep(3)"]
+        return _fake(tmp_path)(spec_file, ds, name)
+
+    return command
+
+
 def test_notebooks_wait_only_for_the_jobs_they_read(tmp_path):
     preset = get_preset("smoke")
 
-    def slow(spec_file, ds, name, item=""):
-        return (
-            _fake(tmp_path)(spec_file, ds, name)
-            if name != "imta"
-            else [sys.executable, "-c", "import time; time.sleep(3)"]
+    def runner_of(tasks, command, workers, logs):
+        executor = LocalExecutor(preset, workers=workers, command=command)
+        return JobRunner(
+            preset, JobSpec(preset, {}), tasks, executor, log_dir=tmp_path / logs, progress=False, poll=0.05
         )
 
-    tasks = [Task("data", "fashion_mnist"), Task("imta", "fashion_mnist")]
-    runner = JobRunner(
-        preset,
-        JobSpec(preset, {}),
-        tasks,
-        LocalExecutor(preset, workers=2, command=slow),
-        log_dir=tmp_path / "logs",
-        progress=False,
-        poll=0.05,
-    )
     # imta waits for main, which is not planned here: a plan error, raised when the runner starts
+    runner = runner_of([Task("data", "fashion_mnist"), Task("imta", "fashion_mnist")], _slow(tmp_path, "imta"), 2, "l")
     runner.start()
     with pytest.raises(ConfigError, match="not planned"):
         runner.finish()
-    tasks = [Task("data", "fashion_mnist"), Task("policy-maxmin", "fashion_mnist")]
     tasks = [Task("data", "fashion_mnist"), Task("maxmin", "fashion_mnist"), Task("imta-seeds", "fashion_mnist")]
-
-    def slow2(spec_file, ds, name, item=""):
-        return (
-            _fake(tmp_path)(spec_file, ds, name)
-            if name != "imta-seeds"
-            else [sys.executable, "-c", "import time; time.sleep(3)"]
-        )
-
-    runner = JobRunner(
-        preset,
-        JobSpec(preset, {}),
-        tasks,
-        LocalExecutor(preset, workers=3, command=slow2),
-        log_dir=tmp_path / "logs",
-        progress=False,
-        poll=0.05,
-    ).start()
+    runner = runner_of(tasks, _slow(tmp_path, "imta-seeds"), 3, "logs").start()
     assert {t.job for t in runner.needs("06_dct.ipynb", None)} == {"data", "maxmin"}
     assert runner.needs("01_data.ipynb", None) == set()
     runner.wait_for("06_dct.ipynb", "fashion_mnist", poll=0.05)
@@ -272,15 +256,7 @@ def test_notebooks_wait_only_for_the_jobs_they_read(tmp_path):
     runner.wait_for("07_imta.ipynb", None, poll=0.05)
     assert not runner.busy()
     assert sorted(r["job"] for r in runner.finish()) == ["data", "imta-seeds", "maxmin"]
-    failing = JobRunner(
-        preset,
-        JobSpec(preset, {}),
-        [Task("data", "fashion_mnist")],
-        LocalExecutor(preset, workers=1, command=_fake(tmp_path, fail="data")),
-        log_dir=tmp_path / "logs2",
-        progress=False,
-        poll=0.05,
-    ).start()
+    failing = runner_of([Task("data", "fashion_mnist")], _fake(tmp_path, fail="data"), 1, "logs2").start()
     with pytest.raises(JobFailed, match=r"job data \(fashion_mnist\) failed"):
         failing.wait_for("02_train.ipynb", None, poll=0.05)
 

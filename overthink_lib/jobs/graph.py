@@ -361,7 +361,3 @@ def notebook_needs(tasks: list[Task], notebook: str, dataset: str | None, first:
         for t in tasks
         if notebook.startswith(_JOB[t.job].notebooks) and (t.dataset == ds or not _JOB[t.job].per_dataset)
     }
-
-
-def job_of(task: Task) -> Job:
-    return _JOB[task.job]
