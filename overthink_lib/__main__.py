@@ -1,4 +1,4 @@
-"""The command line: ``python -m overthink_lib {reproduce,reference,fetch,datasets,train,record,import-record} ...``.
+"""The command line: ``python -m overthink_lib {reproduce,reference,fetch,datasets,train,record,import-record,import-checkpoint} ...``.
 
 Bad input (unknown preset, dataset, parameter; missing offline data) ends with one ``error:`` line and exit code 2.
 """
@@ -137,6 +137,9 @@ def _cmd_import_record(args: argparse.Namespace) -> None:
 
     from .records import ExitRecord
 
+    if Path(args.source).suffix in (".pth", ".pt", ".tar"):
+        _import_official_logits(args)
+        return
     if Path(args.source).is_file() and not zipfile.is_zipfile(args.source):
         raise ConfigError(
             f"{args.source} is not an .npz archive: write one with numpy.savez(path, logits=..., labels=...)"
@@ -175,13 +178,7 @@ def _cmd_import_record(args: argparse.Namespace) -> None:
         flops = arrays["flops"]
     prov = {"imported_from": str(args.source)}
     if args.dataset:
-        from .data import list_datasets
-
-        if args.dataset not in list_datasets() or args.split not in ("train", "val", "test"):
-            raise ConfigError(
-                f"--dataset {args.dataset!r} --split {args.split!r}: the dataset must be one of "
-                f"{', '.join(list_datasets())} and the split train, val or test"
-            )
+        _check_dataset_name(args.dataset, args.split)
         prov["dataset"] = {"name": args.dataset, "split": args.split}
     rec = ExitRecord.from_arrays(
         arrays[args.logits],
@@ -196,17 +193,92 @@ def _cmd_import_record(args: argparse.Namespace) -> None:
         out = out / f"{args.split}.npz"
     elif out.suffix not in ("", ".npz"):
         raise ConfigError(f"record file {out} must end in .npz (or name a folder: then {args.split}.npz goes there)")
-    checked = ""
-    if args.dataset:  # refuse a record in another sample order now, not when its images are first shown
-        from .experiment import record_images
-
-        checked = (
-            "; labels agree with the dataset's at every index"
-            if record_images(rec, get_preset("cpu")) is not None
-            else f"; {args.dataset} is not on disk here, so its labels were not compared"
-        )
+    checked = _checked_against_dataset(rec) if args.dataset else ""
     path = rec.save(out)
     print(f"wrote {path}: {rec.summary()}; FLOPs {'given' if rec.flops is not None else 'none'}{checked}")
+
+
+def _checked_against_dataset(rec) -> str:
+    """Refuse a record in another sample order than its named dataset's now, not when its images are first shown."""
+    from .experiment import record_images
+
+    name = rec.provenance["dataset"]["name"]
+    if record_images(rec, get_preset("cpu")) is not None:
+        return "; labels agree with the dataset's at every index"
+    return f"; {name} is not on disk here, so its labels were not compared"
+
+
+def _import_official_logits(args: argparse.Namespace) -> None:
+    """``logits_single.pth`` (+ ``flops.pth``) of the official MSDNet code → ``<out>/val.npz`` and ``<out>/test.npz``."""
+    from .records import read_official_logits
+
+    out = Path(args.out)
+    if out.suffix == ".npz":
+        raise ConfigError(f"{args.source} holds a validation and a test record: give a folder for both, not {out}")
+    recs = read_official_logits(args.source, args.flops, model=args.model or "official-msdnet")
+    if args.dataset:  # the test loader keeps the dataset's order: its positions are the split's indices
+        _check_dataset_name(args.dataset, "test")
+        recs["test"].provenance["dataset"] = {"name": args.dataset, "split": "test"}
+    checked = _checked_against_dataset(recs["test"]) if args.dataset else ""
+    for split, rec in recs.items():
+        path = rec.save(out / f"{split}.npz")
+        top5 = rec.accuracy(5).tolist() if rec.num_classes >= 10 else None
+        print(
+            f"wrote {path}: {rec.summary()}; FLOPs {'official flops.pth' if rec.flops is not None else 'none'}"
+            + (f"; top-5 per exit (%) {' '.join(f'{100 * a:.2f}' for a in top5)}" if top5 else "")
+            + (checked if split == "test" else "")
+        )
+
+
+def _check_dataset_name(name: str, split: str) -> None:
+    from .data import list_datasets
+
+    if name not in list_datasets() or split not in ("train", "val", "test"):
+        raise ConfigError(
+            f"--dataset {name!r} --split {split!r}: the dataset must be one of "
+            f"{', '.join(list_datasets())} and the split train, val or test"
+        )
+
+
+def _cmd_import_checkpoint(args: argparse.Namespace) -> None:
+    """An official MSDNet-PyTorch checkpoint → a lab checkpoint (weights under the lab's names, the model spec)."""
+    import json
+
+    from .config import atomic_torch_save
+    from .models.official import load_official_msdnet
+
+    config = {}
+    for item in args.config or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--config {item!r}: write KEY=VALUE (VALUE as JSON, e.g. bn_factor=[1,2,4,4])")
+        try:
+            config[key] = json.loads(value)
+        except json.JSONDecodeError:
+            config[key] = value
+        if isinstance(config[key], list):
+            config[key] = tuple(config[key])
+    model, info = load_official_msdnet(args.source, config=config or None)
+    out = Path(args.out)
+    if out.suffix not in (".pt", ".pth"):
+        raise ConfigError(f"checkpoint file {out} must end in .pt")
+    ckpt = {
+        "model_spec": model.spec,
+        "model": model.state_dict(),
+        "train_config": {"imported_from": info["source"]},
+        "epoch": int(info.get("epoch", -1)),
+        "history": [],
+    }
+    atomic_torch_save(ckpt, out)
+    params = sum(p.numel() for p in model.parameters())
+    print(
+        f"wrote {out}: {model.spec['name']} {model.spec['kwargs']}, {params:,} parameters, {info['keys']} tensors"
+        + (
+            f", {info['filled_num_batches_tracked']} BatchNorm counters set to 0"
+            if info["filled_num_batches_tracked"]
+            else ""
+        )
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -302,8 +374,16 @@ def build_parser() -> argparse.ArgumentParser:
     j.add_argument("--dataset", default=None, help="default: the preset's first dataset")
     j.add_argument("--item", default="", help="one run of a loop job (e.g. seed1); default: the whole loop")
     j.set_defaults(func=_cmd_job)
-    i = sub.add_parser("import-record", help="turn logits computed elsewhere (an .npz of arrays) into an ExitRecord")
-    i.add_argument("source", help="an .npz with logits [N, E, C] and labels [N] (optional flops [E], indices [N])")
+    i = sub.add_parser(
+        "import-record",
+        help="turn logits computed elsewhere (an .npz of arrays, or the official MSDNet logits_single.pth) into records",
+    )
+    i.add_argument(
+        "source",
+        help="an .npz with logits [N, E, C] and labels [N] (optional flops [E], indices [N]); or the official code's "
+        "logits_single.pth (then OUT is a folder for val.npz and test.npz, and --flops the flops.pth, default the "
+        "one beside it)",
+    )
     i.add_argument("out", help="the record file to write (.npz), e.g. myrecords/test.npz; a folder: <split>.npz in it")
     i.add_argument("--logits", default="logits", help="name of the logits array (default logits)")
     i.add_argument("--labels", default="labels", help="name of the labels array (default labels)")
@@ -320,6 +400,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--split", default="test", choices=("train", "val", "test"), help="its split (val or test; default test)"
     )
     i.set_defaults(func=_cmd_import_record)
+    c = sub.add_parser("import-checkpoint", help="an official MSDNet-PyTorch checkpoint → a lab checkpoint (.pt)")
+    c.add_argument(
+        "source", help="model_best.pth.tar / checkpoint_NNN.pth.tar of the official main.py, or a state_dict"
+    )
+    c.add_argument("out", help="the lab checkpoint to write (.pt); train.model_from_checkpoint reads it")
+    c.add_argument(
+        "--config",
+        action="append",
+        metavar="KEY=VALUE",
+        help="an MSDNetConfig field the shapes do not tell (e.g. bn_factor=[1,2,4,4], reduction=0.5); repeatable",
+    )
+    c.set_defaults(func=_cmd_import_checkpoint)
     return p
 
 

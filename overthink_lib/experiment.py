@@ -268,8 +268,11 @@ def record_images(rec: ExitRecord, preset: Preset) -> ImageSet | None:
     name, split = d.get("name"), d.get("split")
     if name not in list_datasets() or name == "maxmin" or split not in ("train", "val", "test"):
         return None
+    from .data import FolderSet
+    from .data.folders import NAMED
     from .data.sources import DatasetMissing
 
+    folder = name == "imagefolder" or name in NAMED  # streamed from disk: where and how the record's maker read it
     try:
         ds = get_dataset(
             name,
@@ -277,8 +280,16 @@ def record_images(rec: ExitRecord, preset: Preset) -> ImageSet | None:
             val_fraction=d.get("val_fraction", preset.data.val_fraction),
             split_seed=d.get("split_seed", preset.seed),
             download=False,
-            # the top-up as the registry wrote it: {count, index_offset} (older records: a flag, the thesis's count)
-            svhn_extra=d["svhn_extra"]["count"] if isinstance(d.get("svhn_extra"), dict) else bool(d.get("svhn_extra")),
+            **(
+                {"root": d.get("root"), "resize": d.get("resize", 256), "crop": d.get("crop", 224)}
+                if folder
+                # the top-up as the registry wrote it: {count, index_offset} (older records: a flag, the thesis's count)
+                else {
+                    "svhn_extra": d["svhn_extra"]["count"]
+                    if isinstance(d.get("svhn_extra"), dict)
+                    else bool(d.get("svhn_extra"))
+                }
+            ),
         )
     except DatasetMissing:  # not on disk: the record comes without images (a damaged or forged file is an error)
         return None
@@ -293,7 +304,7 @@ def record_images(rec: ExitRecord, preset: Preset) -> ImageSet | None:
         )
     images = ds.subset(rows)
     check_images_match(rec, images)
-    return images
+    return images.to_imageset() if isinstance(images, FolderSet) else images
 
 
 def check_images_match(rec: ExitRecord, images: ImageSet) -> None:

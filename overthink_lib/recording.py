@@ -4,6 +4,7 @@ Sits beside :mod:`.train` (it runs models); :mod:`.records` below it knows only 
 analyses never depend on training code.
 
 - :func:`make_record` / :func:`cached_record`: a lab model (the multi-exit contract) on an :class:`ImageSet`;
+- :func:`record_from_folder`: the same over an image folder streamed from disk (ImageNet-size sets);
 - :func:`record_from_model`: any ``nn.Module`` whose forward returns a list or tuple of per-exit logits (the SDN, ZTW
   and IMTA convention), on an :class:`ImageSet`, a pair of tensors ``(x, y)`` or an iterable of ``(x, y, ...)``
   batches (e.g. a ``DataLoader``).
@@ -221,4 +222,36 @@ def record_from_model(
     )
 
 
-__all__ = ["cached_record", "make_record", "record_from_model"]
+def record_from_folder(
+    model: nn.Module,
+    images,
+    *,
+    batch_size: int = 64,
+    workers: int | None = None,
+    device: torch.device | str | None = None,
+    name: str | None = None,
+    flops: Any = None,
+    progress: bool = False,
+) -> ExitRecord:
+    """:func:`record_from_model` over a :class:`~overthink_lib.data.FolderSet` streamed from disk: images are decoded
+    batch by batch in ``workers`` DataLoader processes and never held (memory: the logits, ``N × E × C`` floats).
+    The record keeps the set's provenance (root, transform, file fingerprint), so its images can be found again."""
+    from .data import FolderSet
+
+    if not isinstance(images, FolderSet):
+        raise ConfigError(
+            f"record_from_folder needs a FolderSet (get_dataset('imagefolder', ...)), got {type(images).__name__}"
+        )
+    return record_from_model(
+        model,
+        images.batches(batch_size, workers),
+        flops=flops,
+        batch_size=batch_size,
+        device=device,
+        name=name,
+        provenance={"dataset": images.provenance()},
+        progress=progress,
+    )
+
+
+__all__ = ["cached_record", "make_record", "record_from_folder", "record_from_model"]

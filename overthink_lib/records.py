@@ -299,9 +299,18 @@ class ExitRecord:
         """``[N, E]`` bool: exit e classifies sample n correctly."""
         return self.preds == self.labels[:, None]
 
-    def accuracy(self) -> torch.Tensor:
-        """Per-exit accuracy ``[E]``."""
-        return self.correct.double().mean(0)
+    def accuracy(self, top: int = 1) -> torch.Tensor:
+        """Per-exit accuracy ``[E]``; ``top=5``: the true class among each exit's 5 highest logits (top-5)."""
+        if top == 1:
+            return self.correct.double().mean(0)
+        return self.top_correct(top).double().mean(0)
+
+    def top_correct(self, top: int) -> torch.Tensor:
+        """``[N, E]`` bool: the true class is among exit e's ``top`` highest logits (ties: torch.topk's order)."""
+        if isinstance(top, bool) or not isinstance(top, int) or not 1 <= top <= self.num_classes:
+            raise ConfigError(f"top-k accuracy needs 1 <= k <= {self.num_classes} classes, got {top!r}")
+        best = self.logits.topk(top, dim=-1).indices  # [N, E, k]
+        return (best == self.labels[:, None, None]).any(-1)
 
     def model_key(self) -> str:
         """Identifies the model that made the record (analyses refuse to mix records of different models)."""
@@ -441,6 +450,83 @@ class ExitRecord:
             raise ConfigError(f"{path} is not a complete ExitRecord file (no {err})") from None
         except ConfigError as err:
             raise ConfigError(f"{path}: {err}") from None
+
+
+#: What the official MSDNet code's FLOPs count (``op_counter.py``): multiply-adds of convolutions and linear layers
+#: plus one operation per ReLU, pooling and BatchNorm output; the lab's own (``flops.exit_flops``) are the
+#: multiply-adds alone, about 1 % lower on MSDNet.
+OFFICIAL_FLOPS = "official op_counter.py: conv/linear multiply-adds plus ReLU, pooling and BatchNorm operations"
+
+
+def read_official_logits(
+    path: str | Path, flops: str | Path | None = None, *, model: str = "official-msdnet"
+) -> dict[str, ExitRecord]:
+    """The validation and test records in the official MSDNet code's ``logits_single.pth`` (``adaptive_inference.py``).
+
+    That file is ``(val_pred, val_target, test_pred, test_target)``: softmax probabilities ``[exits, N, C]`` and
+    float class indices ``[N]``. Read weights-only; probabilities become log-probabilities (their softmax is the same
+    probabilities; a probability below float32's smallest normal, 1.2e-38, becomes that). ``flops``: its
+    ``flops.pth`` (a list of per-exit FLOPs, :data:`OFFICIAL_FLOPS`), default the one beside ``path`` when present.
+    Sample ids are positions: the test loader keeps the dataset's order, the validation loader samples the held-out
+    training images in a random order (and under training augmentation), which the record's provenance says.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"no file {path}: the official adaptive_inference.py writes <save>/logits_single.pth")
+    obj = safe_torch_load(path, "official logits file")
+    if not (isinstance(obj, (tuple, list)) and len(obj) == 4 and all(torch.is_tensor(t) for t in obj)):
+        raise ConfigError(
+            f"{path} is not the official logits_single.pth: expected 4 tensors (val_pred, val_target, test_pred, "
+            f"test_target), found {type(obj).__name__}" + (f" of {len(obj)}" if isinstance(obj, (tuple, list)) else "")
+        )
+    flops_path = Path(flops) if flops is not None else path.with_name("flops.pth")
+    costs = None
+    if flops is not None or flops_path.is_file():
+        if not flops_path.is_file():
+            raise ConfigError(f"no file {flops_path}: the official main.py writes <save>/flops.pth")
+        raw = safe_torch_load(flops_path, "official FLOPs file")
+        if not isinstance(raw, (list, tuple)) or not all(isinstance(v, (int, float)) for v in raw):
+            raise ConfigError(f"{flops_path} is not the official flops.pth: expected a list of per-exit numbers")
+        costs = [float(v) for v in raw]
+    out = {}
+    for split, (pred, target) in {"val": obj[:2], "test": obj[2:]}.items():
+        if pred.ndim != 3 or target.ndim != 1 or pred.shape[1] != len(target):
+            raise ConfigError(
+                f"{path}: {split}_pred must be [exits, N, C] and {split}_target [N], got "
+                f"{list(pred.shape)} and {list(target.shape)}"
+            )
+        p = pred.double()
+        sums = p.sum(-1)
+        if not torch.isfinite(p).all() or (p < 0).any() or (sums - 1).abs().max() > 1e-3:
+            raise ConfigError(
+                f"{path}: {split}_pred is not softmax probabilities (rows sum to {sums.min():.4g}..{sums.max():.4g}); "
+                "logits from elsewhere: import them with import-record from an .npz"
+            )
+        t = target.double()
+        if not torch.isfinite(t).all() or (t != t.round()).any():
+            raise ConfigError(f"{path}: {split}_target holds values that are not class indices")
+        if costs is not None and len(costs) != pred.shape[0]:
+            raise ConfigError(f"{flops_path} has {len(costs)} FLOPs for {pred.shape[0]} exits in {path}")
+        logp = pred.float().clamp_min(torch.finfo(torch.float32).tiny).log().permute(1, 0, 2).contiguous()
+        order = (
+            "test loader, dataset order"
+            if split == "test"
+            else "validation loader: held-out training images, random order, training augmentation"
+        )
+        out[split] = ExitRecord.from_arrays(
+            logp,
+            t.long(),
+            flops=costs,
+            model=model,
+            provenance={
+                "source": "official logits_single.pth",
+                "imported_from": str(path),
+                "sample_ids": f"positions ({order})",
+                "logits": "log of the official softmax probabilities",
+                **({"flops_source": OFFICIAL_FLOPS} if costs is not None else {}),
+            },
+        )
+    return out
 
 
 def load_records(where: str | Path) -> dict[str, ExitRecord]:

@@ -93,3 +93,44 @@ def write_made_up(root: Path, names=("cifar100", "svhn", "mnist"), seed: int = 0
 
 
 __all__ = ["SIZES", "WRITERS", "write_cifar100", "write_made_up", "write_mnist", "write_svhn"]
+
+
+#: Formats a made-up image folder cycles through: (extension, PIL mode), so every decoder path is exercised.
+FOLDER_FORMATS = (("jpg", "RGB"), ("png", "L"), ("png", "RGBA"), ("bmp", "RGB"), ("JPEG", "CMYK"), ("webp", "RGB"))
+
+
+def write_image_folder(
+    root: Path,
+    classes: int = 10,
+    per_class: tuple[int, int] = (20, 10),
+    *,
+    seed: int = 0,
+    sizes: tuple[tuple[int, int], ...] = ((500, 375), (375, 500), (96, 80), (320, 320)),
+    corrupt: int = 0,
+) -> Path:
+    """``root/{train,val}/cNN/*.{jpg,png,...}`` in torchvision's ImageFolder layout: ``per_class`` images per class in
+    train and val, of several sizes and formats (:data:`FOLDER_FORMATS`), each class its own coarse pattern under
+    noise; ``corrupt`` files in val are truncated JPEGs. Marked made-up. Returns ``root``."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    root = Path(root)
+    patterns = np.random.default_rng(seed + 1).integers(0, 256, (classes, 3, 4, 4)).astype(np.float32)
+    n = 0
+    for split, count in zip(("train", "val"), per_class):
+        for c in range(classes):
+            folder = root / split / f"c{c:02d}"
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(count):
+                w, h = sizes[n % len(sizes)]
+                ext, mode = FOLDER_FORMATS[n % len(FOLDER_FORMATS)]
+                n += 1
+                small = np.clip(patterns[c] + rng.normal(0, 40, patterns[c].shape), 0, 255).astype(np.uint8)
+                im = Image.fromarray(small.transpose(1, 2, 0)).resize((w, h), Image.BILINEAR).convert(mode)
+                im.save(folder / f"{split}_{c:02d}_{i:04d}.{ext}")
+    val_files = sorted((root / "val").rglob("*.jpg"))
+    for path in val_files[:corrupt]:
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) // 3])  # a download cut short
+    mark_made_up(root)
+    return root

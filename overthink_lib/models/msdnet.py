@@ -44,6 +44,8 @@ class MSDNetConfig:
         reduction: channel compression of transition layers [reduction].
         stem: ``cifar`` (3×3 stride-1 first conv) or ``imagenet`` (7×7 stride 2 + max-pool).
         head_channels: width of the exit heads' convs (``cifar`` heads: 128; 0 → the input width, the ImageNet heads).
+        stem_bias: the ``imagenet`` stem's 7×7 conv has a bias (the official ImageNet model's does; its other
+            convs have none).
     """
 
     num_classes: int = 100
@@ -62,6 +64,7 @@ class MSDNetConfig:
     reduction: float = 0.5
     stem: str = "cifar"
     head_channels: int = 128
+    stem_bias: bool = False
 
     def __post_init__(self):
         if self.step_mode not in ("lin_grow", "even"):
@@ -70,6 +73,8 @@ class MSDNetConfig:
             raise ConfigError(f"MSDNet prune must be 'max' or 'min', got {self.prune!r}")
         if self.stem not in ("cifar", "imagenet"):
             raise ConfigError(f"MSDNet stem must be 'cifar' or 'imagenet', got {self.stem!r}")
+        if self.stem_bias and self.stem != "imagenet":
+            raise ConfigError("MSDNet stem_bias applies to the 'imagenet' stem only (the CIFAR stem conv has no bias)")
         if len(self.gr_factor) != self.n_scales or len(self.bn_factor) != self.n_scales:
             raise ConfigError(f"gr_factor and bn_factor need one entry per scale ({self.n_scales})")
 
@@ -175,7 +180,7 @@ class FirstLayer(nn.Module):
             stem = conv_bn_relu(cfg.in_channels, c[0], 3, 1)
         else:
             stem = nn.Sequential(
-                nn.Conv2d(cfg.in_channels, c[0], 7, 2, 3, bias=False),
+                nn.Conv2d(cfg.in_channels, c[0], 7, 2, 3, bias=cfg.stem_bias),
                 nn.BatchNorm2d(c[0]),
                 nn.ReLU(inplace=True),
                 nn.MaxPool2d(3, 2, 1),
@@ -263,7 +268,8 @@ def msdnet_cifar(*, num_classes: int = 100, in_channels: int = 3, **overrides) -
 
 @register_model("msdnet_imagenet")
 def msdnet_imagenet(*, num_classes: int = 1000, in_channels: int = 3, **overrides) -> MSDNet:
-    """The official ImageNet configuration (5 blocks of 4 layers, 4 scales, 32 channels, growth 16, wide heads)."""
+    """The official ImageNet configuration (5 blocks of 4 layers, 4 scales, 32 channels, growth 16, wide heads, a
+    bias on the 7×7 stem conv), the published ``step=4`` checkpoint's; ``step=7, base=7`` is the other one."""
     base = dict(
         n_blocks=5,
         step_mode="even",
@@ -276,5 +282,6 @@ def msdnet_imagenet(*, num_classes: int = 1000, in_channels: int = 3, **override
         bn_factor=(1, 2, 4, 4),
         stem="imagenet",
         head_channels=0,
+        stem_bias=True,
     )
     return MSDNet(MSDNetConfig(num_classes=num_classes, in_channels=in_channels, **{**base, **overrides}))
