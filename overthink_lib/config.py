@@ -48,6 +48,8 @@ class DataSettings:
         svhn_extra: SVHN's validation and test topped up with ``svhn_extra_count`` "extra" samples each (the thesis).
         svhn_extra_count: how many (the thesis: 25,000).
         train_record_size: training images the main MSDNet is recorded on for Fig 4.1 (a seeded subset; 0: all).
+        folder_crop: an image-folder dataset the notebooks study (``imagenette``, Fig A.4) is decoded into memory at
+            this centre crop, the shorter side resized to crop × 8/7 first (224 after 256: ImageNet's evaluation size).
     """
 
     datasets: tuple[str, ...]
@@ -56,6 +58,7 @@ class DataSettings:
     svhn_extra: bool = False
     svhn_extra_count: int = 25_000
     train_record_size: int = 12000
+    folder_crop: int = 64
 
 
 @dataclass(frozen=True)
@@ -323,7 +326,12 @@ PRESETS: dict[str, Preset] = {
         name="paper",
         seed=0,
         data=DataSettings(
-            datasets=("cifar100", "svhn", "mnist"), fraction=1.0, val_fraction=0.2, svhn_extra=True, train_record_size=0
+            datasets=("cifar100", "svhn", "mnist"),
+            fraction=1.0,
+            val_fraction=0.2,
+            svhn_extra=True,
+            train_record_size=0,
+            folder_crop=224,
         ),
         # lr ×0.1 at 37.5 % and 75 % of the epochs: 75 and 150 of 200, and the same shares of shorter runs
         training=TrainingSettings(
@@ -356,7 +364,7 @@ REHEARSAL_SHRINKS: dict[str | None, dict[str, Any]] = {
 #: the Max-Min canvas, the schedule's shape, the SVHN top-up, 0 = "all" subsets, the notebooks the suite runs.
 #: ``name`` and ``figures_dir`` are the rehearsal's own. A new field must join one of the two (tests/test_config.py).
 REHEARSAL_KEEPS: dict[str | None, tuple[str, ...]] = {
-    "data": ("datasets", "val_fraction", "svhn_extra", "train_record_size"),
+    "data": ("datasets", "val_fraction", "svhn_extra", "train_record_size", "folder_crop"),
     "training": ("lr_schedule", "lr_milestones", "batch_size", "lr", "speed", "threads", "device"),
     "maxmin": ("base", "canvas", "item"),
     "imta": ("parent", "freeze", "teacher", "kl", "seed_train", "seed_test"),

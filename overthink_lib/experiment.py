@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 
 from .config import COMPUTE_VERSIONS, ConfigError, Preset, config_hash, get_device, get_preset, safe_name
@@ -64,12 +65,30 @@ def load_splits(preset: Preset, dataset: str, seed: int | None = None) -> dict[s
             f"data.svhn_extra_count must be >= 1 when svhn_extra is on, got {preset.data.svhn_extra_count}"
         )
     extra = {"svhn_extra": preset.data.svhn_extra_count} if dataset == "svhn" and preset.data.svhn_extra else {}
+    from .data.folders import NAMED
+
+    if dataset in NAMED:  # an image folder (Imagenette): decoded once into memory at the preset's crop
+        return {s: _decoded_folder(preset, dataset, s, seed) for s in ("train", "val", "test")}
     return {
         s: get_dataset(
             dataset, s, val_fraction=preset.data.val_fraction, split_seed=seed, fraction=preset.data.fraction, **extra
         )
         for s in ("train", "val", "test")
     }
+
+
+def _decoded_folder(preset: Preset, dataset: str, split: str, seed: int) -> ImageSet:
+    """A split of an image-folder dataset in memory: resize to crop × 8/7, centre crop ``data.folder_crop``, the
+    preset's ``fraction`` as a seeded subset (as ``limit`` draws it)."""
+    crop = preset.data.folder_crop
+    fs = get_dataset(
+        dataset, split, val_fraction=preset.data.val_fraction, split_seed=seed, resize=round(crop * 8 / 7), crop=crop
+    )
+    if preset.data.fraction < 1:
+        keep = max(1, round(len(fs) * preset.data.fraction))
+        fs = fs.subset(np.sort(np.random.default_rng(seed + 1).permutation(len(fs))[:keep]))
+        fs.info["fraction"] = preset.data.fraction
+    return fs.to_imageset()
 
 
 def model_spec(ds: ImageSet, name: str = "msdnet_cifar", **kwargs: Any) -> dict[str, Any]:

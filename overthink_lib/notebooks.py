@@ -108,6 +108,12 @@ def _rule_dataset(v: Any) -> None:
 
     if v not in list_datasets():
         raise ConfigError(f"unknown dataset {v!r}: choose one of {', '.join(list_datasets())}")
+    if v in ("imagefolder", "imagenet"):  # streamed from disk: the notebooks' networks train on in-memory sets
+        raise ConfigError(
+            f"dataset {v!r} is read from disk batch by batch, too large (imagenet) or without a place (imagefolder) "
+            "for the notebooks' in-memory training: make records of it (record_from_folder, "
+            "examples/official_imagenet.py) and pass them as record=...; imagenette works as a dataset"
+        )
 
 
 def _rule_choice(name: str, value: Any, module: str, attr: str) -> None:

@@ -242,6 +242,12 @@ def record_from_folder(
         raise ConfigError(
             f"record_from_folder needs a FolderSet (get_dataset('imagefolder', ...)), got {type(images).__name__}"
         )
+    classes = getattr(getattr(model, "config", None), "num_classes", None)
+    if classes is not None and classes != images.num_classes:
+        raise ConfigError(
+            f"the model has {classes} classes but {images.root} has {images.num_classes} class folders: labels are "
+            "class-folder positions, so they mean the model's classes only when the folder has exactly those"
+        )
     return record_from_model(
         model,
         images.batches(batch_size, workers),
