@@ -453,9 +453,9 @@ class ExitRecord:
 
 
 #: What the official MSDNet code's FLOPs count (``op_counter.py``): multiply-adds of convolutions and linear layers
-#: plus one operation per ReLU, pooling and BatchNorm output; the lab's own (``flops.exit_flops``) are the
+#: plus one operation per ReLU element and per pooled element (BatchNorm: none); the lab's own (``flops.exit_flops``) are the
 #: multiply-adds alone, about 1 % lower on MSDNet.
-OFFICIAL_FLOPS = "official op_counter.py: conv/linear multiply-adds plus ReLU, pooling and BatchNorm operations"
+OFFICIAL_FLOPS = "official op_counter.py: conv/linear multiply-adds plus ReLU elements and pooling windows"
 
 
 def read_official_logits(

@@ -260,7 +260,14 @@ def folder_dataset(
         train_rows, val_rows = split_rows(len(files), fraction, split_seed)
         rows = train_rows if split == "train" else val_rows
     info: dict[str, Any] = {"val_fraction": val_fraction, "split_seed": split_seed, "resize": resize, "crop": crop}
-    if (folder / MADE_UP).exists():  # written by data.madeup: said in every record's provenance
+    if (folder / MADE_UP).exists():  # written by data.madeup: said here and in every record's provenance
+        import warnings
+
+        warnings.warn(
+            f"dataset {name!r}: {folder} holds made-up files ({MADE_UP}), not the dataset: numbers from them mean nothing",
+            UserWarning,
+            stacklevel=2,
+        )
         info["made_up"] = True
     if exclude:
         unknown = sorted(set(exclude) - set(files))
