@@ -59,7 +59,7 @@ def _cmd_reference(args: argparse.Namespace) -> None:
     import json
 
     from .config import ROOT, get_preset
-    from .results import add_kind, compare, write_reference
+    from .results import add_kind, add_metrics, compare, write_reference
 
     src = get_preset(args.preset).run_dir / "results.json"
     if not src.exists():
@@ -78,6 +78,12 @@ def _cmd_reference(args: argparse.Namespace) -> None:
             other = json.loads(Path(args.other).read_text())
         except (OSError, ValueError) as err:
             raise ConfigError(f"--other {args.other}: not a readable results.json ({err})") from None
+    if args.add_metrics:
+        if not path.exists():
+            raise ConfigError(f"no {path} to add metrics to: make the reference first (make reference)")
+        added = add_metrics(res, path, other=other)["added"]
+        print(f"added {len(added)} metric(s) to {path}, exact on {res.get('cpu')}: {', '.join(added)}")
+        return
     if args.add_kind:
         ref = add_kind(res, path) if path.exists() else None
         if ref is None:
@@ -340,6 +346,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="add this run (the reference's code on another machine kind) to the reference: exact there from now on; "
         "tolerances for other kinds unchanged",
+    )
+    ref.add_argument(
+        "--add-metrics",
+        action="store_true",
+        help="add only the headline numbers the reference lacks (new ones), exact on this machine kind and within "
+        "the default tolerance elsewhere; every other entry unchanged (refused when one of them moved)",
     )
     ref.set_defaults(func=_cmd_reference)
     f = sub.add_parser("fetch", help="download datasets into data/ (needs internet)")

@@ -180,6 +180,7 @@ RULES: dict[str, Callable[[Any], None]] = {
     "show_widgets": _rule_bool("show_widgets"),
     "criterion": lambda v: _rule_choice("criterion", v, "analysis.exits", "CRITERIA"),
     "n_boot": _rule_int("n_boot"),
+    "n_bins": _rule_int("n_bins", 1),
     "n_seeds": _rule_seeds,
     "cam_method": lambda v: _rule_choice("cam_method", v, "cams", "METHODS"),
     "cam_target": lambda v: _rule_choice("cam_target", v, "cams", "TARGETS"),

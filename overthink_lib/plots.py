@@ -292,3 +292,88 @@ def plane_plotly(anytime, curves: dict, bounds: dict, title: str = ""):
         )
     fig.update_layout(title=title, xaxis_title="expected MFLOPs per sample (MACs)", yaxis_title="test accuracy (%)")
     return fig
+
+
+def rules_plane(curves: dict, anytime=None, point: dict | None = None, ax=None, title: str = ""):
+    """Every exit rule's test accuracy against its expected test FLOPs (one curve per rule, :mod:`.analysis.rules`
+    tables), the anytime points beside them; ``point`` {flops, accuracy, label} highlights one setting."""
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(7, 4.2))
+    else:
+        fig = ax.figure
+    m = 1e6
+    if anytime is not None:
+        ax.plot(anytime["flops"] / m, anytime["accuracy"] * 100, "o-", color="k", label="anytime (each exit)")
+    for i, (name, c) in enumerate(curves.items()):
+        order = c.sort_values("test_flops")
+        ax.plot(order["test_flops"] / m, order["test_acc"] * 100, ".-" if i == 0 else "x--", color=f"C{i}", label=name)
+    if point is not None:
+        ax.plot(point["flops"] / m, point["accuracy"] * 100, "D", color="red", ms=9, label=point.get("label", "chosen"))
+    ax.set(xlabel="expected MFLOPs per sample (MACs)", ylabel="test accuracy (%)", title=title)
+    ax.legend(fontsize=8, loc="best", framealpha=0.85)
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def rules_plane_plotly(curves: dict, anytime=None, title: str = ""):
+    """Plotly version of :func:`rules_plane`: hovering a point shows its rule, its parameters, validation and test
+    accuracy and cost, and where the test samples exit."""
+    import plotly.graph_objects as go
+
+    m = 1e6
+    fig = go.Figure()
+    if anytime is not None:
+        fig.add_trace(
+            go.Scatter(
+                x=anytime["flops"] / m,
+                y=anytime["accuracy"] * 100,
+                mode="lines+markers",
+                name="anytime",
+                text=[f"exit {k}" for k in anytime["exit"]],
+                hovertemplate="%{text}<br>%{x:.2f} MFLOPs<br>%{y:.2f} %<extra></extra>",
+            )
+        )
+    for name, c in curves.items():
+        c = c.sort_values("test_flops")
+        hover = [
+            f"{name}: {label}<br>validation {va * 100:.2f} % at {vf / m:.2f} MFLOPs<br>exit fractions "
+            f"{', '.join(f'{f:.2f}' for f in fr)}"
+            for label, va, vf, fr in zip(c["label"], c["val_acc"], c["val_flops"], c["test_fractions"])
+        ]
+        fig.add_trace(
+            go.Scatter(
+                x=c["test_flops"] / m,
+                y=c["test_acc"] * 100,
+                mode="lines+markers",
+                name=name,
+                text=hover,
+                hovertemplate="%{text}<br>test %{y:.2f} % at %{x:.2f} MFLOPs<extra></extra>",
+            )
+        )
+    fig.update_layout(
+        title=title, xaxis_title="expected MFLOPs per sample (MACs)", yaxis_title="test accuracy (%)", height=450
+    )
+    return fig
+
+
+def reliability(bins_before: list, bins_after: list | None = None, title: str = ""):
+    """Reliability diagrams, one panel per exit: accuracy against mean confidence of each bin (a dot per bin, its
+    size the bin's count; the diagonal is perfect calibration), before and (optionally) after temperature scaling."""
+    n = len(bins_before)
+    fig, axes = subplots(1, n, figsize=(2.6 * n, 2.9), sharey=True, squeeze=False)
+    for k, ax in enumerate(axes[0]):
+        ax.plot([0, 1], [0, 1], color="0.6", lw=1)
+        for bins, color, label in ((bins_before[k], "C3", "raw"), ((bins_after or [None] * n)[k], "C0", "scaled")):
+            if bins is None:
+                continue
+            size = 8 + 60 * bins["count"] / bins["count"].max()
+            ax.scatter(bins["confidence"], bins["accuracy"], s=size, color=color, alpha=0.7, label=label)
+            ax.plot(bins["confidence"], bins["accuracy"], color=color, lw=0.8, alpha=0.7)
+        ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence", title=f"exit {k + 1}")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("accuracy")
+    axes[0][0].legend(fontsize=7, loc="upper left")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig

@@ -3,7 +3,8 @@
 While ``reproduce`` executes a notebook it sets ``OVERTHINK_RESULTS`` to that notebook's part file
 (``runs/<preset>/results/<notebook>.json``, deleted before the notebook starts, so no number outlives the run that
 made it); :func:`put` writes there and does nothing when the variable is unset (a notebook opened in JupyterLab).
-At the end, :func:`collect` merges the parts into ``runs/<preset>/results.json`` and ``results.md`` and the runner
+At the end, :func:`collect` merges the parts into ``runs/<preset>/results.json`` and ``results.md`` (and one long
+table, ``results.csv``/``results.parquet``: :func:`tidy`) and the runner
 prints the table. Values: a number, a string, or ``[estimate, low, high]`` (a 95 % CI); fractions stay fractions
 (0.1234, not 12.34) — the ``unit`` given to :func:`put` says how the table shows them.
 
@@ -160,7 +161,72 @@ def collect(
     out_dir = Path(out_dir)
     atomic_write_bytes(out_dir / "results.json", (json.dumps(res, indent=1) + "\n").encode())
     atomic_write_bytes(out_dir / "results.md", markdown(res).encode())
+    write_tidy(res, out_dir)
     return res
+
+
+#: Columns of the long table of headline numbers (``results.csv`` / ``results.parquet``).
+TIDY_COLUMNS = ("preset", "dataset", "section", "metric", "seed", "estimate", "low", "high", "text", "unit", "commit")
+
+
+def tidy(res: dict[str, Any]):
+    """Every headline number of a results dict as one long pandas table (:data:`TIDY_COLUMNS`), so runs of seeds,
+    presets and datasets compare with one ``pd.concat``: a CI fills ``low``/``high``, a string fills ``text``;
+    ``dataset`` comes from a section's ``@dataset`` tag, else the run's ``dataset`` parameter or the preset's first."""
+    import pandas as pd
+
+    from .config import PRESETS
+
+    params = res.get("params", {})
+    preset = PRESETS.get(res["preset"])
+    main = params.get("dataset") or (preset.datasets[0] if preset is not None else "")
+    seed = params.get("seed", preset.seed if preset is not None else None)
+    units = res.get("meta", {}).get("labels", {})
+    rows = []
+    for section, kv in res.items():
+        if section in _HEADER or not isinstance(kv, dict):
+            continue
+        base, _, tag = section.partition("@")
+        for key, value in kv.items():
+            est = low = high = None
+            text = None
+            if isinstance(value, list):
+                est, low, high = value
+            elif isinstance(value, str):
+                text = value
+            else:
+                est = value
+            rows.append(
+                {
+                    "preset": res["preset"],
+                    "dataset": tag or main,
+                    "section": base,
+                    "metric": key,
+                    "seed": seed,
+                    "estimate": est,
+                    "low": low,
+                    "high": high,
+                    "text": text,
+                    "unit": units.get(f"{section}.{key}", {}).get("unit", ""),
+                    "commit": res.get("code_version", ""),
+                }
+            )
+    frame = pd.DataFrame(rows, columns=list(TIDY_COLUMNS))
+    for col in ("estimate", "low", "high"):
+        frame[col] = pd.to_numeric(frame[col], errors="coerce").astype("float64")
+    frame["seed"] = frame["seed"].astype("Int64")
+    return frame
+
+
+def write_tidy(res: dict[str, Any], out_dir: Path) -> None:
+    """``results.csv`` and ``results.parquet`` beside ``results.json`` (atomic writes)."""
+    import io
+
+    frame = tidy(res)
+    atomic_write_bytes(Path(out_dir) / "results.csv", frame.to_csv(index=False).encode())
+    buf = io.BytesIO()
+    frame.to_parquet(buf, index=False)
+    atomic_write_bytes(Path(out_dir) / "results.parquet", buf.getvalue())
 
 
 def rows(res: dict[str, Any]) -> list[tuple[str, str, str]]:
@@ -240,21 +306,27 @@ def compare(res: dict[str, Any], reference: dict[str, Any], exact: bool | None =
             problems.append(f"{name}: in the reference ({ref['value']!r}) but not in this run's results")
             continue
         want, have = (kind["values"] if kind is not None else {}).get(name, ref["value"]), got[name]
+        # a metric added from a run on another kind (add_metrics) is exact only there: elsewhere, its tolerance
+        exact_here = exact and not (
+            "measured_on" in ref
+            and not _kind_matches(res, ref["measured_on"])
+            and name not in (kind or {}).get("values", {})
+        )
         if isinstance(want, list):
             want = want[0]
         if isinstance(have, list):
             have = have[0]
         if isinstance(want, str) or isinstance(have, str) or want is None or have is None:
-            if want != have and (exact or ref.get("strict", True)):
+            if want != have and (exact_here or ref.get("strict", True)):
                 problems.append(
                     f"{name}: {have!r} here, reference {want!r}"
                     + (f" (recorded for {kind['exact_on'].get('cpu')})" if kind else "")
                 )
             continue
-        tol = EXACT_TOL if exact else ref["abs_tol"]
+        tol = EXACT_TOL if exact_here else ref["abs_tol"]
         if abs(have - want) > tol:
             how = f"tolerance ±{tol:.3g} across CPU kinds"
-            if exact:
+            if exact_here:
                 how = "same machine kind: must match" + (
                     f", recorded for {kind['exact_on'].get('cpu')}" if kind else ""
                 )
@@ -303,6 +375,42 @@ def write_reference(
     # other kinds' exact values (add_kind) belong to the numbers being replaced: they are not carried over
     atomic_write_bytes(Path(path), (json.dumps(ref, indent=1) + "\n").encode())
     return ref
+
+
+def add_metrics(res: dict[str, Any], path: Path, other: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Add the metrics of ``res`` that the reference at ``path`` lacks (new headline numbers), leaving every other
+    entry as it is: exact on ``res``'s machine kind, within a tolerance on the others (strings: checked only there)
+    until a run of theirs is added (``make reference`` on the reference's own kind, :func:`add_kind` on another).
+    The tolerance is :data:`DEFAULT_ABS_TOL`, or with ``other`` (the same run on another CPU kind) twice the
+    measured difference, at least that. Refused when one of the reference's own metrics moved (``make reference``)."""
+    ref = json.loads(Path(path).read_text())
+    moved = compare(res, ref)
+    if moved:
+        raise ConfigError(f"{len(moved)} metric(s) of {path} moved (first: {moved[0]}): that is `make reference`")
+    mine = {n: v for n, v in _flat(res).items() if n.split(".")[0] not in NOT_REFERENCED}
+    new = sorted(set(mine) - set(ref["metrics"]))
+    if not new:
+        raise ConfigError(f"the run has no metric that {path} lacks: nothing to add")
+    on = {k: res.get(k) for k in _KIND_KEYS}
+    own = same_kind(res, ref)
+    kind = _recorded_kind(res, ref)
+    theirs = _flat(other) if other is not None else {}
+    for name in new:
+        value = mine[name]
+        entry: dict[str, Any] = {"value": value, "abs_tol": DEFAULT_ABS_TOL}
+        a, b = (v[0] if isinstance(v, list) else v for v in (value, theirs.get(name)))
+        if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+            entry["abs_tol"] = max(DEFAULT_ABS_TOL, math.ceil(round(200 * abs(a - b), 6)) / 100)
+            entry["other_kind_value"] = b
+        if not own:
+            entry["measured_on"] = on
+            if isinstance(value, str) or value is None:
+                entry["strict"] = False
+            if kind is not None:
+                kind["values"][name] = value
+        ref["metrics"][name] = entry
+    atomic_write_bytes(Path(path), (json.dumps(ref, indent=1) + "\n").encode())
+    return {"added": new, "reference": ref}
 
 
 def add_kind(res: dict[str, Any], path: Path) -> dict[str, Any]:

@@ -235,3 +235,39 @@ def sample_browser(n: int, draw: Callable[[int], object], description: str = "sa
         style={"description_width": "initial"},
     )
     return FigureView(lambda i: draw(i), {"i": slider})
+
+
+def rule_explorer(curves: dict, anytime=None) -> FigureView:
+    """A rule dropdown and a setting slider: the chosen setting on the accuracy–FLOPs plane of every rule, and where
+    its test samples exit (the slider's index is clipped to the rule's settings)."""
+    import ipywidgets as W
+
+    names = list(curves)
+    most = max(len(c) for c in curves.values())
+    rule = W.Dropdown(options=names, value=names[0], description="rule")
+    setting = W.IntSlider(
+        value=min(most - 1, most // 2), min=0, max=most - 1, description="setting", continuous_update=False
+    )
+
+    def draw(rule, setting):
+        return rule_point(curves, rule, setting, anytime)
+
+    return FigureView(draw, {"rule": rule, "setting": setting}, rows=[["rule", "setting"]])
+
+
+def rule_point(curves: dict, rule: str, setting: int, anytime=None):
+    """The figure of :func:`rule_explorer` for one rule and setting index."""
+    c = curves[rule]
+    row = c.iloc[int(np.clip(setting, 0, len(c) - 1))]
+    fig, (ax1, ax2) = plots.subplots(1, 2, figsize=(11, 3.8), gridspec_kw={"width_ratios": [2, 1]})
+    point = {"flops": row["test_flops"], "accuracy": row["test_acc"], "label": f"{rule}: {row['label']}"}
+    plots.rules_plane(curves, anytime, point=point, ax=ax1)
+    fr = np.array(row["test_fractions"]) * 100
+    ax2.bar(range(1, len(fr) + 1), fr, color="C2")
+    ax2.set(
+        xlabel="exit",
+        ylabel="% of test samples exiting",
+        title=f"{row['label']}: acc {row['test_acc'] * 100:.2f} %, {row['test_flops'] / 1e6:.2f} MFLOPs",
+    )
+    fig.tight_layout()
+    return fig

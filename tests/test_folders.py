@@ -179,7 +179,9 @@ def test_notebook_06_runs_on_imagenette_when_it_is_on_disk(tmp_path):
     for entry in DATA_ROOT.iterdir():  # the preset's own datasets, as they are here
         (data / entry.name).symlink_to(entry)
     write_image_folder(data / "imagenette2", 10, (40, 20), sizes=((160, 120), (120, 160), (213, 160)))
-    args = ["reproduce", "--preset", "smoke", "--only", "06", "--param", "dataset=imagenette", "--quiet", "--no-html"]
+    # a variant (seed=0 given): its results and figures stay out of the preset's own (runs/smoke/variants/seed-0/)
+    args = ["reproduce", "--preset", "smoke", "--only", "06", "--param", "dataset=imagenette", "--param", "seed=0"]
+    args += ["--quiet", "--no-html"]
     res = subprocess.run(
         [sys.executable, "-m", "overthink_lib", *args],
         capture_output=True,
@@ -189,7 +191,8 @@ def test_notebook_06_runs_on_imagenette_when_it_is_on_disk(tmp_path):
         env={**os.environ, "OVERTHINK_DATA": str(data)},
     )
     assert res.returncode == 0, res.stdout + res.stderr
-    figs = get_preset("smoke").figure_dir / "imagenette"
+    variant = get_preset("smoke").run_dir / "variants" / "seed-0"
+    figs = variant / "figures" / "imagenette"
     assert (figs / "06_clutter_by_exit.png").stat().st_size > 1000
     from overthink_lib.train import load_checkpoint
 

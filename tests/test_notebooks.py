@@ -41,7 +41,7 @@ def test_start_validates_values():
     with pytest.raises(ConfigError, match="unknown notebook parameter 'colour'"):
         start(preset="smoke", colour="red")
     with pytest.raises(ConfigError, match="unknown dataset"):
-        start(preset="smoke", dataset="imagenet")
+        start(preset="smoke", dataset="tinyimagenet")
     with pytest.raises(ConfigError, match=r"unknown speed setting\(s\) \['turbo'\]"):
         start(preset="smoke", speed="turbo")
     with pytest.raises(ConfigError, match="n_images must be an integer >= 1"):
@@ -59,8 +59,8 @@ def test_start_validates_values():
 def test_datasets_are_checked_before_anything_runs():
     from overthink_lib.notebooks import run_suite
 
-    with pytest.raises(ConfigError, match="unknown dataset 'imagenet'"):
-        run_suite("smoke", only=["07"], datasets=["fashion_mnist", "imagenet"], progress=False)
+    with pytest.raises(ConfigError, match="unknown dataset 'tinyimagenet'"):
+        run_suite("smoke", only=["07"], datasets=["fashion_mnist", "tinyimagenet"], progress=False)
     with pytest.raises(ConfigError, match="either with --datasets or as the parameter dataset"):
         run_suite("smoke", only=["07"], datasets=["mnist"], params={"dataset": "mnist"}, progress=False)
 

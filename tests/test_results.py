@@ -133,3 +133,65 @@ def test_a_machine_kind_added_to_the_reference_is_exact_there_and_loosens_nothin
     again = results.add_kind({**amx, "o": {"rate": [0.36, 0.3, 0.5], "verdict": "beats chance"}}, path)
     assert len(again["kinds"]) == 1 and again["kinds"][0]["values"]["o.rate"][0] == 0.36  # replaced, not doubled
     assert "kinds" not in results.write_reference(zen4, path, keep=again)  # a new reference drops stale kinds
+
+
+def test_new_metrics_join_the_reference_exact_where_measured_and_within_tolerance_elsewhere(tmp_path):
+    zen4 = {**HEAD, "o": {"rate": [0.30, 0.2, 0.4]}}
+    amx = {
+        **HEAD,
+        "cpu": "Intel Xeon (avx512-amx)",
+        "cpu_id": "Intel family 6 model 143",
+        "o": {"rate": [0.42, 0.3, 0.5]},
+    }
+    path = tmp_path / "ref.json"
+    results.write_reference(zen4, path)
+    results.add_kind(amx, path)
+    with pytest.raises(ConfigError, match="nothing to add"):
+        results.add_metrics(amx, path)
+    amx_new = {**amx, "r": {"ece": [0.10, 0.08, 0.12], "word": "lowered"}}
+    with pytest.raises(ConfigError, match="moved.*make reference"):
+        results.add_metrics({**amx_new, "o": {"rate": [0.43, 0.3, 0.5]}}, path)
+    before = json.loads(path.read_text())
+    out = results.add_metrics(amx_new, path)
+    ref = out["reference"]
+    assert out["added"] == ["r.ece", "r.word"]
+    assert {k: v for k, v in ref["metrics"].items() if k.startswith("o.")} == before["metrics"]  # others untouched
+    assert results.compare(amx_new, ref) == []
+    nudged = {**amx_new, "r": {"ece": [0.1001, 0.08, 0.12], "word": "lowered"}}
+    assert "same machine kind: must match" in results.compare(nudged, ref)[0]  # exact where measured
+    zen4_new = {**zen4, "r": {"ece": [0.12, 0.1, 0.14], "word": "raised"}}
+    assert results.compare(zen4_new, ref) == []  # the reference's own kind: within 0.03, the word not checked
+    far = {**zen4, "r": {"ece": [0.2, 0.1, 0.3], "word": "raised"}}
+    assert "tolerance ±0.03" in results.compare(far, ref)[0]
+
+
+def test_tidy_results_are_one_long_table_in_csv_and_parquet(tmp_path, monkeypatch):
+    import pandas as pd
+
+    parts = tmp_path / "results"
+    monkeypatch.setenv(results.ENV, str(parts / "07_x.json"))
+    results.put("imta", "diff", (-0.01, -0.02, 0.005), "difference", "pts")
+    results.put("imta", "verdict", "did not measurably change")
+    monkeypatch.setenv(results.TAG_ENV, "svhn")
+    results.put("imta", "diff", (0.02, 0.01, 0.03), "difference", "pts")
+    res = results.collect(parts, tmp_path, preset="cpu", timings=[], params={"seed": 3})
+    csv = pd.read_csv(tmp_path / "results.csv")
+    pq = pd.read_parquet(tmp_path / "results.parquet")
+    assert list(csv.columns) == list(results.TIDY_COLUMNS) and len(csv) == len(pq) == 3
+    row = pq[(pq.dataset == "svhn") & (pq.metric == "diff")].iloc[0]
+    assert (row.section, row.estimate, row.low, row.high, row.seed, row.unit) == ("imta", 0.02, 0.01, 0.03, 3, "pts")
+    main = pq[(pq.dataset == "fashion_mnist") & (pq.metric == "verdict")].iloc[0]
+    assert main.text == "did not measurably change" and pd.isna(main.estimate) and main.commit == res["code_version"]
+    both = pd.concat([pq, pq.assign(seed=4)])  # runs of two seeds compare with one line
+    assert both.pivot_table(index=["dataset", "metric"], columns="seed", values="estimate").shape == (2, 2)
+
+
+def test_new_metrics_take_their_cross_kind_tolerance_from_a_run_on_another_kind(tmp_path):
+    amx = {**HEAD, "cpu_id": "Intel family 6 model 143", "o": {"rate": 0.4}}
+    path = tmp_path / "ref.json"
+    results.write_reference(amx, path)
+    other = {**HEAD, "capability": "AVX2", "o": {"rate": 0.41}, "r": {"ece": [0.18, 0.1, 0.2], "n": 3}}
+    ref = results.add_metrics({**amx, "r": {"ece": [0.10, 0.08, 0.12], "n": 3}}, path, other=other)["reference"]
+    assert ref["metrics"]["r.ece"]["abs_tol"] == 0.16 and ref["metrics"]["r.ece"]["other_kind_value"] == 0.18
+    assert ref["metrics"]["r.n"]["abs_tol"] == results.DEFAULT_ABS_TOL  # no difference measured: the default
+    assert "measured_on" not in ref["metrics"]["r.ece"]  # made on the reference's own kind: exact there as usual

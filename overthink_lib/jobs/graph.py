@@ -157,8 +157,8 @@ def _stoch_items(preset: Preset, params: dict) -> list[str]:
 JOBS: tuple[Job, ...] = (
     # loads (installs, where Debian's copy must be unpacked) the dataset and the Max-Min base once, before any
     # two workers could do it at the same time
-    Job("data", (), ("02", "03", "04", "05", "06", "07", "08", "09", "10")),
-    Job("main", ("data",), ("02", "03", "04", "05", "06", "07", "08", "10")),
+    Job("data", (), ("02", "03", "04", "05", "06", "07", "08", "09", "10", "11")),
+    Job("main", ("data",), ("02", "03", "04", "05", "06", "07", "08", "10", "11")),
     Job("maxmin", ("data",), ("06", "08"), per_dataset=False),
     Job("imta-seeds", ("data",), ("07",), items=_imta_seed_items),
     Job("imta", ("main",), ("07",)),
