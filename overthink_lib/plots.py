@@ -248,22 +248,27 @@ def plane(anytime, curves: dict, bounds: dict, point: dict | None = None, ax=Non
     return fig
 
 
+def _anytime_trace(anytime):
+    """The anytime points (each exit's accuracy at its cost) as a plotly trace, exit on hover."""
+    import plotly.graph_objects as go
+
+    return go.Scatter(
+        x=anytime["flops"] / 1e6,
+        y=anytime["accuracy"] * 100,
+        mode="lines+markers",
+        name="anytime",
+        text=[f"exit {k}" for k in anytime["exit"]],
+        hovertemplate="%{text}<br>%{x:.2f} MFLOPs<br>%{y:.2f} %<extra></extra>",
+    )
+
+
 def plane_plotly(anytime, curves: dict, bounds: dict, title: str = ""):
     """Plotly version of :func:`plane` with thresholds and exit fractions on hover."""
     import plotly.graph_objects as go
 
     m = 1e6
     fig = go.Figure()
-    fig.add_trace(
-        go.Scatter(
-            x=anytime["flops"] / m,
-            y=anytime["accuracy"] * 100,
-            mode="lines+markers",
-            name="anytime",
-            text=[f"exit {k}" for k in anytime["exit"]],
-            hovertemplate="%{text}<br>%{x:.2f} MFLOPs<br>%{y:.2f} %<extra></extra>",
-        )
-    )
+    fig.add_trace(_anytime_trace(anytime))
     for name, c in curves.items():
         hover = [
             f"p={p}<br>thresholds {', '.join(f'{t:.3f}' for t in th[:-1])}<br>exit fractions "
@@ -323,16 +328,7 @@ def rules_plane_plotly(curves: dict, anytime=None, title: str = ""):
     m = 1e6
     fig = go.Figure()
     if anytime is not None:
-        fig.add_trace(
-            go.Scatter(
-                x=anytime["flops"] / m,
-                y=anytime["accuracy"] * 100,
-                mode="lines+markers",
-                name="anytime",
-                text=[f"exit {k}" for k in anytime["exit"]],
-                hovertemplate="%{text}<br>%{x:.2f} MFLOPs<br>%{y:.2f} %<extra></extra>",
-            )
-        )
+        fig.add_trace(_anytime_trace(anytime))
     for name, c in curves.items():
         c = c.sort_values("test_flops")
         hover = [

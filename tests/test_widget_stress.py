@@ -1,4 +1,4 @@
-"""No headless run hangs in a widget cell: 03, 05 and 08 executed by papermill with their widgets built.
+"""No headless run hangs in a widget cell: 03, 05, 08 and 11 executed by papermill with their widgets built.
 
 Once, ``reproduce --preset smoke --param seed=3`` hung for good in 03's widget cell (the kernel idle, papermill waiting
 for a reply). The main job no longer builds widgets (``show_widgets=False`` headless), and the explorers no longer
@@ -17,7 +17,7 @@ import time
 from overthink_lib.config import ROOT
 from overthink_lib.notebooks import NotebookFailed, run_suite
 
-WIDGET_NOTEBOOKS = ["03", "05", "08"]
+WIDGET_NOTEBOOKS = ["03", "05", "08", "11"]
 CELL_TIMEOUT_S = 180  # a smoke cell takes seconds; a hang waits forever
 
 

@@ -107,3 +107,17 @@ def test_redraws_from_many_threads_are_never_blank():
         t.join()
     assert not errors and view.error is None
     assert min(_opaque_share(p) for p in pngs) > 0.02
+
+
+def test_rule_explorer_switches_rule_and_setting_and_clips_the_index():
+    from overthink_lib.analysis import rules
+
+    rec = make_record()
+    curves = {name: rules.rule_curve(name, rec, rec) for name in ("threshold", "patience")}
+    view = widgets.rule_explorer(curves, exits.anytime_curve(rec))
+    assert view.renders == 1 and view.error is None and _opaque_share(view.image.value) > 0.01
+    view.controls["rule"].value = "patience"  # 3 settings: the slider's index (up to 38) is clipped to them
+    view.controls["setting"].value = 30
+    assert view.renders == 3 and view.error is None
+    fig = widgets.rule_point(curves, "patience", 30, exits.anytime_curve(rec))
+    assert "patience=2" in fig.axes[1].get_title()

@@ -107,7 +107,12 @@ def evaluate_exits(rec: ExitRecord, exits: torch.Tensor) -> dict:
     """Every sample answered by its own exit ``exits[n]`` (0-based): accuracy, expected FLOPs (NaN when the record
     has none), exit fractions, and per sample the exit and whether it was right."""
     exits = torch.as_tensor(exits, dtype=torch.long)
-    correct = rec.correct[torch.arange(rec.num_samples), exits]
+    return summarize_exits(rec, exits, rec.correct[torch.arange(rec.num_samples), exits])
+
+
+def summarize_exits(rec: ExitRecord, exits: torch.Tensor, correct: torch.Tensor) -> dict:
+    """Accuracy, expected FLOPs (NaN without FLOPs), exit fractions, and per sample the exit and whether the answer
+    given there (``correct``) was right — whatever rule chose the exits and the answers."""
     fractions = torch.bincount(exits, minlength=rec.num_exits).double() / rec.num_samples
     cost = float((fractions * rec.flops).sum()) if rec.flops is not None else float("nan")
     return {

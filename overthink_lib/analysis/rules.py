@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 from ..config import ConfigError
 from ..records import ExitRecord, check_same_model
-from .exits import CRITERIA, confidence, exit_of, thresholds_thesis
+from .exits import CRITERIA, confidence, exit_of, summarize_exits, thresholds_thesis
 from .stats import bootstrap_mean
 
 
@@ -162,15 +162,7 @@ register_rule(ensemble_rule("geometric"))
 # ---------------------------------------------------------------- evaluation
 def evaluate(rec: ExitRecord, decision: Decision) -> dict[str, Any]:
     """Accuracy, expected cost (NaN without FLOPs), exit fractions and per-sample correctness of a decision."""
-    correct = decision.preds == rec.labels
-    fractions = torch.bincount(decision.exits, minlength=rec.num_exits).double() / rec.num_samples
-    cost = float((fractions * rec.flops).sum()) if rec.flops is not None else float("nan")
-    return {
-        "accuracy": correct.double().mean().item(),
-        "flops": cost,
-        "fractions": fractions.tolist(),
-        "correct": correct,
-    }
+    return summarize_exits(rec, decision.exits, decision.preds == rec.labels)
 
 
 def rule_curve(rule: ExitRule | str, val: ExitRecord, test: ExitRecord) -> pd.DataFrame:
