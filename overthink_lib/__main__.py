@@ -59,7 +59,7 @@ def _cmd_reference(args: argparse.Namespace) -> None:
     import json
 
     from .config import ROOT, get_preset
-    from .results import add_kind, add_metrics, compare, write_reference
+    from .results import add_kind, add_metrics, compare, remeasure, write_reference
 
     src = get_preset(args.preset).run_dir / "results.json"
     if not src.exists():
@@ -78,6 +78,15 @@ def _cmd_reference(args: argparse.Namespace) -> None:
             other = json.loads(Path(args.other).read_text())
         except (OSError, ValueError) as err:
             raise ConfigError(f"--other {args.other}: not a readable results.json ({err})") from None
+    if args.remeasure:
+        if not path.exists():
+            raise ConfigError(f"no {path} to measure metrics again in: make the reference first (make reference)")
+        out = remeasure(res, path, args.remeasure, other=other)
+        print(
+            f"measured {len(out['remeasured'])} metric(s) of {path} again on {res.get('cpu')}: "
+            f"{', '.join(out['remeasured'])}; new metrics among them: {len(out['added']) - len(out['remeasured'])}"
+        )
+        return
     if args.add_metrics:
         if not path.exists():
             raise ConfigError(f"no {path} to add metrics to: make the reference first (make reference)")
@@ -352,6 +361,15 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="add only the headline numbers the reference lacks (new ones), exact on this machine kind and within "
         "the default tolerance elsewhere; every other entry unchanged (refused when one of them moved)",
+    )
+    ref.add_argument(
+        "--remeasure",
+        action="append",
+        default=[],
+        metavar="PREFIX",
+        help="after a deliberate change of what some numbers compute: measure the metrics starting with PREFIX "
+        "(e.g. imta.) again, as --add-metrics adds new ones (repeatable); also adds new metrics; refused when "
+        "another metric moved",
     )
     ref.set_defaults(func=_cmd_reference)
     f = sub.add_parser("fetch", help="download datasets into data/ (needs internet)")

@@ -134,6 +134,11 @@ class ImtaSettings:
         seeds, seed_train, seed_test: the verdict over seeds (a verdict about the recipe): the protocol this many
             times with different init/data-order seeds on one seeded subset of this many training and test images
             (0: all).
+        milestones: the fine-tuning's (stage 2's) schedule: lr ×0.1 at these fractions of its E epochs, as the
+            official ``main_IMTA.py`` decays it (50 % and 75 %); ``()``: the preset's own schedule instead.
+        frozen_bn: the frozen pretrained network's BatchNorm during fine-tuning: ``eval`` (ours: running statistics
+            fixed, so the teacher's logits for an image do not move) or ``train`` (the official code: the frozen
+            network in ``train()`` mode, batch statistics, running averages updated).
     """
 
     epochs: int = 1
@@ -144,15 +149,26 @@ class ImtaSettings:
     seeds: int = 4
     seed_train: int = 2000
     seed_test: int = 2000
+    milestones: tuple[float, ...] = (0.5, 0.75)
+    frozen_bn: str = "eval"
 
 
 @dataclass(frozen=True)
 class PolicySettings:
-    """The policy ResNet of notebook 08 (thesis: ResNet-34, width 64, up to 100 epochs)."""
+    """The policy ResNet of notebook 08.
+
+    Attributes:
+        depth, width: the ResNet (thesis: ResNet-34, width 64).
+        epochs: training epochs of the binary policy (thesis: 100).
+        maxmin_epochs: training epochs of the Max-Min policy (thesis: 60); 0: ``epochs``.
+        lr: peak learning rate (thesis: 0.01; the ``cpu`` preset's few epochs use 0.1, its training lr).
+    """
 
     depth: int = 18
     width: int = 16
     epochs: int = 8
+    maxmin_epochs: int = 0
+    lr: float = 0.1
 
 
 @dataclass(frozen=True)
@@ -341,7 +357,7 @@ PRESETS: dict[str, Preset] = {
             base="mnist", sizes=MaxMinSizes(train=80000, val=20000, test=20000), epochs=5, long_epochs=200
         ),
         imta=ImtaSettings(epochs=50, seeds=3, seed_train=0, seed_test=0),
-        policy=PolicySettings(depth=34, width=64, epochs=100),
+        policy=PolicySettings(depth=34, width=64, epochs=100, maxmin_epochs=60, lr=0.01),
         stochasticity=StochasticitySettings(runs=5, train=40000, epochs=50),
         figures_dir="figures/paper",
         cell_timeout=7 * 24 * 3600,
@@ -356,7 +372,7 @@ REHEARSAL_SHRINKS: dict[str | None, dict[str, Any]] = {
     "training": {"epochs": 2, "eval_batch_size": 256},
     "maxmin": {"sizes": MaxMinSizes(train=400, val=160, test=120), "epochs": 1, "long_epochs": 2},
     "imta": {"epochs": 1, "seeds": 2},
-    "policy": {"width": 8, "epochs": 1},
+    "policy": {"width": 8, "epochs": 1, "maxmin_epochs": 1},
     "stochasticity": {"runs": 3, "train": 200, "epochs": 1},
     None: {"cell_timeout": 1800},
 }
@@ -367,8 +383,8 @@ REHEARSAL_KEEPS: dict[str | None, tuple[str, ...]] = {
     "data": ("datasets", "val_fraction", "svhn_extra", "train_record_size", "folder_crop"),
     "training": ("lr_schedule", "lr_milestones", "batch_size", "lr", "speed", "threads", "device"),
     "maxmin": ("base", "canvas", "item"),
-    "imta": ("parent", "freeze", "teacher", "kl", "seed_train", "seed_test"),
-    "policy": ("depth",),
+    "imta": ("parent", "freeze", "teacher", "kl", "seed_train", "seed_test", "milestones", "frozen_bn"),
+    "policy": ("depth", "lr"),
     "stochasticity": (),
     None: ("seed", "suite_skip"),
 }

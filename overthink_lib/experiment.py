@@ -596,6 +596,7 @@ def imta_protocol(
     kl: str | None = None,
     ge: bool = False,
     parent: str | None = None,
+    frozen_bn: str | None = None,
     progress: bool = True,
     splits: dict[str, ImageSet] | None = None,
 ) -> ImtaProtocol:
@@ -609,25 +610,37 @@ def imta_protocol(
     - ``E + E ISC+OFA``: the E-epoch network with IMTA heads fine-tuned for E more epochs with the OFA loss. By
       default as the official stage 2 (preset fields ``imta_freeze``/``imta_teacher``/``imta_kl``, see
       :mod:`overthink_lib.models.imta`): the pretrained network frozen whole, only the new classifiers and ISC
-      train, the teacher is the pretrained final exit, KL averaged over every element.
+      train, the teacher is the pretrained final exit, KL averaged over every element; lr ×0.1 at 50 % and 75 % of
+      the E epochs (``preset.imta.milestones``, as ``main_IMTA.py``; ``()``: the preset's schedule). ``frozen_bn``
+      (default ``preset.imta.frozen_bn``): ``eval`` keeps the frozen network's BatchNorm statistics fixed (ours),
+      ``train`` runs it in training mode as the official code does.
     ``splits``: the data (default: the preset's main dataset); the seed-level protocol passes subsets.
     Returns an :class:`ImtaProtocol`.
     """
-    from .models.imta import FREEZE, KL_REDUCTIONS, TEACHERS, load_backbone, ofa_loss
+    from .models.imta import FREEZE, FROZEN_BN, KL_REDUCTIONS, TEACHERS, load_backbone, ofa_loss
     from .train import HALFWAY, state_hash
 
     parent = preset.imta.parent if parent is None else parent
     freeze = preset.imta.freeze if freeze is None else freeze
     teacher = preset.imta.teacher if teacher is None else teacher
     kl = preset.imta.kl if kl is None else kl
+    frozen_bn = preset.imta.frozen_bn if frozen_bn is None else frozen_bn
     for what, value, allowed in (
         ("parent", parent, IMTA_PARENTS),
         ("freeze", freeze, FREEZE),
         ("teacher", teacher, TEACHERS),
         ("KL reduction", kl, KL_REDUCTIONS),
+        ("frozen BatchNorm mode", frozen_bn, FROZEN_BN),
     ):
         if value not in allowed:
             raise ConfigError(f"IMTA {what} must be one of {', '.join(allowed)}, got {value!r}")
+    stones = tuple(preset.imta.milestones)
+    if not all(0 < m < 1 for m in stones) or list(stones) != sorted(set(stones)):
+        raise ConfigError(
+            f"preset field imta.milestones must be increasing fractions of the fine-tuning's epochs in (0, 1), "
+            f"got {stones!r} (official: (0.5, 0.75); () for the preset's schedule)"
+        )
+    stage2 = dict(schedule="step", milestones=stones) if stones else {}
     splits = load_splits(preset, preset.datasets[0], seed) if splits is None else splits
     spec = model_spec(splits["train"])
     e = preset.imta.epochs
@@ -655,7 +668,10 @@ def imta_protocol(
         parent_ckpt = run_e / CHECKPOINT
     out.records["2E"] = records_for(model, splits, preset, run)
     out.runs["2E"], out.histories["2E"] = run, hist
-    ispec = {"name": "imta", "kwargs": {"backbone": spec, "freeze": freeze, "teacher": teacher, "ge": ge}}
+    ispec = {
+        "name": "imta",
+        "kwargs": {"backbone": spec, "freeze": freeze, "teacher": teacher, "ge": ge, "frozen_bn": frozen_bn},
+    }
     built = {}
 
     def init(m):
@@ -668,7 +684,7 @@ def imta_protocol(
     model, hist, run = train_or_load(
         preset,
         ispec,
-        train_config(preset, e, seed),
+        train_config(preset, e, seed, **stage2),
         splits,
         progress=progress,
         tag=f"from-{state_hash(parent_model)}-kl-{kl}",
@@ -687,7 +703,10 @@ def train_policy(
     preset: Preset, train_set: ImageSet, seed: int | None, *, source: str, shuffle: bool = False, progress: bool = True
 ):
     """Train the preset's policy ResNet on a D_ee set (class-weighted CE, Eq 4.3); ``shuffle``: the permuted-label
-    control. ``source`` (e.g. the record's weights hash) goes into the run's hash, so new labels train anew."""
+    control. ``source`` (e.g. the record's weights hash) goes into the run's hash, so new labels train anew.
+    At ``preset.policy.lr``, for ``preset.policy.epochs`` epochs, or ``preset.policy.maxmin_epochs`` (when set) on
+    Max-Min composites (a D_ee set of the dataset ``maxmin``): the thesis trains that policy 60 epochs, the binary
+    one 100."""
     from .analysis.policy import class_weights, shuffled, weighted_ce
 
     seed = preset.seed_or_own(seed)
@@ -701,10 +720,13 @@ def train_policy(
             "num_classes": train_set.num_classes,
         },
     }
+    pol = preset.policy
+    epochs = pol.maxmin_epochs if (pol.maxmin_epochs and train_set.name == "maxmin") else pol.epochs
     cfg = train_config(
         preset,
-        preset.policy.epochs,
+        epochs,
         seed,
+        lr=pol.lr,
         augment=False,
         milestones=(0.5, 0.75) if preset.training.lr_schedule == "step" else (),
     )

@@ -191,6 +191,7 @@ RULES: dict[str, Callable[[Any], None]] = {
     "imta_teacher": lambda v: _rule_choice("imta_teacher", v, "models.imta", "TEACHERS"),
     "imta_kl": lambda v: _rule_choice("imta_kl", v, "models.imta", "KL_REDUCTIONS"),
     "imta_parent": lambda v: _rule_choice("imta_parent", v, "experiment", "IMTA_PARENTS"),
+    "imta_bn": lambda v: _rule_choice("imta_bn", v, "models.imta", "FROZEN_BN"),
     "dct_order": lambda v: _rule_choice("dct_order", v, "analysis.dct", "ORDERS"),
     "n_images": _rule_int("n_images", 1),
     "batch_size": _rule_int("batch_size", 1),

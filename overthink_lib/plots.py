@@ -139,6 +139,17 @@ def exit_predictions(rec, image_set, rows, class_names=None):
     return fig
 
 
+def mean_sd_ci(ax, x, mean, sd, low, high, *, label: str = "", color=None) -> None:
+    """Group means as the thesis's Figs A.3/A.5 draw them, with the spread: a thin bar of ±1 SD around each mean (how
+    much the values vary), and a thick bar over the 95 % CI of the mean (how sure the mean is). Integer x ticks."""
+    import numpy as np
+
+    x, mean, sd, low, high = (np.asarray(v, dtype=float) for v in (x, mean, sd, low, high))
+    line = ax.errorbar(x, mean, yerr=sd, marker="o", capsize=3, lw=0.8, color=color, label=f"{label} (mean ± SD)")
+    ax.vlines(x, low, high, lw=4, alpha=0.6, color=line[0].get_color(), label=f"{label}: 95 % CI of the mean")
+    ax.set_xticks(np.unique(np.round(x).astype(int)))
+
+
 def show_image(ax, image, cmap: str = "gray") -> None:
     """Draw one ``[C, H, W]`` image as it is: one channel in ``cmap``, three channels in colour (never one channel of a
     colour image shown in grey)."""

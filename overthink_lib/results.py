@@ -413,6 +413,43 @@ def add_metrics(res: dict[str, Any], path: Path, other: dict[str, Any] | None = 
     return {"added": new, "reference": ref}
 
 
+def remeasure(
+    res: dict[str, Any], path: Path, prefixes: list[str], other: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """After a deliberate change of what some headline numbers compute (e.g. a new fine-tuning schedule): the
+    reference's metrics whose names start with one of ``prefixes`` (``"imta."``) are measured again from ``res`` as
+    :func:`add_metrics` adds new ones — exact on this machine kind, within a tolerance on the others (their old
+    exact values, on every kind, are dropped: they belong to the old computation). Each keeps its old cross-kind
+    tolerance when that is wider than the new one (``other``'s measured difference, or the default). Refused when a
+    metric outside ``prefixes`` moved, or no metric matches."""
+    ref = json.loads(Path(path).read_text())
+    prefixes = [p for p in prefixes if p]
+    names = [n for n in ref["metrics"] if any(n.startswith(p) for p in prefixes)]
+    if not names:
+        raise ConfigError(
+            f"no metric of {path} starts with {', '.join(prefixes) or '(nothing)'}: nothing to measure again"
+        )
+    outside = [line for line in compare(res, ref) if not any(line.startswith(p) for p in prefixes)]
+    if outside:
+        raise ConfigError(
+            f"{len(outside)} metric(s) outside {', '.join(prefixes)} moved too (first: {outside[0]}): "
+            "name their prefix too, or make the whole reference again (make reference)"
+        )
+    old_tol = {n: ref["metrics"][n].get("abs_tol", DEFAULT_ABS_TOL) for n in names}
+    for n in names:
+        del ref["metrics"][n]
+        for kind in ref.get("kinds", []):
+            kind["values"].pop(n, None)
+    atomic_write_bytes(Path(path), (json.dumps(ref, indent=1) + "\n").encode())
+    out = add_metrics(res, path, other=other)
+    ref = out["reference"]
+    for n in names:
+        if n in ref["metrics"]:
+            ref["metrics"][n]["abs_tol"] = max(ref["metrics"][n]["abs_tol"], old_tol[n])
+    atomic_write_bytes(Path(path), (json.dumps(ref, indent=1) + "\n").encode())
+    return {"remeasured": [n for n in names if n in ref["metrics"]], "added": out["added"], "reference": ref}
+
+
 def add_kind(res: dict[str, Any], path: Path) -> dict[str, Any]:
     """Add ``res``, the reference's own code run on another machine kind, to the reference at ``path``: its values
     become exact on that kind (a rerun there must give the same numbers). Nothing else changes: the tolerances and

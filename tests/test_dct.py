@@ -166,3 +166,39 @@ def test_group_verdicts_are_worded_from_the_effect_size():
     assert group_difference_verdict(0.3, 0.2).startswith("no detectable difference (p = 0.2")
     assert group_difference_verdict(0.3, 0.001).startswith("a large difference")
     assert group_difference_verdict(float("nan"), float("nan")).startswith("untested")
+
+
+def test_sanity_check_passes_only_for_a_non_negligible_effect_that_is_detected():
+    from overthink_lib.analysis.stats import separates
+
+    assert separates(0.05, 1e-6)  # small but real
+    assert not separates(0.005, 1e-30)  # detected but negligible: a measure that barely sees the levels fails
+    assert not separates(0.3, 0.02)  # large but not at 1 %
+    assert not separates(float("nan"), float("nan"))
+
+
+def test_separation_of_groups_in_pooled_sds_and_a_saturated_measure():
+    rng = np.random.default_rng(0)
+    g = np.repeat(np.array(["easy", "medium", "hard"]), 2000)
+    apart = np.concatenate([rng.normal(m, 0.01, 2000) for m in (0.2, 0.5, 0.8)])
+    s = dct.separation(apart, g, ("easy", "medium", "hard"))
+    assert list(s["means"]) == ["easy", "medium", "hard"] and s["spread"] == pytest.approx(0.6, abs=0.01)
+    assert s["spread_in_sd"] == pytest.approx(s["spread"] / apart.std(), rel=1e-9) and s["pooled_sd"] > 0.2
+    saturated = np.concatenate([rng.normal(m, 0.02, 2000) for m in (0.910, 0.911, 0.912)])
+    t = dct.separation(saturated, g)
+    assert t["spread_in_sd"] < 0.2 and t["central_95"][0] > 0.8 and t["central_95"][1] - t["central_95"][0] < 0.15
+    with pytest.raises(ConfigError, match="at least two non-empty groups"):
+        dct.separation([0.1, 0.2], ["a", "a"])
+
+
+def test_mean_sd_ci_draws_the_spread_and_the_ci_with_integer_exit_ticks():
+    from overthink_lib import plots
+
+    _fig, ax = plots.subplots()
+    plots.mean_sd_ci(ax, [1, 2, 3], [0.5, 0.6, 0.7], [0.1, 0.1, 0.1], [0.49, 0.59, 0.69], [0.51, 0.61, 0.71], label="x")
+    assert list(ax.get_xticks()) == [1, 2, 3]
+    bars = ax.containers[0]  # the ±SD error bars, then the CI lines
+    seg = bars.lines[2][0].get_segments()
+    assert np.allclose([s[:, 1] for s in seg], [[0.4, 0.6], [0.5, 0.7], [0.6, 0.8]])
+    ci = [c for c in ax.collections if c is not bars.lines[2][0]][-1].get_segments()
+    assert np.allclose([s[:, 1] for s in ci], [[0.49, 0.51], [0.59, 0.61], [0.69, 0.71]])

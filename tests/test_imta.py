@@ -173,3 +173,44 @@ def test_verdict_of_a_difference_with_its_ci():
     assert change_verdict(0.0, 0.01, 0.02) == "raised"  # the CI decides whether, the estimate's sign which way
     assert excludes_zero(0.01, 0.2) is True and excludes_zero(-0.2, -0.01) is True and excludes_zero(-0.1, 0.1) is False
     assert excludes_zero([0.1, -0.1, -0.3], [0.2, 0.1, -0.2]).tolist() == [True, False, True]
+
+
+def test_official_batchnorm_mode_updates_the_frozen_networks_statistics_and_ours_keeps_them():
+    x = random_set(32).images.float() / 255
+    for mode, moves in (("eval", False), ("train", True)):
+        m = imta(frozen_bn=mode)
+        before = {k: v.clone() for k, v in m.base.state_dict().items() if "running_mean" in k}
+        m.train()
+        assert m.base.training is moves  # the official code runs the frozen network in train() mode
+        with torch.no_grad():
+            m(x)
+        after = m.base.state_dict()
+        changed = [k for k in before if not torch.equal(before[k], after[k])]
+        assert bool(changed) is moves, (mode, changed)
+        assert all(not p.requires_grad for p in m.base.parameters())  # frozen weights either way
+    with pytest.raises(ConfigError, match="IMTA frozen_bn must be one of eval, train"):
+        imta(frozen_bn="fixed")
+
+
+def test_stage_two_schedule_is_the_official_step_decay_whatever_the_preset():
+    from overthink_lib.config import get_preset, safe_torch_load
+    from overthink_lib.experiment import imta_protocol, imta_seed_splits
+
+    cfg = TrainConfig(epochs=4, lr=0.1, schedule="step", milestones=get_preset("cpu").imta.milestones)
+    steps = 10
+    lrs = [cfg.lr_at(s, steps) for s in range(4 * steps)]
+    assert lrs[0] == lrs[19] == pytest.approx(0.1)  # epochs 0-1.9: 0.1; ×0.1 at 50 % and at 75 %
+    assert lrs[20] == lrs[29] == pytest.approx(0.01) and lrs[30] == lrs[39] == pytest.approx(0.001)
+    smoke = get_preset("smoke")
+    res = imta_protocol(smoke, 0, splits=imta_seed_splits(smoke, 0), progress=False)  # 07's first seed on smoke
+    ckpt = safe_torch_load(res.runs["E + E ISC+OFA"] / "checkpoint.pt", "a checkpoint")
+    assert ckpt["train_config"]["schedule"] == "step" and tuple(ckpt["train_config"]["milestones"]) == (0.5, 0.75)
+    assert ckpt["model_spec"]["kwargs"]["frozen_bn"] == "eval"
+    assert (
+        safe_torch_load(res.runs["2E"] / "checkpoint.pt", "a checkpoint")["train_config"]["schedule"] == "onecycle"
+    )  # the preset's
+    bad = smoke.with_parts(imta={"milestones": (0.75, 0.5)})
+    with pytest.raises(ConfigError, match="imta.milestones must be increasing fractions"):
+        imta_protocol(bad, 0, progress=False)
+    with pytest.raises(ConfigError, match="IMTA frozen BatchNorm mode must be one of eval, train"):
+        imta_protocol(get_preset("smoke"), 0, frozen_bn="drift", progress=False)

@@ -33,6 +33,8 @@ def test_plan_covers_what_the_notebooks_use():
         ("imta", "fashion_mnist"),
         ("policy-binary", "fashion_mnist"),
         ("policy-binary-control", "fashion_mnist"),
+        ("policy-binary-thesis", "fashion_mnist"),
+        ("policy-binary-thesis-control", "fashion_mnist"),
         ("policy-maxmin", "fashion_mnist"),
         ("policy-maxmin-control", "fashion_mnist"),
         ("stochasticity", "fashion_mnist"),
@@ -101,14 +103,44 @@ def test_jobs_call_with_the_notebooks_defaults():
     p06, p07, p08 = defaults("06"), defaults("07"), defaults("08")
     for name in ("smoke", "cpu", "paper"):
         preset = get_preset(name)
-        assert (p07["imta_freeze"], p07["imta_teacher"], p07["imta_kl"], p07["imta_parent"]) == (
+        assert (p07["imta_freeze"], p07["imta_teacher"], p07["imta_kl"], p07["imta_parent"], p07["imta_bn"]) == (
             preset.imta.freeze,
             preset.imta.teacher,
             preset.imta.kl,
             preset.imta.parent,
+            preset.imta.frozen_bn,
         )
         assert p07["n_seeds"] == 0 and p07["seed"] == 0 == preset.seed  # 0: the preset's seeds and seed
     assert p06["lam"] == p08["lam"] == DEFAULT_LAMBDA  # λ: one default, written where papermill must see it
+
+
+def test_binary_policy_jobs_ask_for_the_notebooks_lambdas(monkeypatch):
+    """Notebook 08's binary policies: one at the balancing λ of the validation record, one at the thesis's λ for the
+    dataset (5 on CIFAR-100, 20 on SVHN, the thesis's default 5 elsewhere); the jobs must train those same two."""
+    from types import SimpleNamespace
+
+    from test_exits_overthinking import make_record as hand_record
+
+    from overthink_lib import experiment
+    from overthink_lib.analysis import policy
+    from overthink_lib.jobs import graph
+    from overthink_lib.notebooks import list_notebooks
+
+    rec = hand_record([[1, 1, 1], [0, 1, 1], [0, 0, 1], [1, 0, 0]], [[0.9] * 3] * 4, flops=[1e6, 2e6, 4e6])
+    monkeypatch.setattr(
+        experiment, "main_experiment", lambda *a, **k: SimpleNamespace(records={"val": rec}, splits={"val": None})
+    )
+    assert policy.THESIS_BINARY_LAMBDA == {"cifar100": 5.0, "svhn": 20.0}
+    for ds, lam in (("cifar100", 5.0), ("svhn", 20.0), ("fashion_mnist", DEFAULT_LAMBDA), ("mnist", DEFAULT_LAMBDA)):
+        spec = JobSpec(get_preset("smoke").for_dataset(ds), {})
+        assert policy.thesis_binary_lambda(ds) == lam
+        assert graph._thesis_binary_policy_data(spec)[2:] == ("binary", lam)
+        assert graph._binary_policy_data(spec)[2:] == ("binary", policy.balancing_lambda(rec))
+    assert {"policy-binary-thesis", "policy-binary-thesis-control"} <= set(graph.RUNNERS)
+    # the notebook asks for the same λ: the library's, for the dataset it runs on
+    book = next(b for b in list_notebooks() if b.name.startswith("08"))
+    code = "".join("".join(c["source"]) for c in json.loads(book.read_text())["cells"] if c["cell_type"] == "code")
+    assert "policy.thesis_binary_lambda(conv_name)" in code and 'policy.balancing_lambda(exp.records["val"])' in code
 
 
 def _fake(tmp_path, fail: str = "", sleep: float = 0.4, say: str = ""):
@@ -282,7 +314,7 @@ def test_dry_run_prints_the_cluster_plan(capsys):
 
     assert cli.main(["reproduce", "--preset", "paper", "--executor", "slurm", "--dry-run", "--time", "2:00:00"]) == 0
     out = capsys.readouterr().out
-    assert "53 job(s)" in out and "H100-hours in all" in out and "the longest chain" in out
+    assert "59 job(s)" in out and "H100-hours in all" in out and "the longest chain" in out
     assert "stochasticity-sdn_resnet20-i4-d4" in out and "imta-seeds-svhn-seed2" in out
     assert "1 gpu, 2:00 h" in out
 

@@ -123,6 +123,8 @@ def test_smoke_suite_runs_headless_and_writes_figures():
             "imta",
             "policy-binary",
             "policy-binary-control",
+            "policy-binary-thesis",
+            "policy-binary-thesis-control",
             "policy-maxmin",
             "policy-maxmin-control",
         )

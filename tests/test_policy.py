@@ -11,6 +11,7 @@ from overthink_lib.config import ConfigError
 from overthink_lib.experiment import policy_set
 from overthink_lib.models import get_model
 from overthink_lib.recording import make_record
+from overthink_lib.records import ExitRecord
 from overthink_lib.train import TrainConfig, build_model, fit, predict
 
 
@@ -134,3 +135,135 @@ def test_accuracy_by_level_per_exit():
     assert acc["medium"].isna().all()  # a level without samples
     with pytest.raises(ConfigError, match="'level' extra"):
         policy.accuracy_by_level(hand_record(correct, [[0.9] * 3] * 5, flops=[1e6, 2e6, 4e6]), ("easy",))
+
+
+def _class_record(classes, exit1_class, num_classes, exits=3):
+    """A record whose samples have true ``classes`` and whose exit 1 predicts ``exit1_class`` (later exits: the
+    true class)."""
+    classes, exit1_class = np.asarray(classes), np.asarray(exit1_class)
+    n = len(classes)
+    logits = np.zeros((n, exits, num_classes), dtype=np.float32)
+    logits[np.arange(n), 0, exit1_class] = 5.0
+    for e in range(1, exits):
+        logits[np.arange(n), e, classes] = 5.0
+    return ExitRecord.from_arrays(logits, classes, flops=[1e6 * (e + 1) for e in range(exits)])
+
+
+def _labels(y, num_labels=2):
+    y = torch.as_tensor(np.asarray(y), dtype=torch.long)
+    return policy.ExitLabels(torch.arange(len(y)), y, 0, num_labels, "binary", 1.0)
+
+
+def test_class_baseline_is_perfect_where_the_label_is_a_function_of_the_class():
+    rng = np.random.default_rng(0)
+    cls_tr, cls_te = rng.integers(0, 4, 200), rng.integers(0, 4, 120)
+    label_of = np.array([0, 1, 0, 1])  # classes 1 and 3 → the last exit
+    # exit 1 always predicts class 2: read from exit 1, the class says nothing
+    rec_tr, rec_te = _class_record(cls_tr, np.full(200, 2), 4), _class_record(cls_te, np.full(120, 2), 4)
+    lab_tr, lab_te = _labels(label_of[cls_tr]), _labels(label_of[cls_te])
+    true = policy.class_baseline(rec_tr, lab_tr, rec_te, lab_te, "true")
+    assert true.label_of_class.tolist() == [0, 1, 0, 1] and torch.equal(true.preds, lab_te.labels)
+    assert not true.differs and true.unseen == 0
+    assert policy.balanced_accuracy(true.preds, lab_te.labels, 2, n_boot=100) == (1.0, 1.0, 1.0)
+    ex1 = policy.class_baseline(rec_tr, lab_tr, rec_te, lab_te, "exit1")
+    assert len(set(ex1.preds.tolist())) == 1  # one class seen: one label for all
+    assert policy.balanced_accuracy(ex1.preds, lab_te.labels, 2, n_boot=100)[0] == pytest.approx(0.5)
+    # exit 1 predicting the true class gives the same as the true class
+    rec_te1 = _class_record(cls_te, cls_te, 4)
+    assert torch.equal(
+        policy.class_baseline(_class_record(cls_tr, cls_tr, 4), lab_tr, rec_te1, lab_te, "exit1").preds, lab_te.labels
+    )
+    # a perfect policy: no better than the class (paired difference exactly 0), and the verdict says so
+    cmp = policy.class_baseline_comparison(rec_tr, lab_tr, rec_te, lab_te, lab_te.labels.clone(), n_boot=100)
+    assert cmp["balanced"]["true"] == (1.0, 1.0, 1.0) and cmp["difference"]["true"] == (0.0, 0.0, 0.0)
+    assert cmp["difference"]["exit1"][0] == pytest.approx(0.5) and cmp["plain_balanced"]["true"] is None
+    v = policy.beyond_class_verdict(107.0, (1.0, 1.0, 1.0), cmp["difference"]["true"])
+    assert v.startswith("At λ = 107 the policy's 100.0 % balanced accuracy is within the class-only baseline (0.0")
+    assert v.endswith("it does not measurably learn more than the class")
+    v = policy.beyond_class_verdict(5.0, (1.0, 1.0, 1.0), cmp["difference"]["exit1"], "exit 1's predicted class")
+    assert (
+        "50.0 [" in v and "points above what exit 1's predicted class alone gives: it learns more than the class" in v
+    )
+
+
+def test_class_baseline_is_at_chance_where_the_label_ignores_the_class():
+    rng = np.random.default_rng(1)
+    n = 4000
+    cls_tr, cls_te = rng.integers(0, 5, n), rng.integers(0, 5, n)
+    rec_tr, rec_te = _class_record(cls_tr, cls_tr, 5), _class_record(cls_te, cls_te, 5)
+    lab_tr, lab_te = _labels(rng.integers(0, 2, n)), _labels(rng.integers(0, 2, n))
+    for by in policy.BASELINE_CLASSES:
+        b = policy.class_baseline(rec_tr, lab_tr, rec_te, lab_te, by)
+        est, lo, hi = policy.balanced_accuracy(b.preds, lab_te.labels, 2, n_boot=300, seed=0)
+        assert abs(est - 0.5) < 0.03 and lo < 0.5 < hi, (by, est, lo, hi)
+
+
+def test_class_baseline_weighs_labels_as_the_policy_loss_does():
+    # class 0: three "first", two "last"; class 1: five "first". Overall 8 "first", 2 "last": weighted by 1 / count,
+    # class 0's two "last" (2 / 2) outweigh its three "first" (3 / 8); the plain majority says "first"
+    cls = [0, 0, 0, 0, 0, 1, 1, 1, 1, 1]
+    y = [0, 0, 0, 1, 1, 0, 0, 0, 0, 0]
+    rec = _class_record(cls, cls, 3)
+    b = policy.class_baseline(rec, _labels(y), _class_record([0, 1, 2], [0, 1, 2], 3), _labels([1, 0, 0]), "true")
+    assert b.label_of_class.tolist() == [1, 0, 0] and b.plain_of_class.tolist() == [0, 0, 0]
+    assert b.fallback == 0 and b.unseen == 1  # class 2 has no training sample: the training majority
+    assert b.preds.tolist() == [1, 0, 0] and b.plain_preds.tolist() == [0, 0, 0] and b.differs
+
+
+def test_paired_balanced_difference_by_hand():
+    truth = torch.tensor([0, 0, 1, 1])
+    a, b = torch.tensor([0, 0, 1, 0]), torch.tensor([0, 1, 1, 0])  # balanced accuracy 0.75 and 0.5
+
+    def bal(p, rows):  # mean recall over the labels present in the resampled rows
+        t, p = truth.numpy()[rows], p.numpy()[rows]
+        return np.mean([(p[t == k] == k).mean() for k in np.unique(t)])
+
+    rng = np.random.default_rng(7)
+    diffs = [bal(a, r) - bal(b, r) for r in (rng.integers(0, 4, 4) for _ in range(50))]
+    est, lo, hi = policy.paired_balanced_difference(a, b, truth, 2, n_boot=50, seed=7)
+    assert est == pytest.approx(0.25)
+    assert (lo, hi) == pytest.approx(tuple(np.quantile(diffs, [0.025, 0.975])))
+    assert policy.balanced_accuracy(a, truth, 2, n_boot=50, seed=7)[0] == pytest.approx(0.75)
+    # paired: the same predictor against itself differs by exactly 0 in every resample
+    assert policy.paired_balanced_difference(a, a, truth, 2, n_boot=50) == (0.0, 0.0, 0.0)
+
+
+def test_class_baseline_bad_input():
+    rec = _class_record([0, 1, 0], [0, 1, 0], 2)
+    lab = _labels([0, 1, 0])
+    with pytest.raises(ConfigError, match="unknown class-only baseline 'pred': choose one of true, exit1"):
+        policy.class_baseline(rec, lab, rec, lab, "pred")
+    with pytest.raises(ConfigError, match="training D_ee has 2 labels, the test D_ee 3"):
+        policy.class_baseline(rec, lab, rec, _labels([0, 1, 2], 3))
+    with pytest.raises(ConfigError, match="reach row 5 of a record of 3 samples"):
+        policy.class_baseline(
+            rec, policy.ExitLabels(torch.tensor([0, 5]), torch.tensor([0, 1]), 0, 2, "binary", 1.0), rec, lab
+        )
+    with pytest.raises(ConfigError, match="training record has 2 classes, the test record 3"):
+        policy.class_baseline(rec, lab, _class_record([0, 1, 2], [0, 1, 2], 3), lab)
+    with pytest.raises(ConfigError, match="training D_ee is empty"):
+        policy.class_baseline(rec, _labels([]), rec, lab)
+    with pytest.raises(ConfigError, match="must be ExitLabels"):
+        policy.class_baseline(rec, [0, 1, 0], rec, lab)
+    with pytest.raises(ConfigError, match="3 predictions for 4 true labels"):
+        policy.balanced_accuracy(torch.tensor([0, 1, 0]), torch.tensor([0, 1, 0, 1]), 2)
+    with pytest.raises(ConfigError, match=r"the predictions must lie in 0 \.\. 1"):
+        policy.paired_balanced_difference(torch.tensor([0, 2]), torch.tensor([0, 1]), torch.tensor([0, 1]), 2)
+    with pytest.raises(ConfigError, match="no test samples"):
+        policy.balanced_accuracy(torch.tensor([], dtype=torch.long), torch.tensor([], dtype=torch.long), 2)
+    with pytest.raises(ConfigError, match="num_labels must be an integer"):
+        policy.balanced_accuracy(torch.tensor([0]), torch.tensor([0]), 0)
+    with pytest.raises(ConfigError, match="dataset must be given by its name"):
+        policy.thesis_binary_lambda(None)
+
+
+def test_thesis_lambda_and_comparison_sentences():
+    assert policy.thesis_binary_lambda("cifar100") == 5.0 and policy.thesis_binary_lambda("svhn") == 20.0
+    assert policy.thesis_binary_lambda("fashion_mnist") == policy.DEFAULT_LAMBDA == 5.0
+    s = policy.thesis_binary_comparison("fashion_mnist", {107.0: (0.79, 0.77, 0.81), 5.0: (0.51, 0.48, 0.54)})
+    assert "43.25 %" in s and "49.92 %" in s and "a dataset the thesis did not use" in s
+    assert "at λ = 107, 79.0 [77.0, 81.0] % (above chance: contradicts it)" in s
+    assert "at λ = 5, 51.0 [48.0, 54.0] % (within chance: consistent with it)" in s
+    assert "the thesis's dataset, its λ = 20" in policy.thesis_binary_comparison("svhn", {20.0: (0.4, 0.3, 0.45)})
+    below = policy.beyond_class_verdict(20.0, (0.6, 0.55, 0.65), (-0.03, -0.05, -0.01))
+    assert "3.0 [1.0, 5.0] points below what the true class alone gives: the class alone predicts" in below

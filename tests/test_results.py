@@ -195,3 +195,30 @@ def test_new_metrics_take_their_cross_kind_tolerance_from_a_run_on_another_kind(
     assert ref["metrics"]["r.ece"]["abs_tol"] == 0.16 and ref["metrics"]["r.ece"]["other_kind_value"] == 0.18
     assert ref["metrics"]["r.n"]["abs_tol"] == results.DEFAULT_ABS_TOL  # no difference measured: the default
     assert "measured_on" not in ref["metrics"]["r.ece"]  # made on the reference's own kind: exact there as usual
+
+
+def test_metrics_whose_computation_changed_are_measured_again_and_nothing_else_moves(tmp_path):
+    zen4 = {**HEAD, "o": {"rate": [0.30, 0.2, 0.4], "n": 3}, "p": {"acc": 0.5}}
+    amx = {**HEAD, "cpu": "Intel Xeon (avx512-amx)", "cpu_id": "Intel family 6 model 143"}
+    amx = {**amx, "o": {"rate": [0.42, 0.3, 0.5], "n": 3}, "p": {"acc": 0.51}}
+    path = tmp_path / "ref.json"
+    results.write_reference(zen4, path)
+    ref = json.loads(path.read_text())
+    ref["metrics"]["o.rate"]["abs_tol"] = 0.2  # a wide cross-kind spread measured before
+    path.write_text(json.dumps(ref))
+    results.add_kind(amx, path)
+    changed = {**amx, "o": {"rate": [0.10, 0.05, 0.2], "n": 4}, "q": {"new": 1.0}}  # o.* computes something new
+    with pytest.raises(ConfigError, match="outside o. moved too"):
+        results.remeasure({**changed, "p": {"acc": 0.9}}, path, ["o."])
+    with pytest.raises(ConfigError, match="no metric of .* starts with x."):
+        results.remeasure(changed, path, ["x."])
+    out = results.remeasure(changed, path, ["o."])
+    ref = out["reference"]
+    assert out["remeasured"] == ["o.rate", "o.n"] and "q.new" in out["added"]
+    assert ref["metrics"]["o.rate"]["value"][0] == 0.10 and ref["metrics"]["o.rate"]["abs_tol"] == 0.2  # kept wider
+    assert ref["metrics"]["o.n"]["abs_tol"] == results.DEFAULT_ABS_TOL
+    assert ref["metrics"]["p.acc"]["value"] == 0.5 and ref["kinds"][0]["values"]["o.rate"][0] == 0.10
+    assert ref["kinds"][0]["values"]["o.n"] == 4  # exact where measured again
+    assert results.compare(changed, ref) == []
+    assert "same machine kind: must match" in results.compare({**changed, "o": {"rate": 0.1001, "n": 4}}, ref)[0]
+    assert results.compare({**zen4, "o": {"rate": 0.25, "n": 4}, "q": {"new": 1.0}}, ref) == []  # within tolerance

@@ -147,6 +147,26 @@ def group_summary(scores, groups) -> pd.DataFrame:
     return df.groupby("group")["score"].agg(n="size", mean="mean", var="var", std="std")
 
 
+def separation(scores, groups, order=None) -> dict:
+    """How far apart the groups' mean scores lie against the spread of the scores: ``means`` (group → mean, in
+    ``order`` when given), ``spread`` (largest − smallest mean), ``pooled_sd`` (SD of all scores), ``spread_in_sd``
+    (spread ÷ pooled SD), ``central_95`` (the 2.5 and 97.5 % quantiles of all scores: where the measure puts almost
+    every image; a narrow band near 1 means the measure saturates)."""
+    scores, groups = np.asarray(scores, dtype=float), np.asarray(groups)
+    names = list(order) if order is not None else sorted(np.unique(groups).tolist())
+    means = {g: float(scores[groups == g].mean()) for g in names if (groups == g).any()}
+    if len(means) < 2:
+        raise ConfigError("a separation needs at least two non-empty groups")
+    spread, sd = max(means.values()) - min(means.values()), float(scores.std())
+    return {
+        "means": means,
+        "spread": spread,
+        "pooled_sd": sd,
+        "spread_in_sd": spread / sd if sd > 0 else float("nan"),
+        "central_95": tuple(float(q) for q in np.quantile(scores, [0.025, 0.975])),
+    }
+
+
 def kruskal_test(scores, groups) -> dict:
     """Kruskal–Wallis H test of whether ``scores`` differ between groups, with the effect size ε² = (H − k + 1)/(n − k)
     (0: no difference; 1: groups fully separated)."""

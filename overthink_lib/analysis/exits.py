@@ -27,6 +27,7 @@ import torch
 
 from ..config import ConfigError
 from ..records import ExitRecord, check_same_model
+from .stats import bootstrap_mean
 
 
 def _max_softmax(p: torch.Tensor) -> torch.Tensor:
@@ -257,3 +258,115 @@ def gain_over_anytime(cmp: pd.DataFrame, anytime: pd.DataFrame) -> dict:
         "ci_above": int(inside["above, CI excludes anytime"].sum()),
         "best": inside.loc[inside["gain (pts)"].idxmax()] if len(inside) else None,
     }
+
+
+def anytime_exit_within(rec: ExitRecord, cost: float) -> int:
+    """0-based deepest exit whose cumulative FLOPs are ≤ ``cost`` (with a relative tolerance of 1e-9): the fixed
+    exit an anytime network would run on that budget. A budgeted rule's expected cost is never below exit 1's, so
+    some exit always qualifies; a cost below exit 1's → one ConfigError."""
+    flops = rec.require_flops("the anytime comparator").double().numpy()
+    if not np.isfinite(cost):
+        raise ConfigError(f"the cost to compare at must be a finite number of FLOPs, got {cost}")
+    ok = np.flatnonzero(flops <= cost * (1 + 1e-9))
+    if len(ok) == 0:
+        raise ConfigError(
+            f"cost {cost:,.0f} FLOPs per sample is below exit 1's ({flops[0]:,.0f}): no fixed exit fits; "
+            "compare at a cost of at least exit 1's"
+        )
+    return int(ok[-1])
+
+
+def _paired_verdict(est: float, low: float, high: float) -> str:
+    """A paired difference's verdict worded from its CI."""
+    if low > 0 or high < 0:
+        side = "higher" if est > 0 else "lower"
+        return f"the paired 95 % CI excludes 0: budgeted batch is measurably {side} than the fixed exit"
+    return "the paired 95 % CI includes 0: no measurable difference from the fixed exit"
+
+
+def paired_budgeted_minus_anytime(
+    val: ExitRecord,
+    test: ExitRecord,
+    budget: float,
+    *,
+    method: str = "thesis",
+    criterion: str = "max_softmax",
+    n_boot: int = 2000,
+    seed: int = 0,
+    curve: pd.DataFrame | None = None,
+) -> dict:
+    """Budgeted batch minus anytime at one budget, paired over the same test samples.
+
+    The budgeted rule: of :func:`budgeted_curve`'s points (``curve`` if given, else computed from ``val`` and
+    ``test`` with ``method`` and ``criterion``), the one :func:`thresholds_for_budget` picks (the best validation
+    accuracy within ``budget`` validation FLOPs), applied to ``test``. The anytime comparator is an actual exit, not
+    an interpolation (an interpolation between exits is no per-sample outcome): the deepest exit whose cost is ≤ the
+    rule's realised test cost (:func:`anytime_exit_within`), so the fixed exit never spends more than the rule did.
+    Per test sample the difference is (budgeted right) − (comparator exit right) ∈ {−1, 0, 1}; its mean has a
+    percentile bootstrap CI resampling the samples (both outcomes of a sample travel together).
+
+    Returns:
+        dict with ``budget``, ``p``, ``thresholds``, ``budgeted_acc``, ``budgeted_flops`` (test), ``anytime_exit``
+        (1-based), ``anytime_flops``, ``anytime_acc``, ``est``, ``low``, ``high`` (fractions: budgeted − anytime),
+        ``excludes_zero`` and ``verdict`` (a sentence worded from the CI).
+    """
+    check_same_model(val, test)
+    if not (isinstance(budget, int | float | np.floating | np.integer) and np.isfinite(budget) and budget > 0):
+        raise ConfigError(f"budget must be a positive finite number of FLOPs per sample, got {budget!r}")
+    if curve is None:
+        curve = budgeted_curve(val, test, method=method, criterion=criterion)
+    row = thresholds_for_budget(curve, float(budget))
+    res = apply_thresholds(test, row["thresholds"], criterion)
+    k = anytime_exit_within(test, res["flops"])
+    diff = res["correct"].double() - test.correct[:, k].double()
+    est, low, high = bootstrap_mean(diff, n_boot=n_boot, seed=seed)
+    return {
+        "budget": float(budget),
+        "p": int(row["p"]),
+        "thresholds": list(row["thresholds"]),
+        "budgeted_acc": res["accuracy"],
+        "budgeted_flops": res["flops"],
+        "anytime_exit": k + 1,
+        "anytime_flops": float(test.flops[k]),
+        "anytime_acc": float(test.correct[:, k].double().mean()),
+        "est": est,
+        "low": low,
+        "high": high,
+        "excludes_zero": bool(low > 0 or high < 0),
+        "verdict": _paired_verdict(est, low, high),
+    }
+
+
+def paired_curve_minus_anytime(
+    test: ExitRecord, curve: pd.DataFrame, *, criterion: str = "max_softmax", n_boot: int = 2000, seed: int = 0
+) -> pd.DataFrame:
+    """Every point of ``curve`` (:func:`budgeted_curve`) against the deepest exit whose cost is ≤ the point's test
+    cost (as in :func:`paired_budgeted_minus_anytime`), paired over ``test``'s samples; all points resampled jointly.
+
+    Columns (percent, MFLOPs): p, MFLOPs, budgeted %, anytime exit (1-based), anytime %, paired diff (pts), low,
+    high, CI excludes 0, inside (the cost lies strictly between exit 1's and the last exit's).
+    """
+    if len(curve) == 0:
+        raise ConfigError("the budgeted curve has no points: build it with budgeted_curve(val, test)")
+    flops = test.require_flops("the paired comparison").double().numpy()
+    diffs, rows = [], []
+    for _, r in curve.iterrows():
+        res = apply_thresholds(test, r["thresholds"], criterion)
+        k = anytime_exit_within(test, res["flops"])
+        diffs.append((res["correct"].double() - test.correct[:, k].double()).numpy())
+        rows.append(
+            {
+                "p": int(r["p"]),
+                "MFLOPs": res["flops"] / 1e6,
+                "budgeted %": res["accuracy"] * 100,
+                "anytime exit": k + 1,
+                "anytime %": float(test.correct[:, k].double().mean()) * 100,
+                "inside": bool(flops[0] < res["flops"] < flops[-1]),
+            }
+        )
+    est, low, high = bootstrap_mean(np.stack(diffs, 1), n_boot=n_boot, seed=seed)
+    out = pd.DataFrame(rows)
+    out["paired diff (pts)"], out["low"], out["high"] = est * 100, low * 100, high * 100
+    out["CI excludes 0"] = (out["low"] > 0) | (out["high"] < 0)
+    columns = ["p", "MFLOPs", "budgeted %", "anytime exit", "anytime %", "paired diff (pts)", "low", "high"]
+    return out[[*columns, "CI excludes 0", "inside"]]

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..config import ConfigError
 from ..records import ExitRecord
 from .stats import bootstrap_mean, bootstrap_statistic
 
@@ -135,3 +136,100 @@ def per_class(rec: ExitRecord, class_names=None) -> pd.DataFrame:
     if class_names is not None:
         out.insert(0, "class", [class_names[i] for i in out.index])
     return out
+
+
+def disagreement_pattern(preds) -> np.ndarray:
+    """``[N, E−1]`` bool: whether exits k and k+1 predict different classes (``preds``: ``[N, E]`` classes)."""
+    p = np.asarray(preds.numpy() if torch.is_tensor(preds) else preds)
+    if p.ndim != 2 or p.shape[1] < 2:
+        raise ConfigError(f"predictions must be [samples, exits] with two exits or more, got shape {p.shape}")
+    return p[:, 1:] != p[:, :-1]
+
+
+MATCH_BY = ("pattern", "count")
+
+
+def matched_controls(
+    rec: ExitRecord, rows, *, pool=None, per_sample: int = 1, by: str = "pattern", seed: int = 0
+) -> dict:
+    """Controls for the samples ``rows`` (row positions of ``rec``, say overthought samples) matched on how their
+    consecutive exits agree.
+
+    ``by="pattern"``: a control's consecutive-exit disagreements (:func:`disagreement_pattern`) are exactly the
+    sample's (the same exit pairs change class); ``by="count"``: the same number of changing pairs. Among the
+    candidates of ``pool`` (row positions; default every sample that is not overthought; the sample itself never),
+    the ``per_sample`` nearest in mean max-softmax confidence over the exits are taken, ties broken by a permutation
+    drawn from ``default_rng(seed)``. Controls are drawn with replacement across samples (one control may serve
+    several samples), without replacement within one. A sample with fewer than ``per_sample`` candidates is
+    unmatched.
+
+    Returns:
+        dict with ``controls`` (``[len(rows), per_sample]`` int row positions, −1 for an unmatched sample),
+        ``matched`` (``[len(rows)]`` bool), ``n_matched``, ``n`` (how many samples were to be matched) and ``by``.
+    """
+    if by not in MATCH_BY:
+        raise ConfigError(f"unknown matching {by!r}: use 'pattern' (the same exit pairs disagree) or 'count'")
+    if not (isinstance(per_sample, int | np.integer) and per_sample >= 1):
+        raise ConfigError(f"per_sample must be a positive integer, got {per_sample!r}")
+    rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+    pool = np.flatnonzero(~overthought(rec).numpy()) if pool is None else np.asarray(pool, dtype=np.int64).reshape(-1)
+    n = rec.num_samples
+    for name, r in (("rows", rows), ("pool", pool)):
+        if len(r) and (r.min() < 0 or r.max() >= n):
+            raise ConfigError(f"{name} must be row positions in [0, {n}), got values from {r.min()} to {r.max()}")
+    dis = disagreement_pattern(rec.preds)  # [N, E−1]
+    key = dis.sum(1, keepdims=True) if by == "count" else dis  # [N, K]
+    conf = rec.probs.max(-1).values.double().mean(1).numpy()  # [N] mean confidence over the exits
+    rng = np.random.default_rng(seed)
+    order = pool[rng.permutation(len(pool))]  # seeded tie-break among equally close candidates
+    controls = np.full((len(rows), per_sample), -1, dtype=np.int64)
+    for i, r in enumerate(rows):
+        cand = order[(key[order] == key[r]).all(1) & (order != r)]
+        if len(cand) < per_sample:
+            continue
+        near = np.argsort(np.abs(conf[cand] - conf[r]), kind="stable")[:per_sample]
+        controls[i] = cand[near]
+    matched = (controls >= 0).all(1)
+    return {"controls": controls, "matched": matched, "n_matched": int(matched.sum()), "n": len(rows), "by": by}
+
+
+def matched_minus_controls(values, control_values, matched=None, *, n_boot: int = 2000, seed: int = 0):
+    """Mean of (sample − mean of its matched controls) with a bootstrap CI resampling the matched sets together.
+
+    Args:
+        values: ``[n]`` a statistic of each sample (say, the heatmap similarity of consecutive exits).
+        control_values: ``[n, per_sample]`` the same statistic of each sample's controls.
+        matched: ``[n]`` bool, the samples that found controls (default: all); rows with a non-finite value are
+            left out too.
+
+    Returns:
+        (estimate, low, high, how many samples entered); NaNs and 0 when none did.
+    """
+    v = np.asarray(values, dtype=np.float64).reshape(-1)
+    c = np.asarray(control_values, dtype=np.float64).reshape(len(v), -1)
+    keep = np.ones(len(v), bool) if matched is None else np.asarray(matched, bool).reshape(-1)
+    d = v - c.mean(1)
+    keep = keep & np.isfinite(d)
+    if not keep.any():
+        return float("nan"), float("nan"), float("nan"), 0
+    est, lo, hi = bootstrap_mean(d[keep], n_boot=n_boot, seed=seed)
+    return est, lo, hi, int(keep.sum())
+
+
+def group_minus_group(a, b, *, n_boot: int = 2000, seed: int = 0) -> tuple[float, float, float]:
+    """mean(a) − mean(b) of two independent groups with a percentile bootstrap CI (each group resampled on its own,
+    from one ``default_rng(seed)``); non-finite values are left out. Returns (estimate, low, high)."""
+    a = np.asarray(a, dtype=np.float64).reshape(-1)
+    b = np.asarray(b, dtype=np.float64).reshape(-1)
+    a, b = a[np.isfinite(a)], b[np.isfinite(b)]
+    if len(a) == 0 or len(b) == 0:
+        raise ConfigError(f"comparing two groups needs values in both, got {len(a)} and {len(b)}")
+    rng = np.random.default_rng(seed)
+    diffs = np.empty(n_boot)
+    chunk = max(1, 2_000_000 // (len(a) + len(b)))  # bounded memory for large groups
+    for start in range(0, n_boot, chunk):
+        m = min(chunk, n_boot - start)
+        ia, ib = rng.integers(0, len(a), (m, len(a))), rng.integers(0, len(b), (m, len(b)))
+        diffs[start : start + m] = a[ia].mean(1) - b[ib].mean(1)
+    lo, hi = np.quantile(diffs, [0.025, 0.975])
+    return float(a.mean() - b.mean()), float(lo), float(hi)

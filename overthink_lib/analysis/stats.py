@@ -82,6 +82,24 @@ def t_interval(values, level: float = 0.95) -> tuple[float, float, float]:
     return m, m - h, m + h
 
 
+def tost_seeds(sd: float, margin: float, *, power: float = 0.8, alpha: float = 0.05, max_n: int = 10_000) -> int:
+    """Paired seeds an equivalence claim needs: the smallest n with (t₁₋α,n−1 + t_power,n−1) · sd / √n ≤ margin — two
+    one-sided tests (TOST) at level ``alpha`` with probability ``power`` of showing equivalence within ±``margin`` when
+    the true paired difference is 0 and its SD across seeds is ``sd``. A 90 % CI half-width ≤ margin (t₁₋α alone) is
+    only 50 % power: about half of such studies would fail to show an equivalence that holds."""
+    from scipy import stats as st
+
+    if not (sd > 0 and margin > 0 and 0.5 < power < 1 and 0 < alpha < 0.5):
+        raise ConfigError(
+            f"tost_seeds needs sd > 0, margin > 0, 0.5 < power < 1, 0 < alpha < 0.5; got sd={sd}, margin={margin}, "
+            f"power={power}, alpha={alpha}"
+        )
+    for n in range(2, max_n + 1):
+        if (st.t.ppf(1 - alpha, n - 1) + st.t.ppf(power, n - 1)) * sd / np.sqrt(n) <= margin:
+            return n
+    raise ConfigError(f"more than {max_n} seeds for a margin of {margin} at sd {sd}: widen the margin")
+
+
 def excludes_zero(low, high):
     """Whether the interval [low, high] leaves 0 out: a bool, or a bool array for arrays of bounds."""
     out = (np.asarray(low) > 0) | (np.asarray(high) < 0)
@@ -106,6 +124,14 @@ def effect_band(epsilon_squared: float) -> str:
     if not np.isfinite(epsilon_squared):
         return "unknown"
     return next(name for edge, name in EPSILON_SQUARED_BANDS if epsilon_squared >= edge)
+
+
+def separates(epsilon_squared: float, p: float, alpha: float = 0.01) -> bool:
+    """Whether a group test shows a difference worth the name: p < ``alpha`` and an effect beyond the negligible band
+    (ε² ≥ 0.01). A sanity check of a measure (e.g. does clutter see the number of items?) passes only then."""
+    return bool(
+        np.isfinite(p) and np.isfinite(epsilon_squared) and p < alpha and effect_band(epsilon_squared) != "negligible"
+    )
 
 
 def group_difference_verdict(epsilon_squared: float, p: float, alpha: float = 0.05) -> str:

@@ -66,14 +66,17 @@ def task_hours(preset: Preset, task: Task, params: dict | None = None) -> float:
     if task.job == "imta-seeds":
         n = preset.imta.seed_train or tr
         seeds = int((params or {}).get("n_seeds") or preset.imta.seeds)
-        return hours(main, n, 0, 3 * preset.imta.epochs) * (1 if task.item else max(seeds, 0))
+        # per seed and parent: branch = the 2E run + E of fine-tuning; separate = E more + E of fine-tuning
+        return hours(main, n, 0, 5 * preset.imta.epochs) * (1 if task.item else max(seeds, 0))
+    # policy-binary[-thesis][-control]: the binary D_ee keeps the samples exit 1 or the last exit gets right, whatever
+    # λ labels them, so the balancing-λ and the thesis-λ policies (and their controls) train on as many images
     if task.job.startswith("policy-binary"):
         return hours(
             forward_macs("policy_resnet", SHAPE[ds], depth=pol.depth, width=pol.width, num_classes=2), va, 0, pol.epochs
         )
     if task.job.startswith("policy-maxmin"):
         m = forward_macs("policy_resnet", canvas, depth=pol.depth, width=pol.width, num_classes=5)
-        return hours(m, mm.sizes.val, 0, pol.epochs)
+        return hours(m, mm.sizes.val, 0, (pol.maxmin_epochs or pol.epochs))
     if task.job == "stochasticity":
         st = preset.stochasticity
         models = [task.item.rsplit("-", 2)[0]] if task.item else list(STOCHASTICITY_MODELS)

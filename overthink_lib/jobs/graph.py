@@ -23,7 +23,7 @@ from ..config import ConfigError, Preset, atomic_write_bytes, get_preset
 
 #: Notebook parameters the jobs read (their notebooks' defaults when absent): the seed, λ of the Max-Min policy, 07's
 #: IMTA options and its number of seeds. Every other parameter but those of :data:`UNMODELLED` changes no training.
-JOB_PARAMS = ("seed", "lam", "n_seeds", "imta_freeze", "imta_teacher", "imta_kl", "imta_parent")
+JOB_PARAMS = ("seed", "lam", "n_seeds", "imta_freeze", "imta_teacher", "imta_kl", "imta_parent", "imta_bn")
 #: Parameters that change what the notebooks train or read in ways the jobs do not model: with one of them given,
 #: the notebooks train what they need themselves (02's ``epochs``; a given ``record`` replaces the preset's model).
 UNMODELLED = ("epochs", "record")
@@ -127,13 +127,14 @@ def job_params(params: dict[str, Any]) -> dict[str, Any]:
 
 def _imta_options(spec: JobSpec) -> dict[str, str]:
     # notebook 07's parameter defaults (imta_freeze="all", imta_teacher="pretrained", imta_kl="mean",
-    # imta_parent="branch") are the preset's; test_jobs checks that they agree
+    # imta_parent="branch", imta_bn="eval") are the preset's; test_jobs checks that they agree
     p, imta = spec.params, spec.preset.imta
     return dict(
         freeze=p.get("imta_freeze") or imta.freeze,
         teacher=p.get("imta_teacher") or imta.teacher,
         kl=p.get("imta_kl") or imta.kl,
         parent=p.get("imta_parent") or imta.parent,
+        frozen_bn=p.get("imta_bn") or imta.frozen_bn,
     )
 
 
@@ -165,6 +166,9 @@ JOBS: tuple[Job, ...] = (
     # each policy network and its shuffled-label control: two jobs, so that the last minutes keep both workers busy
     Job("policy-binary", ("main",), ("08",)),
     Job("policy-binary-control", ("main",), ("08",)),
+    # the same at the thesis's fixed λ (analysis.policy.thesis_binary_lambda), beside the balancing λ
+    Job("policy-binary-thesis", ("main",), ("08",)),
+    Job("policy-binary-thesis-control", ("main",), ("08",)),
     Job("policy-maxmin", ("maxmin",), ("08",), per_dataset=False),
     Job("policy-maxmin-control", ("maxmin",), ("08",), per_dataset=False),
     # notebook 09: K runs per randomness source and network (3K − 2 distinct runs each)
@@ -206,16 +210,26 @@ def _job_imta(spec: JobSpec, item: str) -> None:
 
 
 def _job_imta_seeds(spec: JobSpec, item: str) -> None:
-    from ..experiment import imta_over_seeds, imta_protocol, imta_seed_splits
+    from ..experiment import IMTA_PARENTS, imta_over_seeds, imta_protocol, imta_seed_splits
 
     k = _imta_seed_count(spec)
     if k < 2:
         return
+    # notebook 07 runs the seeds from both parents of the E-epoch network (its imta_parent first, then the other)
+    options = _imta_options(spec)
+    parents = [options["parent"], *(p for p in IMTA_PARENTS if p != options["parent"])]
     if not item:  # the whole loop, as notebook 07 runs it
-        imta_over_seeds(spec.preset, spec.seed, seeds=k, **_imta_options(spec))
+        for parent in parents:
+            imta_over_seeds(spec.preset, spec.seed, seeds=k, **{**options, "parent": parent})
         return
     i = _item_index(item, "seed", k)
-    imta_protocol(spec.preset, spec.seed + i, splits=imta_seed_splits(spec.preset, spec.seed), **_imta_options(spec))
+    for parent in parents:
+        imta_protocol(
+            spec.preset,
+            spec.seed + i,
+            splits=imta_seed_splits(spec.preset, spec.seed),
+            **{**options, "parent": parent},
+        )
 
 
 def _job_stochasticity(spec: JobSpec, item: str) -> None:
@@ -242,6 +256,15 @@ def _binary_policy_data(spec: JobSpec):
 
     exp = main_experiment(spec.preset, spec.seed)
     return exp.records["val"], exp.splits["val"], "binary", policy.balancing_lambda(exp.records["val"])
+
+
+def _thesis_binary_policy_data(spec: JobSpec):
+    """Notebook 08's second binary policy: the same D_ee rows, labelled at the thesis's λ for the dataset."""
+    from ..analysis import policy
+    from ..experiment import main_experiment
+
+    exp = main_experiment(spec.preset, spec.seed)
+    return exp.records["val"], exp.splits["val"], "binary", policy.thesis_binary_lambda(spec.preset.datasets[0])
 
 
 def _maxmin_policy_data(spec: JobSpec):
@@ -274,6 +297,8 @@ RUNNERS: dict[str, Callable[[JobSpec, str], None]] = {
     "imta": _job_imta,
     "policy-binary": _policy_job(_binary_policy_data, False),
     "policy-binary-control": _policy_job(_binary_policy_data, True),
+    "policy-binary-thesis": _policy_job(_thesis_binary_policy_data, False),
+    "policy-binary-thesis-control": _policy_job(_thesis_binary_policy_data, True),
     "policy-maxmin": _policy_job(_maxmin_policy_data, False),
     "policy-maxmin-control": _policy_job(_maxmin_policy_data, True),
     "stochasticity": _job_stochasticity,

@@ -22,9 +22,9 @@ What trains is set by ``freeze``:
 - ``'blocks'``: the blocks stay frozen, each exit's head convolutions are trainable copies (warm start).
 - ``'none'``: blocks and head convolutions are trainable copies; the frozen ``base`` only gives the teacher.
 
-One deviation from the official code, on purpose: it calls ``model.train()`` on the frozen network, so BatchNorm uses
-batch statistics and updates its running averages during fine-tuning; here the frozen network stays in eval mode,
-so the teacher's logits for an image do not change while the student learns.
+``frozen_bn``: the official code calls ``model.train()`` on the frozen network, so its BatchNorm uses batch statistics
+and updates its running averages during fine-tuning (``frozen_bn='train'``); by default (``'eval'``) the frozen
+network stays in eval mode, so the teacher's logits for an image do not change while the student learns.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ from .base import MultiExit, get_model, model_from_spec, register_model
 FREEZE = ("all", "blocks", "none")
 TEACHERS = ("pretrained", "new")
 KL_REDUCTIONS = ("mean", "batchmean")
+FROZEN_BN = ("eval", "train")
 
 
 class _GradScale(torch.autograd.Function):
@@ -80,11 +81,13 @@ class IMTANet(MultiExit):
         ge: bool = False,
         isc: bool = True,
         isc_width: int = 128,
+        frozen_bn: str = "eval",
     ):
         super().__init__()
         if not (hasattr(backbone, "blocks") and hasattr(backbone, "heads")):
             raise ConfigError(f"IMTA needs a backbone with blocks and heads (MSDNet), got {type(backbone).__name__}")
         self.freeze, self.teacher = _choice("freeze", freeze, FREEZE), _choice("teacher", teacher, TEACHERS)
+        self.frozen_bn = _choice("frozen_bn", frozen_bn, FROZEN_BN)
         if ge and freeze != "none":
             raise ConfigError(
                 f"IMTA gradient equilibrium rescales gradients that reach the blocks, which freeze={freeze!r} "
@@ -121,7 +124,8 @@ class IMTANet(MultiExit):
 
     def train(self, mode: bool = True):
         super().train(mode)
-        self.base.eval()  # frozen BatchNorm statistics: the teacher does not drift
+        if self.frozen_bn == "eval":
+            self.base.eval()  # frozen BatchNorm statistics: the teacher does not drift
         return self
 
     def trainable(self) -> list[nn.Parameter]:
@@ -224,10 +228,16 @@ def ofa_loss(
 
 @register_model("imta")
 def imta(
-    *, backbone: dict, freeze: str = "all", teacher: str = "pretrained", ge: bool = False, isc: bool = True
+    *,
+    backbone: dict,
+    freeze: str = "all",
+    teacher: str = "pretrained",
+    ge: bool = False,
+    isc: bool = True,
+    frozen_bn: str = "eval",
 ) -> IMTANet:
     """IMTA heads on a backbone given by its registry spec ``{"name", "kwargs"}`` (weights loaded by the caller)."""
-    return IMTANet(model_from_spec(backbone), freeze=freeze, teacher=teacher, ge=ge, isc=isc)
+    return IMTANet(model_from_spec(backbone), freeze=freeze, teacher=teacher, ge=ge, isc=isc, frozen_bn=frozen_bn)
 
 
-__all__ = ["FREEZE", "KL_REDUCTIONS", "TEACHERS", "IMTANet", "get_model", "grad_scale", "imta", "ofa_loss"]
+__all__ = ["FREEZE", "FROZEN_BN", "KL_REDUCTIONS", "TEACHERS", "IMTANet", "get_model", "grad_scale", "imta", "ofa_loss"]
