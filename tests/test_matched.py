@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from test_exits_overthinking import CONF, CORRECT, make_record
 
 from overthink_lib.analysis import exits, overthinking
 from overthink_lib.analysis.stats import bootstrap_mean
@@ -14,36 +15,13 @@ from overthink_lib.config import ConfigError
 from overthink_lib.records import ExitRecord
 
 
-def conf_record(correct, conf, flops, key="m1"):
-    """2 classes, every label 0; a correct exit puts probability `conf` on class 0, a wrong one on class 1."""
-    c = torch.tensor(correct, dtype=torch.bool)
-    p = torch.tensor(conf, dtype=torch.float64)
-    a = torch.log(p / (1 - p))  # logit gap giving max softmax = conf
-    logits = torch.stack([torch.where(c, a, torch.zeros_like(a)), torch.where(c, torch.zeros_like(a), a)], -1)
-    n = len(correct)
-    return ExitRecord.from_arrays(
-        logits.float(), torch.zeros(n, dtype=torch.long), flops=torch.tensor(flops, dtype=torch.float64), model=key
-    )
-
-
 def one_curve(thresholds):
     """A budgeted curve of one point with the given thresholds (what thresholds_for_budget picks from)."""
     return pd.DataFrame({"p": [1], "thresholds": [list(thresholds)], "val_flops": [0.0], "val_acc": [1.0]})
 
 
-CORRECT = [[1, 1, 1], [1, 0, 1], [0, 1, 0], [0, 0, 1], [0, 0, 0], [1, 0, 0]]
-CONF = [
-    [0.90, 0.90, 0.9],
-    [0.80, 0.60, 0.9],
-    [0.55, 0.85, 0.9],
-    [0.60, 0.65, 0.9],
-    [0.70, 0.75, 0.9],
-    [0.95, 0.70, 0.9],
-]
-
-
 def test_paired_equals_hand_computation():
-    rec = conf_record(CORRECT, CONF, [10.0, 20.0, 40.0])
+    rec = make_record(CORRECT, CONF, [10.0, 20.0, 40.0])
     # T = (0.85, 0.80): exits [1, 3, 2, 3, 3, 1], cost (2·10 + 20 + 3·40) / 6 = 26.7 → the comparator is exit 2 (20)
     out = exits.paired_budgeted_minus_anytime(rec, rec, 100.0, curve=one_curve([0.85, 0.8, -math.inf]), n_boot=500)
     assert out["budgeted_flops"] == pytest.approx(160 / 6)
@@ -59,7 +37,7 @@ def test_paired_equals_hand_computation():
 
 
 def test_budgeted_equal_to_anytime_gives_exact_zero():
-    rec = conf_record(CORRECT, CONF, [10.0, 20.0, 40.0])
+    rec = make_record(CORRECT, CONF, [10.0, 20.0, 40.0])
     # no exit before the last is ever taken: budgeted batch is exit 3 on every sample
     out = exits.paired_budgeted_minus_anytime(rec, rec, 100.0, curve=one_curve([math.inf, math.inf]), n_boot=300)
     assert out["anytime_exit"] == 3
@@ -73,7 +51,7 @@ def test_paired_ci_excludes_zero_where_the_unpaired_check_does_not():
     n_late_right = 12
     correct = [[1, 1]] * 100 + [[0, 1]] * n_late_right + [[0, 0]] * (100 - n_late_right)
     conf = [[0.9, 0.9]] * 100 + [[0.6, 0.9]] * 100
-    rec = conf_record(correct, conf, [10.0, 20.0])
+    rec = make_record(correct, conf, [10.0, 20.0])
     out = exits.paired_budgeted_minus_anytime(rec, rec, 100.0, curve=one_curve([0.8, -math.inf]), n_boot=2000)
     assert out["anytime_exit"] == 1 and out["est"] == pytest.approx(0.06)
     assert out["excludes_zero"] and out["low"] > 0 and "measurably higher" in out["verdict"]
@@ -90,7 +68,7 @@ def test_paired_ci_excludes_zero_where_the_unpaired_check_does_not():
 
 
 def test_paired_refuses_bad_budget():
-    rec = conf_record(CORRECT, CONF, [10.0, 20.0, 40.0])
+    rec = make_record(CORRECT, CONF, [10.0, 20.0, 40.0])
     with pytest.raises(ConfigError, match="budget"):
         exits.paired_budgeted_minus_anytime(rec, rec, float("nan"), curve=one_curve([0.85, 0.8]))
     with pytest.raises(ConfigError, match="below exit 1"):
