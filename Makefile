@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PRESET ?= cpu
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: reproduce test lab lint lock venv data-deps browser-deps slurm-deps smoke rehearsal stochasticity benchmark stress reference clean-runs
+.PHONY: reproduce test lab lint lock venv data-deps browser-deps slurm-deps smoke rehearsal stochasticity benchmark stress reference analysis-reference clean-runs
 
 venv: $(VENV)/.installed
 
@@ -50,12 +50,12 @@ slurm-deps:
 reproduce: venv data-deps
 	$(PY) -m overthink_lib reproduce --preset $(PRESET)
 
-# Tests: unit tests (the SLURM ones on a one-node cluster they start) + the smoke-preset notebook suite (papermill) and its numbers against tests/reference/smoke.json,
-# then nbval re-runs the executed copies, then JupyterLab in a real browser (tests/browser).
+# Tests: unit tests (the SLURM ones on a one-node cluster they start; the analysis regression on frozen records; the
+# learning check; the smoke-preset notebook suite and its numbers against tests/reference/smoke.json), then nbval
+# re-runs the executed copies, then JupyterLab in a real browser (tests/browser). Each part runs whatever the others
+# did; one line per part at the end (scripts/test.sh).
 test: venv data-deps browser-deps slurm-deps
-	$(PY) -m pytest tests --ignore=tests/browser
-	$(PY) -m pytest -p no:cacheprovider --nbval-lax --nbval-sanitize-with tests/nbval_sanitize.cfg runs/smoke/notebooks
-	$(PY) -m pytest -p no:cacheprovider tests/browser
+	bash scripts/test.sh $(PY)
 
 # Notebook 09 (is overthinking stochastic?) trains 2 × (3K − 2) networks: its own target on the cpu preset.
 stochasticity: venv data-deps
@@ -79,10 +79,16 @@ benchmark: venv data-deps
 stress: venv data-deps
 	$(PY) tests/test_widget_stress.py --rounds 20
 
-# After a deliberate change of the smoke numbers: make the new smoke run CI's regression reference.
+# After a deliberate change of the smoke numbers: make the new smoke run CI's regression reference (exact on this
+# machine's kernel kind; other kinds' entries are dropped: `python -m overthink_lib reference --add-kind` there).
 reference: venv data-deps
 	$(PY) -m overthink_lib reproduce --preset smoke --quiet --no-html
 	$(PY) -m overthink_lib reference --preset smoke
+
+# After a deliberate change of a statistic, verdict or rule: the analysis regression's numbers on the frozen records
+# (tests/reference/analysis.json; the same on every machine). The diff shows what moved.
+analysis-reference: venv data-deps
+	$(PY) tests/analysis_regression.py --write
 
 # JupyterLab on the notebooks, without the "would you like Jupyter news?" prompt or update checks: a default of
 # this venv's JupyterLab (its settings overrides), so a user's own choice in Settings still wins.

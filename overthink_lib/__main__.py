@@ -55,11 +55,11 @@ def _cmd_reproduce(args: argparse.Namespace) -> None:
 
 
 def _cmd_reference(args: argparse.Namespace) -> None:
-    """runs/<preset>/results.json → the committed regression reference (tolerances kept)."""
+    """runs/<preset>/results.json → the committed regression reference: a new one, or one more kernel kind."""
     import json
 
     from .config import ROOT, get_preset
-    from .results import add_kind, add_metrics, compare, remeasure, write_reference
+    from .results import add_kind, compare, recorded_kind, write_reference
 
     src = get_preset(args.preset).run_dir / "results.json"
     if not src.exists():
@@ -72,38 +72,19 @@ def _cmd_reference(args: argparse.Namespace) -> None:
         )
     path = Path(args.out) if args.out else ROOT / "tests" / "reference" / f"{args.preset}.json"
     old = json.loads(path.read_text()) if path.exists() else None
-    other = None
-    if args.other:
-        try:
-            other = json.loads(Path(args.other).read_text())
-        except (OSError, ValueError) as err:
-            raise ConfigError(f"--other {args.other}: not a readable results.json ({err})") from None
-    if args.remeasure:
-        if not path.exists():
-            raise ConfigError(f"no {path} to measure metrics again in: make the reference first (make reference)")
-        out = remeasure(res, path, args.remeasure, other=other)
-        print(
-            f"measured {len(out['remeasured'])} metric(s) of {path} again on {res.get('cpu')}: "
-            f"{', '.join(out['remeasured'])}; new metrics among them: {len(out['added']) - len(out['remeasured'])}"
-        )
-        return
-    if args.add_metrics:
-        if not path.exists():
-            raise ConfigError(f"no {path} to add metrics to: make the reference first (make reference)")
-        added = add_metrics(res, path, other=other)["added"]
-        print(f"added {len(added)} metric(s) to {path}, exact on {res.get('cpu')}: {', '.join(added)}")
-        return
     if args.add_kind:
-        ref = add_kind(res, path) if path.exists() else None
-        if ref is None:
-            raise ConfigError(f"no {path} to add a machine kind to: make the reference first (make reference)")
-        print(f"added {res.get('cpu')} ({res.get('cpu_id')}) to {path}: {len(ref['kinds'])} further kind(s) recorded")
+        if old is None:
+            raise ConfigError(f"no {path} to add a kernel kind to: make the reference first (make reference)")
+        ref = add_kind(res, path, label=args.label)
+        print(f"recorded {ref['kinds'][-1]['label']} in {path}: {len(ref['kinds'])} kernel kind(s) exact there")
         return
-    changed = compare(res, old, exact=True) if old else []
-    ref = write_reference(res, path, keep=old, other=other)
+    changed = compare(res, old) if old is not None and recorded_kind(res, old) is not None else []
+    ref = write_reference(res, path, label=args.label)
+    dropped = len(old.get("kinds", [])) - 1 if old is not None else 0
     print(
-        f"wrote {path}: {len(ref['metrics'])} metrics from {src}"
-        + (f"; changed: {len(changed)}\n  " + "\n  ".join(changed) if changed else "")
+        f"wrote {path}: {len(ref['metrics'])} metrics from {src}, exact on {ref['kinds'][0]['label']}"
+        + (f"; {dropped} other kind(s) dropped (their numbers belong to the old code)" if dropped > 0 else "")
+        + (f"; changed here: {len(changed)}\n  " + "\n  ".join(changed) if changed else "")
     )
 
 
@@ -345,32 +326,11 @@ def build_parser() -> argparse.ArgumentParser:
     ref.add_argument("--preset", default="smoke")
     ref.add_argument("--out", default=None, help="default tests/reference/<preset>.json")
     ref.add_argument(
-        "--other",
-        default=None,
-        help="results.json of the same run on another CPU kind (e.g. with "
-        "ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2): sets each metric's cross-kind tolerance",
-    )
-    ref.add_argument(
         "--add-kind",
         action="store_true",
-        help="add this run (the reference's code on another machine kind) to the reference: exact there from now on; "
-        "tolerances for other kinds unchanged",
+        help="add this run (the reference's code, on another kernel kind) to the reference: exact there from now on",
     )
-    ref.add_argument(
-        "--add-metrics",
-        action="store_true",
-        help="add only the headline numbers the reference lacks (new ones), exact on this machine kind and within "
-        "the default tolerance elsewhere; every other entry unchanged (refused when one of them moved)",
-    )
-    ref.add_argument(
-        "--remeasure",
-        action="append",
-        default=[],
-        metavar="PREFIX",
-        help="after a deliberate change of what some numbers compute: measure the metrics starting with PREFIX "
-        "(e.g. imta.) again, as --add-metrics adds new ones (repeatable); also adds new metrics; refused when "
-        "another metric moved",
-    )
+    ref.add_argument("--label", default=None, help="how the kind is named in messages (default: the CPU's name)")
     ref.set_defaults(func=_cmd_reference)
     f = sub.add_parser("fetch", help="download datasets into data/ (needs internet)")
     f.add_argument("names", nargs="+")

@@ -787,40 +787,23 @@ def imta_over_seeds(
     difference in overthinking to the 2E arm of the same seed with its bootstrap 95 % CI over that seed's test samples
     (``minus_2E``, ``minus_2E_low``, ``minus_2E_high``: how sure one network's number is); the run folder.
     """
-    import pandas as pd
-
-    from .analysis.overthinking import overthought
-    from .analysis.stats import bootstrap_mean
+    from .analysis.overthinking import arms_over_seeds
 
     seed = preset.seed_or_own(seed)
     k = preset.imta.seeds if seeds is None else seeds
     if k < 2:
         raise ConfigError(f"a verdict over seeds needs at least 2 seeds, got {k} (preset field imta.seeds)")
     sub = imta_seed_splits(preset, seed)
-    rows = []
+    tests, runs = {}, {}
     for i in range(k):
         if progress:
             print(f"IMTA protocol, seed {i + 1} of {k} ({len(sub['train'])} training images)", flush=True)
         res = imta_protocol(preset, seed + i, splits=sub, progress=progress, **imta_options)
-        ref = overthought(res.records["2E"]["test"]).double()
-        for arm, recs in res.records.items():
-            rec = recs["test"]
-            ot = overthought(rec).double()
-            d, lo, hi = bootstrap_mean(ot - ref, seed=seed + i)
-            rows.append(
-                {
-                    "seed": seed + i,
-                    "arm": arm,
-                    "overthought": float(ot.mean()),
-                    "final_acc": float(rec.correct[:, -1].double().mean()),
-                    "n_test": int(rec.correct.shape[0]),
-                    "minus_2E": d,
-                    "minus_2E_low": lo,
-                    "minus_2E_high": hi,
-                    "run": str(res.runs[arm]),
-                }
-            )
-    return pd.DataFrame(rows)
+        tests[seed + i] = {arm: recs["test"] for arm, recs in res.records.items()}
+        runs.update({(seed + i, arm): str(run) for arm, run in res.runs.items()})
+    table = arms_over_seeds(tests)
+    table["run"] = [runs[s, a] for s, a in zip(table["seed"], table["arm"], strict=True)]
+    return table
 
 
 def paired_over_seeds(

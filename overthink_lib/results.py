@@ -8,8 +8,9 @@ table, ``results.csv``/``results.parquet``: :func:`tidy`) and the runner
 prints the table. Values: a number, a string, or ``[estimate, low, high]`` (a 95 % CI); fractions stay fractions
 (0.1234, not 12.34) — the ``unit`` given to :func:`put` says how the table shows them.
 
-:func:`compare` checks a results file against a committed reference with per-metric tolerances (the CI's
-regression check); :func:`write_reference` makes or refreshes that reference from a run.
+:func:`compare` checks a smoke run's results against the committed reference (``tests/reference/smoke.json``):
+every metric present everywhere, every value exact on the kernel kinds it records (:func:`kind_of`);
+:func:`write_reference` makes a new one from a run, :func:`add_kind` adds a kind.
 """
 
 from __future__ import annotations
@@ -26,8 +27,6 @@ ENV = "OVERTHINK_RESULTS"
 #: Set by ``reproduce`` for a notebook run on a dataset other than the preset's first: sections become ``<section>@<tag>``.
 TAG_ENV = "OVERTHINK_RESULTS_TAG"
 UNITS = {"%": 100.0, "pts": 100.0, "": 1.0, "s": 1.0, "×": 1.0, "MFLOPs": 1.0, "img/s": 1.0}
-#: The tolerance a new reference metric gets: absolute, in the metric's own scale (0.03 = 3 points of a fraction).
-DEFAULT_ABS_TOL = 0.03
 #: Sections never put in a reference: throughput depends on the machine, not on the code.
 NOT_REFERENCED = ("speed",)
 
@@ -41,12 +40,12 @@ _HEADER = (
     "capability",
     "torch",
     "threads",
+    "numerics",
     "malloc",
     "python",
     "timings",
     "meta",
 )
-_KIND_KEYS = ("cpu", "cpu_id", "capability", "torch", "threads")
 #: Within this of the reference counts as the same number on the machine kind that made the reference.
 EXACT_TOL = 1e-9
 
@@ -130,7 +129,7 @@ def collect(
     import torch
 
     from . import malloc
-    from .speed import cpu_info
+    from .speed import cpu_info, numerics
 
     parts = sorted(Path(parts_dir).glob("*.json"))
     values: dict[str, dict[str, Any]] = {}
@@ -152,6 +151,7 @@ def collect(
         "capability": torch.backends.cpu.get_cpu_capability(),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
+        "numerics": {**numerics(), "threads": torch.get_num_threads()},
         "malloc": malloc.state(),
         "python": platform.python_version(),
         **values,
@@ -273,202 +273,116 @@ def _flat(res: dict[str, Any]) -> dict[str, Any]:
     return {f"{s}.{k}": v for s, kv in res.items() if s not in _HEADER and isinstance(kv, dict) for k, v in kv.items()}
 
 
-def same_kind(res: dict[str, Any], reference: dict[str, Any]) -> bool:
-    """Whether ``res`` comes from the machine kind, kernel capability and torch build that made the reference
-    (then a deterministic run must give the same numbers; elsewhere floats differ and training diverges)."""
-    return _kind_matches(res, reference.get("exact_on") or {})
+def kind_of(res: dict[str, Any]) -> dict[str, Any]:
+    """What selected the kernels of the run that wrote ``res`` (:func:`~overthink_lib.speed.numerics` and the
+    runner's thread count): two runs with the same kind give the same bits; ``{}`` for a file from before it was
+    recorded (no kind matches it)."""
+    return dict(res.get("numerics") or {})
 
 
-def _kind_matches(res: dict[str, Any], on: dict[str, Any]) -> bool:
-    return bool(on) and all(res.get(k) == on.get(k) for k in _KIND_KEYS)
+def recorded_kind(res: dict[str, Any], reference: dict[str, Any]) -> dict[str, Any] | None:
+    """The entry of ``reference["kinds"]`` whose kernels are ``res``'s, or None (a kind nobody recorded)."""
+    mine = kind_of(res)
+    return next((k for k in reference.get("kinds", []) if mine and k["numerics"] == mine), None)
 
 
-def _recorded_kind(res: dict[str, Any], reference: dict[str, Any]) -> dict[str, Any] | None:
-    """The entry of ``reference["kinds"]`` (further machine kinds added by :func:`add_kind`) that ``res`` comes from."""
-    return next((k for k in reference.get("kinds", []) if _kind_matches(res, k["exact_on"])), None)
+def not_compared_line(res: dict[str, Any]) -> str:
+    """The one line a machine of an unrecorded kind prints instead of comparing trained numbers."""
+    from .speed import describe_numerics
+
+    return (
+        f"smoke reference: exact trained numbers not compared on this kind ({describe_numerics(kind_of(res))}): "
+        "no reference run recorded it; the analysis regression and the learning check still ran "
+        "(record it with `python -m overthink_lib reference --add-kind` after a smoke run)"
+    )
 
 
-def compare(res: dict[str, Any], reference: dict[str, Any], exact: bool | None = None) -> list[str]:
-    """Every metric of ``reference["metrics"]`` checked against ``res``: one line per drift, empty when all hold.
-
-    On the kind of machine that made the reference (:func:`same_kind`; or ``exact=True``) every number must match
-    to :data:`EXACT_TOL` and every string exactly; so on a kind :func:`add_kind` recorded, against that kind's own
-    values. On any other kind, a number may differ by its ``abs_tol`` (set from runs on other CPU kinds, see
-    :func:`write_reference` and :func:`add_kind`) and a string is checked only when every kind agreed on it
-    (``"strict": true``). For ``[estimate, low, high]`` the estimate is compared. A missing metric is a drift.
-    """
-    kind = None if exact is not None else _recorded_kind(res, reference)
-    exact = (same_kind(res, reference) or kind is not None) if exact is None else exact
-    got = _flat(res)
-    problems = []
-    for name, ref in reference["metrics"].items():
-        if name not in got:
-            problems.append(f"{name}: in the reference ({ref['value']!r}) but not in this run's results")
-            continue
-        want, have = (kind["values"] if kind is not None else {}).get(name, ref["value"]), got[name]
-        # a metric added from a run on another kind (add_metrics) is exact only there: elsewhere, its tolerance
-        exact_here = exact and not (
-            "measured_on" in ref
-            and not _kind_matches(res, ref["measured_on"])
-            and name not in (kind or {}).get("values", {})
+def _same(have: Any, want: Any) -> bool:
+    if isinstance(want, list) or isinstance(have, list):
+        return (
+            isinstance(have, list)
+            and isinstance(want, list)
+            and len(have) == len(want)
+            and all(_same(a, b) for a, b in zip(have, want, strict=True))
         )
-        if isinstance(want, list):
-            want = want[0]
-        if isinstance(have, list):
-            have = have[0]
-        if isinstance(want, str) or isinstance(have, str) or want is None or have is None:
-            if want != have and (exact_here or ref.get("strict", True)):
-                problems.append(
-                    f"{name}: {have!r} here, reference {want!r}"
-                    + (f" (recorded for {kind['exact_on'].get('cpu')})" if kind else "")
-                )
-            continue
-        tol = EXACT_TOL if exact_here else ref["abs_tol"]
-        if abs(have - want) > tol:
-            how = f"tolerance ±{tol:.3g} across CPU kinds"
-            if exact_here:
-                how = "same machine kind: must match" + (
-                    f", recorded for {kind['exact_on'].get('cpu')}" if kind else ""
-                )
-            problems.append(f"{name}: {have:.6g} here, reference {want:.6g} ({how}, off by {have - want:+.4g})")
+    if isinstance(want, (str, bool)) or isinstance(have, (str, bool)) or want is None or have is None:
+        return have == want
+    return abs(have - want) <= EXACT_TOL
+
+
+def compare(res: dict[str, Any], reference: dict[str, Any]) -> list[str]:
+    """``res`` (a smoke run's results.json) against the committed reference: one line per problem, empty when all hold.
+
+    Everywhere: every metric the reference names is in ``res`` (a headline number that vanished is a drift). On a
+    machine kind the reference records (:func:`recorded_kind`: the same torch build, ATen capability, oneDNN ISA,
+    MKL path and threads), every number must match to :data:`EXACT_TOL` and every string exactly: the same code
+    trains the same networks bit for bit there. On another kind the trained numbers are not compared at all (one
+    line, :func:`not_compared_line`): a network that has not learned moves by several points between kernels, and a
+    tolerance wide enough for that catches nothing. The analyses of those numbers are checked on every kind by the
+    analysis regression (``tests/test_analysis_regression.py``), training by ``tests/test_learning.py``.
+    """
+    got = _flat(res)
+    problems = [
+        f"{name}: in the reference but not in this run's results" for name in reference["metrics"] if name not in got
+    ]
+    kind = recorded_kind(res, reference)
+    if kind is None:
+        return problems
+    for name, want in kind["values"].items():
+        if name in got and not _same(got[name], want):
+            problems.append(
+                f"{name}: {got[name]!r} here, reference {want!r} (same kernels, recorded as {kind['label']}: must match)"
+            )
     return problems
 
 
-def write_reference(
-    res: dict[str, Any], path: Path, *, keep: dict[str, Any] | None = None, other: dict[str, Any] | None = None
-) -> dict[str, Any]:
-    """A reference from a results dict: every metric but :data:`NOT_REFERENCED`, exact on ``res``'s machine kind.
+def _reference_values(res: dict[str, Any]) -> dict[str, Any]:
+    return {n: v for n, v in _flat(res).items() if n.split(".")[0] not in NOT_REFERENCED}
 
-    Cross-kind tolerances: with ``other`` (the same run on another CPU kind) each number's ``abs_tol`` is twice the
-    measured difference, at least :data:`DEFAULT_ABS_TOL`, and a string is ``strict`` only when both agree;
-    without it, tolerances are kept from ``keep`` (the old reference) or default.
-    """
-    old = (keep or {}).get("metrics", {})
-    theirs = _flat(other) if other is not None else {}
-    metrics = {}
-    for name, value in _flat(res).items():
-        if name.split(".")[0] in NOT_REFERENCED:
-            continue
-        entry = {"value": value, "abs_tol": old.get(name, {}).get("abs_tol", DEFAULT_ABS_TOL)}
-        if "strict" in old.get(name, {}):
-            entry["strict"] = old[name]["strict"]
-        if name in theirs:
-            a, b = (v[0] if isinstance(v, list) else v for v in (value, theirs[name]))
-            if isinstance(a, str) or isinstance(b, str) or a is None or b is None:
-                entry["strict"] = a == b
-            else:
-                entry["abs_tol"] = max(DEFAULT_ABS_TOL, math.ceil(round(200 * abs(a - b), 6)) / 100)
-                entry["other_kind_value"] = b
-        metrics[name] = entry
+
+def _kind_entry(res: dict[str, Any], label: str | None) -> dict[str, Any]:
+    if not kind_of(res):
+        raise ConfigError(
+            "this results.json records no kernel kind (numerics): run the smoke suite again with this code"
+        )
+    return {
+        "label": label or res.get("cpu", "?"),
+        "numerics": kind_of(res),
+        "code_version": res.get("code_version"),
+        "values": _reference_values(res),
+    }
+
+
+def write_reference(res: dict[str, Any], path: Path, *, label: str | None = None) -> dict[str, Any]:
+    """A new reference from ``res``: its metrics, exact on its kernel kind only. Every other kind's values belong to
+    the numbers being replaced and are dropped (``make reference``, after a deliberate change)."""
     ref = {
         "preset": res["preset"],
-        "code_version": res["code_version"],
-        "exact_on": {k: res.get(k) for k in _KIND_KEYS},
-        "tolerances_from": (
-            f"{other.get('cpu')} with kernel capability {other.get('capability')}"
-            if other is not None
-            else (keep or {}).get("tolerances_from", "defaults")
-        ),
-        "metrics": metrics,
-        "how": "make reference (reruns smoke, then python -m overthink_lib reference --preset smoke)",
+        "what": "the smoke suite's headline numbers: every one must exist everywhere; exact on each kernel kind "
+        "recorded here (results.compare)",
+        "how": "make reference (a new reference from this machine); python -m overthink_lib reference --add-kind "
+        "(this kind beside the others, same code and numbers)",
+        "metrics": sorted(_reference_values(res)),
+        "kinds": [_kind_entry(res, label)],
     }
-    # other kinds' exact values (add_kind) belong to the numbers being replaced: they are not carried over
     atomic_write_bytes(Path(path), (json.dumps(ref, indent=1) + "\n").encode())
     return ref
 
 
-def add_metrics(res: dict[str, Any], path: Path, other: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Add the metrics of ``res`` that the reference at ``path`` lacks (new headline numbers), leaving every other
-    entry as it is: exact on ``res``'s machine kind, within a tolerance on the others (strings: checked only there)
-    until a run of theirs is added (``make reference`` on the reference's own kind, :func:`add_kind` on another).
-    The tolerance is :data:`DEFAULT_ABS_TOL`, or with ``other`` (the same run on another CPU kind) twice the
-    measured difference, at least that. Refused when one of the reference's own metrics moved (``make reference``)."""
+def add_kind(res: dict[str, Any], path: Path, *, label: str | None = None) -> dict[str, Any]:
+    """Add ``res``, the reference's own code run on another kernel kind, to the reference at ``path``: exact there
+    from now on; nothing else changes. Refused when the run lacks a metric of the reference or has one it lacks (a
+    reference of other code: ``make reference``); a kind already recorded is replaced by this run."""
     ref = json.loads(Path(path).read_text())
-    moved = compare(res, ref)
-    if moved:
-        raise ConfigError(f"{len(moved)} metric(s) of {path} moved (first: {moved[0]}): that is `make reference`")
-    mine = {n: v for n, v in _flat(res).items() if n.split(".")[0] not in NOT_REFERENCED}
-    new = sorted(set(mine) - set(ref["metrics"]))
-    if not new:
-        raise ConfigError(f"the run has no metric that {path} lacks: nothing to add")
-    on = {k: res.get(k) for k in _KIND_KEYS}
-    own = same_kind(res, ref)
-    kind = _recorded_kind(res, ref)
-    theirs = _flat(other) if other is not None else {}
-    for name in new:
-        value = mine[name]
-        entry: dict[str, Any] = {"value": value, "abs_tol": DEFAULT_ABS_TOL}
-        a, b = (v[0] if isinstance(v, list) else v for v in (value, theirs.get(name)))
-        if isinstance(a, (int, float)) and isinstance(b, (int, float)):
-            entry["abs_tol"] = max(DEFAULT_ABS_TOL, math.ceil(round(200 * abs(a - b), 6)) / 100)
-            entry["other_kind_value"] = b
-        if not own:
-            entry["measured_on"] = on
-            if isinstance(value, str) or value is None:
-                entry["strict"] = False
-            if kind is not None:
-                kind["values"][name] = value
-        ref["metrics"][name] = entry
-    atomic_write_bytes(Path(path), (json.dumps(ref, indent=1) + "\n").encode())
-    return {"added": new, "reference": ref}
-
-
-def remeasure(
-    res: dict[str, Any], path: Path, prefixes: list[str], other: dict[str, Any] | None = None
-) -> dict[str, Any]:
-    """After a deliberate change of what some headline numbers compute (e.g. a new fine-tuning schedule): the
-    reference's metrics whose names start with one of ``prefixes`` (``"imta."``) are measured again from ``res`` as
-    :func:`add_metrics` adds new ones — exact on this machine kind, within a tolerance on the others (their old
-    exact values, on every kind, are dropped: they belong to the old computation). Each keeps its old cross-kind
-    tolerance when that is wider than the new one (``other``'s measured difference, or the default). Refused when a
-    metric outside ``prefixes`` moved, or no metric matches."""
-    ref = json.loads(Path(path).read_text())
-    prefixes = [p for p in prefixes if p]
-    names = [n for n in ref["metrics"] if any(n.startswith(p) for p in prefixes)]
-    if not names:
+    mine = _reference_values(res)
+    missing, extra = sorted(set(ref["metrics"]) - set(mine)), sorted(set(mine) - set(ref["metrics"]))
+    if missing or extra:
+        first = (missing or extra)[0]
         raise ConfigError(
-            f"no metric of {path} starts with {', '.join(prefixes) or '(nothing)'}: nothing to measure again"
+            f"the run {'lacks' if missing else 'has'} {len(missing or extra)} metric(s) {'of' if missing else 'not in'} "
+            f"{path} (first: {first}): that is other code — make a new reference (make reference)"
         )
-    outside = [line for line in compare(res, ref) if not any(line.startswith(p) for p in prefixes)]
-    if outside:
-        raise ConfigError(
-            f"{len(outside)} metric(s) outside {', '.join(prefixes)} moved too (first: {outside[0]}): "
-            "name their prefix too, or make the whole reference again (make reference)"
-        )
-    old_tol = {n: ref["metrics"][n].get("abs_tol", DEFAULT_ABS_TOL) for n in names}
-    for n in names:
-        del ref["metrics"][n]
-        for kind in ref.get("kinds", []):
-            kind["values"].pop(n, None)
-    atomic_write_bytes(Path(path), (json.dumps(ref, indent=1) + "\n").encode())
-    out = add_metrics(res, path, other=other)
-    ref = out["reference"]
-    for n in names:
-        if n in ref["metrics"]:
-            ref["metrics"][n]["abs_tol"] = max(ref["metrics"][n]["abs_tol"], old_tol[n])
-    atomic_write_bytes(Path(path), (json.dumps(ref, indent=1) + "\n").encode())
-    return {"remeasured": [n for n in names if n in ref["metrics"]], "added": out["added"], "reference": ref}
-
-
-def add_kind(res: dict[str, Any], path: Path) -> dict[str, Any]:
-    """Add ``res``, the reference's own code run on another machine kind, to the reference at ``path``: its values
-    become exact on that kind (a rerun there must give the same numbers). Nothing else changes: the tolerances and
-    strictness for still other kinds stay as they were (a kind's spread never loosens the check elsewhere).
-
-    For a CI machine of a kind the reference does not know. Raises ConfigError for the reference's own kind (that is
-    ``make reference``) or a run that lacks a metric of the reference.
-    """
-    ref = json.loads(Path(path).read_text())
-    if same_kind(res, ref):
-        raise ConfigError(f"{path} was made on this machine kind ({res.get('cpu')}): nothing to add")
-    mine = _flat(res)
-    missing = sorted(set(ref["metrics"]) - set(mine))
-    if missing:
-        raise ConfigError(
-            f"the run lacks {len(missing)} metric(s) of {path} (first: {missing[0]}): run the whole suite"
-        )
-    values = {name: mine[name] for name in ref["metrics"]}
-    kinds = [k for k in ref.get("kinds", []) if not _kind_matches(res, k["exact_on"])]
-    ref["kinds"] = [*kinds, {"exact_on": {k: res.get(k) for k in _KIND_KEYS}, "values": values}]
+    entry = _kind_entry(res, label)
+    ref["kinds"] = [k for k in ref.get("kinds", []) if k["numerics"] != entry["numerics"]] + [entry]
     atomic_write_bytes(Path(path), (json.dumps(ref, indent=1) + "\n").encode())
     return ref

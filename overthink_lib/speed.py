@@ -104,6 +104,55 @@ def cpu_info() -> CpuInfo:
         return CpuInfo(platform.processor() or platform.machine(), frozenset())
 
 
+_PROBE = """
+import torch
+torch.set_num_threads(1)
+torch.nn.functional.conv2d(torch.ones(2, 3, 8, 8), torch.ones(4, 3, 3, 3))  # oneDNN announces its ISA
+torch.ones(32, 32) @ torch.ones(32, 32)  # MKL announces its code path
+"""
+
+
+@functools.lru_cache(maxsize=1)
+def numerics() -> dict[str, str]:
+    """What selects the CPU kernels that a float computation runs here, so what makes two machines give the same
+    bits: the torch build, the kernel capability ATen dispatches to (``ATEN_CPU_CAPABILITY`` lowers it), the ISA
+    oneDNN chose (``ONEDNN_MAX_CPU_ISA``) and MKL's code path (``MKL_ENABLE_INSTRUCTIONS``; MKL takes another path
+    on AMD than on Intel with the same flags). Not the CPU's model name: two models with these equal run the same
+    kernels, one model with another setting does not. The thread count is the caller's to add (a training's own).
+
+    oneDNN and MKL report their choice only in their verbose logs, so a child process (about 2 s, once per process)
+    runs a convolution and a matrix product with both on and this reads the two lines; a part it cannot read is
+    ``"?"`` (then no recorded kind matches, which is safe: exact numbers are simply not compared).
+    """
+    import os
+    import re
+    import subprocess
+    import sys
+
+    env = {**os.environ, "ONEDNN_VERBOSE": "1", "MKL_VERBOSE": "1", "OMP_NUM_THREADS": "1"}
+    try:
+        done = subprocess.run([sys.executable, "-c", _PROBE], env=env, capture_output=True, text=True, timeout=120)
+        out = done.stdout + done.stderr
+    except (OSError, subprocess.SubprocessError):
+        out = ""
+    isa = re.search(r"onednn_verbose,.*?,info,cpu,isa:(.*)", out)
+    mkl = re.search(r"MKL_VERBOSE .*? for (?:Intel\(R\) 64 architecture )?(.*?), Lnx", out)
+    return {
+        "torch": torch.__version__,
+        "capability": torch.backends.cpu.get_cpu_capability(),
+        "onednn_isa": isa.group(1).strip() if isa else "?",
+        "mkl": mkl.group(1).strip() if mkl else "?",
+    }
+
+
+def describe_numerics(key: dict) -> str:
+    """One line for a :func:`numerics` key (plus ``threads``), as messages name a kind."""
+    return (
+        f"torch {key.get('torch')}, ATen {key.get('capability')}, oneDNN {key.get('onednn_isa')}, "
+        f"MKL {key.get('mkl')}" + (f", {key['threads']} thread(s)" if "threads" in key else "")
+    )
+
+
 #: ``torch.compile`` of MSDNet's training step per CPU kind: (seconds its first step takes with an empty inductor
 #: cache, throughput gain of the compiled step over the same settings in eager mode). Measured with
 #: ``benchmarks/speed.py`` (docs/performance.md); a kind not listed takes the most pessimistic row.

@@ -22,3 +22,17 @@ def _torch_threads_restored():
     yield
     if torch.get_num_threads() != before:
         torch.set_num_threads(before)
+
+
+_NOTES: list[str] = []
+
+
+@pytest.fixture
+def record_note():
+    """``record_note(line)``: a line the run prints at its end, whatever pytest captured (what was not compared)."""
+    return _NOTES.append
+
+
+def pytest_terminal_summary(terminalreporter):
+    for line in _NOTES:
+        terminalreporter.write_line(line)

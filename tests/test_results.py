@@ -1,4 +1,4 @@
-"""Headline numbers: notebooks put them, the runner collects them; the regression check compares with tolerances."""
+"""Headline numbers: notebooks put them, the runner collects them; the smoke reference is exact per kernel kind."""
 
 import json
 
@@ -16,6 +16,7 @@ HEAD = {
     "capability": "AVX512",
     "torch": "2.14.1",
     "threads": 2,
+    "numerics": {"torch": "2.14.1", "capability": "AVX512", "onednn_isa": "AVX-512 bf16", "mkl": "AVX2", "threads": 2},
     "timings": {},
     "meta": {},
 }
@@ -61,108 +62,57 @@ def test_collect_merges_parts_in_order_and_formats(tmp_path, monkeypatch):
     assert "value of 04_b" in results.table(res)
 
 
-def test_compare_names_each_drift():
-    ref = {
-        "metrics": {
-            "o.rate": {"value": [0.2, 0.1, 0.3], "abs_tol": 0.02},
-            "o.verdict": {"value": "lowered", "abs_tol": 0.03},
-            "o.gone": {"value": 1.0, "abs_tol": 0.1},
-        }
-    }
-    ok = {"o": {"rate": [0.21, 0.1, 0.3], "verdict": "lowered", "gone": 1.05}}
-    assert results.compare(ok, ref) == []
-    bad = {"o": {"rate": [0.25, 0.2, 0.3], "verdict": "raised"}}
+def test_compare_is_exact_on_a_recorded_kind_and_names_each_drift(tmp_path):
+    zen4 = {**HEAD, "o": {"rate": [0.2, 0.1, 0.3], "verdict": "lowered", "n": 3, "none": None}}
+    ref = results.write_reference(zen4, tmp_path / "ref.json", label="Zen 4")
+    assert (
+        ref["metrics"] == ["o.n", "o.none", "o.rate", "o.verdict"]
+        and json.loads((tmp_path / "ref.json").read_text()) == ref
+    )
+    assert results.compare(zen4, ref) == []
+    bad = {**HEAD, "o": {"rate": [0.2 + 1e-6, 0.1, 0.3], "verdict": "raised", "none": 0.0}}
     problems = results.compare(bad, ref)
-    assert any(p.startswith("o.rate: 0.25 here, reference 0.2 (tolerance ±0.02") for p in problems)
-    assert "o.verdict: 'raised' here, reference 'lowered'" in problems
-    assert any(p.startswith("o.gone: in the reference") for p in problems)
+    assert problems[0] == "o.n: in the reference but not in this run's results"
+    assert any(p.startswith("o.rate: [") and "recorded as Zen 4: must match" in p for p in problems)
+    assert any(p.startswith("o.verdict: 'raised' here, reference 'lowered'") for p in problems)
+    assert any(p.startswith("o.none: 0.0 here, reference None") for p in problems)
+    assert results.compare({**zen4, "o": {**zen4["o"], "rate": [0.2 + 1e-12, 0.1, 0.3]}}, ref) == []
 
 
-def test_reference_keeps_tolerances(tmp_path):
-    old = {"metrics": {"o.rate": {"value": 0.2, "abs_tol": 0.05}}}
-    res = {"preset": "smoke", "code_version": "x", "cpu": "c", "o": {"rate": 0.22, "new": 3}, "timings": {}, "meta": {}}
-    ref = results.write_reference(res, tmp_path / "ref.json", keep=old)
-    assert ref["metrics"]["o.rate"] == {"value": 0.22, "abs_tol": 0.05}
-    assert ref["metrics"]["o.new"]["abs_tol"] == results.DEFAULT_ABS_TOL
-    assert json.loads((tmp_path / "ref.json").read_text()) == ref
-
-
-def test_same_kind_must_match_exactly_and_other_kinds_within_measured_tolerance(tmp_path):
-    head = dict(HEAD)
-    mine = {**head, "o": {"rate": [0.30, 0.2, 0.4], "verdict": "beats chance", "tie": "same"}}
-    avx2 = {
-        **head,
-        "capability": "AVX2",
-        "o": {"rate": [0.34, 0.2, 0.4], "verdict": "does not beat chance", "tie": "same"},
-    }
-    ref = results.write_reference(mine, tmp_path / "ref.json", other=avx2)
-    m = ref["metrics"]
-    assert m["o.rate"]["abs_tol"] == pytest.approx(0.08) and m["o.verdict"]["strict"] is False and m["o.tie"]["strict"]
-    assert results.same_kind(mine, ref) and not results.same_kind(avx2, ref)
-    assert results.compare(mine, ref) == [] and results.compare(avx2, ref) == []
-    nudged = {**mine, "o": {**mine["o"], "rate": [0.3001, 0.2, 0.4]}}
-    assert results.compare(nudged, ref)[0].startswith("o.rate: 0.3001 here, reference 0.3 (same machine kind")
-    far = {**avx2, "o": {**avx2["o"], "rate": [0.40, 0.2, 0.4], "tie": "other"}}
-    problems = results.compare(far, ref)
-    assert len(problems) == 2 and "tolerance ±0.08 across CPU kinds" in problems[0] and problems[1].startswith("o.tie")
-
-
-def test_a_machine_kind_added_to_the_reference_is_exact_there_and_loosens_nothing_elsewhere(tmp_path):
-    head = dict(HEAD)
-    zen4 = {**head, "o": {"rate": [0.30, 0.2, 0.4], "verdict": "beats chance"}}
-    amx = {**head, "cpu": "Intel Xeon (avx512-amx)", "cpu_id": "Intel family 6 model 143"}
-    amx = {**amx, "o": {"rate": [0.42, 0.3, 0.5], "verdict": "does not beat chance"}}
-    path = tmp_path / "ref.json"
-    before = results.write_reference(zen4, path)
-    assert results.compare(amx, json.loads(path.read_text()))[0].startswith("o.rate: 0.42 here, reference 0.3 (toler")
-    with pytest.raises(ConfigError, match="was made on this machine kind"):
-        results.add_kind(zen4, path)
-    with pytest.raises(ConfigError, match="lacks 1 metric"):
-        results.add_kind({**amx, "o": {"rate": 0.4}}, path)
-    ref = results.add_kind(amx, path)
-    assert ref == json.loads(path.read_text()) and ref["metrics"] == before["metrics"]  # tolerances, strictness as were
-    assert results.compare(amx, ref) == [] and results.compare(zen4, ref) == []
-    nudged = {**amx, "o": {**amx["o"], "rate": [0.4201, 0.3, 0.5]}}  # exact on the added kind: its own values
-    assert results.compare(nudged, ref) == [
-        "o.rate: 0.4201 here, reference 0.42 (same machine kind: must match, recorded for Intel Xeon (avx512-amx), "
-        "off by +0.0001)"
+def test_another_kernel_kind_checks_presence_only_and_says_so_in_one_line(tmp_path, monkeypatch):
+    zen4 = {**HEAD, "o": {"rate": 0.2, "verdict": "lowered"}}
+    ref = results.write_reference(zen4, tmp_path / "ref.json")
+    # the same CPU model name with other kernels (oneDNN capped at AVX2): another kind; another name, same kernels: same
+    avx2 = {**zen4, "numerics": {**zen4["numerics"], "onednn_isa": "Intel AVX2"}, "o": {"rate": 0.9, "verdict": "x"}}
+    assert results.recorded_kind(avx2, ref) is None and results.compare(avx2, ref) == []
+    assert results.compare({**avx2, "o": {"rate": 0.9}}, ref) == [
+        "o.verdict: in the reference but not in this run's results"
     ]
-    other = {**head, "cpu_id": "AMD family 25 model 1", "o": {"rate": [0.5, 0.3, 0.6], "verdict": "beats chance"}}
-    problems = results.compare(other, ref)  # a third kind: the original tolerance, untouched by the added kind
-    assert len(problems) == 1 and "tolerance ±0.03 across CPU kinds" in problems[0]
-    again = results.add_kind({**amx, "o": {"rate": [0.36, 0.3, 0.5], "verdict": "beats chance"}}, path)
-    assert len(again["kinds"]) == 1 and again["kinds"][0]["values"]["o.rate"][0] == 0.36  # replaced, not doubled
-    assert "kinds" not in results.write_reference(zen4, path, keep=again)  # a new reference drops stale kinds
+    renamed = {**zen4, "cpu": "Some other name", "cpu_id": "other", "o": {"rate": 0.3, "verdict": "lowered"}}
+    assert results.recorded_kind(renamed, ref) is not None and results.compare(renamed, ref)
+    assert results.recorded_kind({**zen4, "numerics": None}, ref) is None  # a file from before kinds were recorded
+    line = results.not_compared_line(avx2)
+    assert "\n" not in line and "exact trained numbers not compared on this kind" in line and "Intel AVX2" in line
 
 
-def test_new_metrics_join_the_reference_exact_where_measured_and_within_tolerance_elsewhere(tmp_path):
-    zen4 = {**HEAD, "o": {"rate": [0.30, 0.2, 0.4]}}
-    amx = {
-        **HEAD,
-        "cpu": "Intel Xeon (avx512-amx)",
-        "cpu_id": "Intel family 6 model 143",
-        "o": {"rate": [0.42, 0.3, 0.5]},
-    }
+def test_a_kind_added_is_exact_there_and_changes_nothing_else(tmp_path):
     path = tmp_path / "ref.json"
+    zen4 = {**HEAD, "o": {"rate": 0.2, "verdict": "lowered"}}
     results.write_reference(zen4, path)
-    results.add_kind(amx, path)
-    with pytest.raises(ConfigError, match="nothing to add"):
-        results.add_metrics(amx, path)
-    amx_new = {**amx, "r": {"ece": [0.10, 0.08, 0.12], "word": "lowered"}}
-    with pytest.raises(ConfigError, match="moved.*make reference"):
-        results.add_metrics({**amx_new, "o": {"rate": [0.43, 0.3, 0.5]}}, path)
-    before = json.loads(path.read_text())
-    out = results.add_metrics(amx_new, path)
-    ref = out["reference"]
-    assert out["added"] == ["r.ece", "r.word"]
-    assert {k: v for k, v in ref["metrics"].items() if k.startswith("o.")} == before["metrics"]  # others untouched
-    assert results.compare(amx_new, ref) == []
-    nudged = {**amx_new, "r": {"ece": [0.1001, 0.08, 0.12], "word": "lowered"}}
-    assert "same machine kind: must match" in results.compare(nudged, ref)[0]  # exact where measured
-    zen4_new = {**zen4, "r": {"ece": [0.12, 0.1, 0.14], "word": "raised"}}
-    assert results.compare(zen4_new, ref) == []  # the reference's own kind: within 0.03, the word not checked
-    far = {**zen4, "r": {"ece": [0.2, 0.1, 0.3], "word": "raised"}}
-    assert "tolerance ±0.03" in results.compare(far, ref)[0]
+    amx = {**HEAD, "numerics": {**HEAD["numerics"], "onednn_isa": "AMX"}, "o": {"rate": 0.4, "verdict": "raised"}}
+    ref = results.add_kind(amx, path, label="AMX")
+    assert [k["label"] for k in ref["kinds"]] == [HEAD["cpu"], "AMX"]
+    assert results.compare(amx, ref) == [] and results.compare(zen4, ref) == []
+    assert results.compare({**amx, "o": {"rate": 0.2, "verdict": "raised"}}, ref)  # exact on AMX now
+    again = results.add_kind({**amx, "o": {"rate": 0.41, "verdict": "raised"}}, path)  # a kind recorded again: replaced
+    assert len(again["kinds"]) == 2 and again["kinds"][-1]["values"]["o.rate"] == 0.41
+    with pytest.raises(ConfigError, match=r"lacks 1 metric\(s\) of .* \(first: o.verdict\).*make reference"):
+        results.add_kind({**amx, "o": {"rate": 0.4}}, path)
+    with pytest.raises(ConfigError, match=r"has 1 metric\(s\) not in .*first: o.new"):
+        results.add_kind({**amx, "o": {"rate": 0.4, "verdict": "raised", "new": 1}}, path)
+    assert len(results.write_reference(zen4, path)["kinds"]) == 1  # a new reference drops the other kinds
+    with pytest.raises(ConfigError, match="records no kernel kind"):
+        results.write_reference({**zen4, "numerics": None}, path)
 
 
 def test_tidy_results_are_one_long_table_in_csv_and_parquet(tmp_path, monkeypatch):
@@ -184,41 +134,3 @@ def test_tidy_results_are_one_long_table_in_csv_and_parquet(tmp_path, monkeypatc
     assert main.text == "did not measurably change" and pd.isna(main.estimate) and main.commit == res["code_version"]
     both = pd.concat([pq, pq.assign(seed=4)])  # runs of two seeds compare with one line
     assert both.pivot_table(index=["dataset", "metric"], columns="seed", values="estimate").shape == (2, 2)
-
-
-def test_new_metrics_take_their_cross_kind_tolerance_from_a_run_on_another_kind(tmp_path):
-    amx = {**HEAD, "cpu_id": "Intel family 6 model 143", "o": {"rate": 0.4}}
-    path = tmp_path / "ref.json"
-    results.write_reference(amx, path)
-    other = {**HEAD, "capability": "AVX2", "o": {"rate": 0.41}, "r": {"ece": [0.18, 0.1, 0.2], "n": 3}}
-    ref = results.add_metrics({**amx, "r": {"ece": [0.10, 0.08, 0.12], "n": 3}}, path, other=other)["reference"]
-    assert ref["metrics"]["r.ece"]["abs_tol"] == 0.16 and ref["metrics"]["r.ece"]["other_kind_value"] == 0.18
-    assert ref["metrics"]["r.n"]["abs_tol"] == results.DEFAULT_ABS_TOL  # no difference measured: the default
-    assert "measured_on" not in ref["metrics"]["r.ece"]  # made on the reference's own kind: exact there as usual
-
-
-def test_metrics_whose_computation_changed_are_measured_again_and_nothing_else_moves(tmp_path):
-    zen4 = {**HEAD, "o": {"rate": [0.30, 0.2, 0.4], "n": 3}, "p": {"acc": 0.5}}
-    amx = {**HEAD, "cpu": "Intel Xeon (avx512-amx)", "cpu_id": "Intel family 6 model 143"}
-    amx = {**amx, "o": {"rate": [0.42, 0.3, 0.5], "n": 3}, "p": {"acc": 0.51}}
-    path = tmp_path / "ref.json"
-    results.write_reference(zen4, path)
-    ref = json.loads(path.read_text())
-    ref["metrics"]["o.rate"]["abs_tol"] = 0.2  # a wide cross-kind spread measured before
-    path.write_text(json.dumps(ref))
-    results.add_kind(amx, path)
-    changed = {**amx, "o": {"rate": [0.10, 0.05, 0.2], "n": 4}, "q": {"new": 1.0}}  # o.* computes something new
-    with pytest.raises(ConfigError, match="outside o. moved too"):
-        results.remeasure({**changed, "p": {"acc": 0.9}}, path, ["o."])
-    with pytest.raises(ConfigError, match="no metric of .* starts with x."):
-        results.remeasure(changed, path, ["x."])
-    out = results.remeasure(changed, path, ["o."])
-    ref = out["reference"]
-    assert out["remeasured"] == ["o.rate", "o.n"] and "q.new" in out["added"]
-    assert ref["metrics"]["o.rate"]["value"][0] == 0.10 and ref["metrics"]["o.rate"]["abs_tol"] == 0.2  # kept wider
-    assert ref["metrics"]["o.n"]["abs_tol"] == results.DEFAULT_ABS_TOL
-    assert ref["metrics"]["p.acc"]["value"] == 0.5 and ref["kinds"][0]["values"]["o.rate"][0] == 0.10
-    assert ref["kinds"][0]["values"]["o.n"] == 4  # exact where measured again
-    assert results.compare(changed, ref) == []
-    assert "same machine kind: must match" in results.compare({**changed, "o": {"rate": 0.1001, "n": 4}}, ref)[0]
-    assert results.compare({**zen4, "o": {"rate": 0.25, "n": 4}, "q": {"new": 1.0}}, ref) == []  # within tolerance

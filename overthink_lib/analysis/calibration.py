@@ -90,7 +90,9 @@ def fit_temperature(logits, labels) -> float:
         return F.cross_entropy(z * float(np.exp(log_beta)), y).item()
 
     res = minimize_scalar(nll, bounds=(np.log(0.01), np.log(100.0)), method="bounded", options={"xatol": 1e-7})
-    return float(1.0 / np.exp(res.x))
+    # the search stops within xatol = 1e-7 of the optimum, so T carries ~7 significant digits; rounding it there makes
+    # the same logits give the same T on every CPU (the float64 NLL differs in its last bits between kernels)
+    return float(f"{1.0 / np.exp(res.x):.6g}")
 
 
 def exit_temperatures(val: ExitRecord) -> list[float]:
@@ -108,11 +110,18 @@ def scaled(rec: ExitRecord, temperatures) -> ExitRecord:
     return ExitRecord(logits, rec.labels, rec.indices, rec.flops, dict(rec.extras), prov)
 
 
+def confidence(rec: ExitRecord) -> np.ndarray:
+    """``[N, E]`` max softmax probability per sample and exit, computed in float64: a float32 softmax differs in its
+    last bits between CPU kernels (AVX2 vs AVX-512), and an ECE is a sum of such differences, so the same record
+    would give another ECE on another machine (the analysis regression, ``make test``, compares exactly)."""
+    return F.softmax(rec.logits.double(), -1).max(-1).values.numpy()
+
+
 def calibration_table(
     rec: ExitRecord, *, n_bins: int = 15, binning: str = "mass", n_boot: int = 1000, seed: int = 0
 ) -> pd.DataFrame:
     """Per exit: accuracy, mean confidence (max softmax), ECE with its CI."""
-    conf = rec.probs.max(-1).values.double().numpy()
+    conf = confidence(rec)
     correct = rec.correct.numpy()
     rows: list[dict[str, Any]] = []
     for k in range(rec.num_exits):
@@ -132,7 +141,7 @@ def calibration_table(
 
 def reliability_bins(rec: ExitRecord, *, n_bins: int = 15, binning: str = "mass") -> list[pd.DataFrame]:
     """Per exit, the bins of :func:`ece` (for reliability diagrams)."""
-    conf = rec.probs.max(-1).values.double().numpy()
+    conf = confidence(rec)
     correct = rec.correct.numpy()
     return [ece(conf[:, k], correct[:, k], n_bins=n_bins, binning=binning)[1] for k in range(rec.num_exits)]
 
@@ -140,6 +149,7 @@ def reliability_bins(rec: ExitRecord, *, n_bins: int = 15, binning: str = "mass"
 __all__ = [
     "BINNINGS",
     "calibration_table",
+    "confidence",
     "ece",
     "ece_change_ci",
     "ece_ci",

@@ -233,3 +233,36 @@ def group_minus_group(a, b, *, n_boot: int = 2000, seed: int = 0) -> tuple[float
         diffs[start : start + m] = a[ia].mean(1) - b[ib].mean(1)
     lo, hi = np.quantile(diffs, [0.025, 0.975])
     return float(a.mean() - b.mean()), float(lo), float(hi)
+
+
+def arms_over_seeds(tests: dict[int, dict[str, ExitRecord]], reference: str = "2E") -> pd.DataFrame:
+    """Table 3.1 over seeds (notebook 07's verdict about the recipe), from each seed's test record per arm.
+
+    ``tests``: ``{seed: {arm: test record}}``, every arm of a seed on the same test samples. Returns one row per
+    (seed, arm): the overthinking rate and final-exit accuracy (fractions), the number of test samples, and the arm's
+    paired difference in overthinking to the ``reference`` arm of the same seed with its bootstrap 95 % CI over that
+    seed's test samples (``minus_2E``, ``minus_2E_low``, ``minus_2E_high``: how sure one network's number is; the
+    bootstrap seeded by the seed)."""
+    rows = []
+    for seed, arms in tests.items():
+        if reference not in arms:
+            raise ConfigError(f"seed {seed} has no {reference!r} arm to pair the others with (arms: {sorted(arms)})")
+        ref = overthought(arms[reference]).double()
+        for arm, rec in arms.items():
+            ot = overthought(rec).double()
+            if ot.shape != ref.shape:
+                raise ConfigError(f"seed {seed}: arm {arm!r} covers {len(ot)} test samples, {reference!r} {len(ref)}")
+            d, lo, hi = bootstrap_mean(ot - ref, seed=seed)
+            rows.append(
+                {
+                    "seed": seed,
+                    "arm": arm,
+                    "overthought": float(ot.mean()),
+                    "final_acc": float(rec.correct[:, -1].double().mean()),
+                    "n_test": int(rec.correct.shape[0]),
+                    "minus_2E": d,
+                    "minus_2E_low": lo,
+                    "minus_2E_high": hi,
+                }
+            )
+    return pd.DataFrame(rows)
