@@ -283,7 +283,7 @@ def kind_of(res: dict[str, Any]) -> dict[str, Any]:
 def recorded_kind(res: dict[str, Any], reference: dict[str, Any]) -> dict[str, Any] | None:
     """The entry of ``reference["kinds"]`` whose kernels are ``res``'s, or None (a kind nobody recorded)."""
     mine = kind_of(res)
-    return next((k for k in reference.get("kinds", []) if mine and k["numerics"] == mine), None)
+    return next((k for k in reference.get("kinds", []) if mine and k.get("numerics") == mine), None)
 
 
 def not_compared_line(res: dict[str, Any]) -> str:
@@ -383,6 +383,6 @@ def add_kind(res: dict[str, Any], path: Path, *, label: str | None = None) -> di
             f"{path} (first: {first}): that is other code — make a new reference (make reference)"
         )
     entry = _kind_entry(res, label)
-    ref["kinds"] = [k for k in ref.get("kinds", []) if k["numerics"] != entry["numerics"]] + [entry]
+    ref["kinds"] = [k for k in ref.get("kinds", []) if k.get("numerics") != entry["numerics"]] + [entry]
     atomic_write_bytes(Path(path), (json.dumps(ref, indent=1) + "\n").encode())
     return ref
