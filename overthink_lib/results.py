@@ -269,7 +269,8 @@ def table(res: dict[str, Any]) -> str:
     return "\n".join(f"  {a:<{w0}}  {b:<{w1}}  {c}" for a, b, c in r)
 
 
-def _flat(res: dict[str, Any]) -> dict[str, Any]:
+def flat(res: dict[str, Any]) -> dict[str, Any]:
+    """The headline numbers of a results dict as ``{"<section>.<key>": value}`` (the run's description left out)."""
     return {f"{s}.{k}": v for s, kv in res.items() if s not in _HEADER and isinstance(kv, dict) for k, v in kv.items()}
 
 
@@ -321,7 +322,7 @@ def compare(res: dict[str, Any], reference: dict[str, Any]) -> list[str]:
     tolerance wide enough for that catches nothing. The analyses of those numbers are checked on every kind by the
     analysis regression (``tests/test_analysis_regression.py``), training by ``tests/test_learning.py``.
     """
-    got = _flat(res)
+    got = flat(res)
     problems = [
         f"{name}: in the reference but not in this run's results" for name in reference["metrics"] if name not in got
     ]
@@ -337,7 +338,7 @@ def compare(res: dict[str, Any], reference: dict[str, Any]) -> list[str]:
 
 
 def _reference_values(res: dict[str, Any]) -> dict[str, Any]:
-    return {n: v for n, v in _flat(res).items() if n.split(".")[0] not in NOT_REFERENCED}
+    return {n: v for n, v in flat(res).items() if n.split(".")[0] not in NOT_REFERENCED}
 
 
 def _kind_entry(res: dict[str, Any], label: str | None) -> dict[str, Any]:

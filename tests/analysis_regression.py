@@ -183,7 +183,8 @@ def _plain(v: Any) -> Any:
 
 
 def _replayed(fixtures: Path, work: Path | None) -> dict[str, Any]:
-    """Notebooks 03, 04, 06, 11 on the frozen main records, through the runner (no HTML, no figures kept)."""
+    """Notebooks 03, 04, 06, 11 on the frozen main records, through the runner (no HTML; their figures go where a
+    record run's go, under the preset's figures folder, ``records/main``)."""
     from overthink_lib.notebooks import run_suite
 
     own = work is None
@@ -201,15 +202,10 @@ def _replayed(fixtures: Path, work: Path | None) -> dict[str, Any]:
     finally:
         if own:
             shutil.rmtree(work, ignore_errors=True)
-    skip = ("preset", "params", "code_version", "cpu", "cpu_id", "capability", "torch", "threads", "malloc")
-    skip += ("python", "timings", "meta")
+    from overthink_lib.results import flat
+
     book = {"budgeted": "03", "overthinking": "04", "dct": "06", "exit_rules": "11", "calibration": "11"}
-    return {
-        f"{book.get(section, '??')}.{section}.{key}": value
-        for section, kv in res.items()
-        if section not in skip and isinstance(kv, dict)
-        for key, value in kv.items()
-    }
+    return {f"{book.get(name.split('.')[0], '??')}.{name}": value for name, value in flat(res).items()}
 
 
 def _gradcam(fx: Path) -> dict[str, Any]:

@@ -14,6 +14,11 @@ import pytest
 
 @pytest.fixture(scope="module")
 def numbers(tmp_path_factory):
+    import shutil
+
+    from overthink_lib.config import get_preset
+
+    shutil.rmtree(get_preset(ar.PRESET).figure_dir / "records" / "main", ignore_errors=True)  # only this replay's
     return ar.headline_numbers(work=tmp_path_factory.mktemp("replay"))
 
 
@@ -30,6 +35,14 @@ def test_the_regression_covers_every_notebook_that_reports_numbers(numbers):
     books = {name.split(".")[0] for name in numbers}
     assert books == {"03", "04", "05", "06", "07", "08", "09", "11"}, books
     assert len(numbers) >= 250  # the replayed notebooks' every results.json entry, and the library-level ones
+
+
+def test_the_replayed_notebooks_drew_what_a_record_with_flops_and_images_allows(numbers):
+    from overthink_lib.config import get_preset
+
+    figs = get_preset(ar.PRESET).figure_dir / "records" / "main"
+    for fig in ("03_anytime_budgeted", "04_pairwise", "06_clutter_by_exit", "11_exit_rules_plane", "11_reliability"):
+        assert (figs / f"{fig}.png").stat().st_size > 1000, fig
 
 
 def test_compare_names_the_metric_that_moved():

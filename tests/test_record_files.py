@@ -253,42 +253,36 @@ def _cli(*args):
     )
 
 
-def test_notebooks_03_04_and_11_run_headless_on_records_from_arrays(tmp_path):
+def test_notebooks_03_04_and_11_run_headless_on_records_from_arrays_without_flops(tmp_path):
+    """Records from arrays, without FLOPs or images: what needs FLOPs says so and is skipped. (Records with FLOPs and
+    images: the analysis regression runs 03, 04, 06 and 11 on them and checks their figures.)"""
     from overthink_lib.config import get_preset
 
     preset = get_preset("smoke")
-    _logits, _labels = arrays(n=300, e=4, c=10)
-    for name, flops in (("given-noflops", None), ("given-flops", [1e6, 2e6, 4e6, 8e6])):
-        folder = tmp_path / name
-        for split, seed in (("val", 1), ("test", 2)):
-            lg, lb = arrays(n=300, e=4, c=10, seed=seed)
-            ExitRecord.from_arrays(lg, lb, flops=flops, model="given").save(folder / f"{split}.npz")
-        before = {f: f.stat().st_mtime for f in preset.figure_dir.glob("0[34]_*")}
-        only = ("--only", "03", "--only", "04", "--only", "11")
-        res = _cli("reproduce", "--preset", "smoke", *only, "--param", f"record={folder}", "--quiet")
-        assert res.returncode == 0, res.stdout + res.stderr
-        figs = preset.figure_dir / "records" / name
-        assert (figs / "04_pairwise.png").stat().st_size > 1000
-        assert {f: f.stat().st_mtime for f in preset.figure_dir.glob("0[34]_*")} == before  # the preset's own untouched
-        book = json.loads((preset.run_dir / "record-notebooks" / name / "03_anytime_and_budgeted.ipynb").read_text())
-        executed = "".join("".join(o.get("text", "")) for c in book["cells"] for o in c.get("outputs", []))
-        rules_book = preset.run_dir / "record-notebooks" / name / "11_exit_rules.ipynb"
-        rules_text = "".join(
-            "".join(o.get("text", ""))
-            for c in json.loads(rules_book.read_text())["cells"]
-            for o in c.get("outputs", [])
-        )
-        assert (figs / "11_reliability.png").stat().st_size > 1000  # calibration needs no FLOPs
-        if flops is None:
-            assert "this record has no per-exit FLOPs" in executed and "skipped: needs per-exit FLOPs" in executed
-            assert not (figs / "03_anytime_budgeted.png").exists()
-            assert "the rules are compared on accuracy alone" in rules_text and "SDN's confusion" in rules_text
-            assert not (figs / "11_exit_rules_plane.png").exists()
-        else:
-            assert (figs / "03_anytime_budgeted.png").stat().st_size > 1000 and "skipped" not in executed
-            assert (figs / "11_exit_rules_plane.png").stat().st_size > 1000 and "skipped" not in rules_text
-            assert "At half budget, patience" in rules_text
-    res = _cli("reproduce", "--preset", "smoke", "--only", "05", "--param", f"record={tmp_path / 'given-flops'}")
+    name = "given-noflops"
+    folder = tmp_path / name
+    for split, seed in (("val", 1), ("test", 2)):
+        lg, lb = arrays(n=300, e=4, c=10, seed=seed)
+        ExitRecord.from_arrays(lg, lb, flops=None, model="given").save(folder / f"{split}.npz")
+    before = {f: f.stat().st_mtime for f in preset.figure_dir.glob("0[34]_*")}
+    only = ("--only", "03", "--only", "04", "--only", "11")
+    res = _cli("reproduce", "--preset", "smoke", *only, "--param", f"record={folder}", "--quiet")
+    assert res.returncode == 0, res.stdout + res.stderr
+    figs = preset.figure_dir / "records" / name
+    assert (figs / "04_pairwise.png").stat().st_size > 1000
+    assert {f: f.stat().st_mtime for f in preset.figure_dir.glob("0[34]_*")} == before  # the preset's own untouched
+    book = json.loads((preset.run_dir / "record-notebooks" / name / "03_anytime_and_budgeted.ipynb").read_text())
+    executed = "".join("".join(o.get("text", "")) for c in book["cells"] for o in c.get("outputs", []))
+    rules_book = preset.run_dir / "record-notebooks" / name / "11_exit_rules.ipynb"
+    rules_text = "".join(
+        "".join(o.get("text", "")) for c in json.loads(rules_book.read_text())["cells"] for o in c.get("outputs", [])
+    )
+    assert (figs / "11_reliability.png").stat().st_size > 1000  # calibration needs no FLOPs
+    assert "this record has no per-exit FLOPs" in executed and "skipped: needs per-exit FLOPs" in executed
+    assert not (figs / "03_anytime_budgeted.png").exists()
+    assert "the rules are compared on accuracy alone" in rules_text and "SDN's confusion" in rules_text
+    assert not (figs / "11_exit_rules_plane.png").exists()
+    res = _cli("reproduce", "--preset", "smoke", "--only", "05", "--param", f"record={folder}")
     assert res.returncode == 1 and "GradCAM (notebook 05) needs the model itself" in res.stderr
 
 

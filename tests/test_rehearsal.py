@@ -47,6 +47,15 @@ def test_paper_rehearsal_runs_every_notebook_on_every_dataset(tmp_path, monkeypa
             continue
         for key, value in values.items():
             assert all(math.isfinite(v) for v in _numbers(value)), f"{section}.{key} = {value!r}"
+    # every dataset its own Table 3.1 row (section imta@<dataset>), executed copy and figures folder
+    for section in ("imta", "imta@svhn", "imta@mnist"):
+        assert {"overthought_E", "overthought_2E", "isc_ofa_minus_2E", "seed_level_isc_ofa_minus_2E"} <= set(
+            res[section]
+        ), section
+    for other in ("svhn", "mnist"):
+        assert (preset.figure_dir / other / "07_imta.png").stat().st_size > 1000
+        executed = json.loads((preset.run_dir / "notebooks" / f"07_imta-{other}.ipynb").read_text())
+        assert any(other in "".join(o.get("text", "")) for c in executed["cells"] for o in c.get("outputs", []))
     # the headline numbers of made-up data are numbers of a working pipeline, not results: in range, not NaN
     for section in ("overthinking", "overthinking@svhn", "overthinking@mnist"):
         assert 0.0 <= res[section]["final_exit_accuracy"][0] <= 1.0

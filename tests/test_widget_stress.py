@@ -43,7 +43,9 @@ def stress(rounds: int, first_seed: int = 0) -> dict:
 
 
 def test_widget_notebooks_never_hang_headless():
-    out = stress(rounds=2, first_seed=2)  # seed 3 is the one that hung once
+    # one round, on the seed that once hung (each seed is a variant that trains its own networks: a round costs
+    # minutes); `make stress` runs 20
+    out = stress(rounds=1, first_seed=3)
     assert not out["hangs"] and not out["failures"], out
     print(f"stress: {out['runs']} runs, {len(out['hangs'])} hangs, {out['seconds']} s")
 
