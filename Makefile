@@ -52,7 +52,7 @@ reproduce: venv data-deps
 
 # Tests: unit tests (the SLURM ones on a one-node cluster they start; the analysis regression on frozen records; the
 # learning check; the smoke-preset notebook suite and its numbers against tests/reference/smoke.json), then nbval
-# re-runs the executed copies, then JupyterLab in a real browser (tests/browser). Each part runs whatever the others
+# re-runs the executed copies whose outputs it checks, then JupyterLab in a real browser (tests/browser). Each part runs whatever the others
 # did; one line per part at the end (scripts/test.sh).
 test: venv data-deps browser-deps slurm-deps
 	bash scripts/test.sh $(PY)

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from overthink_lib.config import ROOT, atomic_write_bytes, get_preset
+from overthink_lib.config import ROOT, atomic_write_bytes, get_preset, safe_name
 from overthink_lib.records import ExitRecord
 
 FIXTURES = ROOT / "tests" / "fixtures" / "frozen"
@@ -99,7 +99,7 @@ def freeze(out: Path = FIXTURES) -> None:
     for split, rec in mmx.records.items():
         _save(rec, tmp / "maxmin" / f"{split}.npz")
     for name, rec in maxmin_short_and_long(preset, seed, progress=False).items():
-        _save(rec, tmp / "maxmin" / f"length-{name}.npz")
+        _save(rec, tmp / "maxmin" / f"length-{safe_name(name.replace(' ', '-'))}.npz")
     # 08: the policies' outputs (logits on D_ee test and, for the exit policy, on every test sample)
     lam_bin = policy.balancing_lambda(exp.records["val"])
     lam_thesis = policy.thesis_binary_lambda(preset.datasets[0])

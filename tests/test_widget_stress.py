@@ -43,9 +43,10 @@ def stress(rounds: int, first_seed: int = 0) -> dict:
 
 
 def test_widget_notebooks_never_hang_headless():
-    # one round, on the seed that once hung (each seed is a variant that trains its own networks: a round costs
-    # minutes); `make stress` runs 20
-    out = stress(rounds=1, first_seed=3)
+    # one round on the preset's own seed, whose networks the smoke suite has trained (another seed is a variant that
+    # trains its own: minutes a round). The hang was a race in the widget cell, not a property of seed 3, where it
+    # showed; `make stress` runs 20 seeds.
+    out = stress(rounds=1, first_seed=0)
     assert not out["hangs"] and not out["failures"], out
     print(f"stress: {out['runs']} runs, {len(out['hangs'])} hangs, {out['seconds']} s")
 
