@@ -50,10 +50,10 @@ _HEADER = (
 EXACT_TOL = 1e-9
 
 
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
     """numpy / torch scalars and tuples → JSON numbers and lists; NaN → None."""
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [plain(v) for v in value]
     if isinstance(value, (str, bool)) or value is None:
         return value
     if hasattr(value, "item"):
@@ -87,7 +87,7 @@ def put(section: str, key: str, value: Any, label: str = "", unit: str = "") -> 
         section = f"{section}@{tag}"
     path = Path(target)
     part = json.loads(path.read_text()) if path.exists() else {"values": {}, "meta": {}}
-    part["values"].setdefault(section, {})[key] = _plain(value)
+    part["values"].setdefault(section, {})[key] = plain(value)
     part["meta"][f"{section}.{key}"] = {"label": label or key, "unit": unit}
     part["code_version"] = code_version()
     path.parent.mkdir(parents=True, exist_ok=True)

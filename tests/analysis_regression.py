@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import shutil
 import sys
 import tempfile
@@ -167,19 +166,9 @@ def headline_numbers(fixtures: Path = FIXTURES, work: Path | None = None) -> dic
     out.update({f"07.{k}": v for k, v in _imta(fixtures).items()})
     out.update({f"08.{k}": v for k, v in _policy(fixtures).items()})
     out.update({f"09.{k}": v for k, v in _stochasticity(fixtures).items()})
-    return {k: _plain(v) for k, v in sorted(out.items())}
+    from overthink_lib.results import plain
 
-
-def _plain(v: Any) -> Any:
-    if isinstance(v, (list, tuple)):
-        return [_plain(x) for x in v]
-    if isinstance(v, (str, bool)) or v is None:
-        return v
-    if hasattr(v, "item"):
-        v = v.item()
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    return v
+    return {k: plain(v) for k, v in sorted(out.items())}
 
 
 def _replayed(fixtures: Path, work: Path | None) -> dict[str, Any]:
