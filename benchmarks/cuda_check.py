@@ -54,14 +54,11 @@ from overthink_lib.config import ROOT, atomic_write_bytes, code_version, get_pre
 from overthink_lib.data import get_dataset  # noqa: E402
 from overthink_lib.data.checksums import mark_made_up  # noqa: E402
 from overthink_lib.data.sources import DATA_ROOT  # noqa: E402
-from overthink_lib.experiment import (  # noqa: E402
-    imta_protocol,
-    main_experiment,
-    maxmin_experiment,
-    model_spec,
-    policy_experiment,
-    train_config,
-)
+from overthink_lib.experiments.imta import imta_protocol  # noqa: E402
+from overthink_lib.experiments.main import main_experiment  # noqa: E402
+from overthink_lib.experiments.maxmin import maxmin_experiment  # noqa: E402
+from overthink_lib.experiments.policy import policy_experiment  # noqa: E402
+from overthink_lib.experiments.runs import model_spec, train_config  # noqa: E402
 from overthink_lib.models import model_from_spec  # noqa: E402
 from overthink_lib.train import fit, predict  # noqa: E402
 

@@ -18,7 +18,7 @@ import torch
 from overthink_lib.config import ConfigError, get_preset
 from overthink_lib.data import iterate
 from overthink_lib.dynamic import latency_per_exit, time_vs_flops
-from overthink_lib.experiment import main_experiment
+from overthink_lib.experiments.main import main_experiment
 from overthink_lib.speed import Speed
 
 

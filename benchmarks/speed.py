@@ -388,7 +388,7 @@ def accuracy(args) -> dict:
     import pandas as pd
 
     from overthink_lib.analysis.stats import t_interval
-    from overthink_lib.experiment import speed_equivalence
+    from overthink_lib.experiments.speed_equivalence import speed_equivalence
 
     preset = get_preset(args.preset)
     fast = setting(args.fast)

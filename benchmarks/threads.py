@@ -23,7 +23,7 @@ WORKER = r"""
 import sys, time, torch, torch.nn.functional as F
 from types import SimpleNamespace
 torch.set_num_threads(int(sys.argv[1]))
-from overthink_lib.experiment import model_spec
+from overthink_lib.experiments.runs import model_spec
 from overthink_lib.models import model_from_spec
 torch.manual_seed(0)
 m = model_from_spec(model_spec(SimpleNamespace(num_classes=10, channels=1))).train()

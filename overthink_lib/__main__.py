@@ -104,7 +104,7 @@ def _cmd_datasets(args: argparse.Namespace) -> None:
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
-    from .experiment import train_main_model
+    from .experiments.main import train_main_model
 
     train_main_model(args.preset, dataset=args.dataset, epochs=args.epochs, resume=args.resume, speed=args.speed)
 
@@ -119,7 +119,7 @@ def _cmd_job(args: argparse.Namespace) -> None:
 
 
 def _cmd_record(args: argparse.Namespace) -> None:
-    from .experiment import main_records
+    from .experiments.main import main_records
 
     for split, rec in main_records(args.preset, dataset=args.dataset, epochs=args.epochs).items():
         print(f"{split}: {rec.summary()}")
@@ -196,7 +196,7 @@ def _cmd_import_record(args: argparse.Namespace) -> None:
 
 def _checked_against_dataset(rec) -> str:
     """Refuse a record in another sample order than its named dataset's now, not when its images are first shown."""
-    from .experiment import record_images
+    from .experiments.runs import record_images
 
     name = rec.provenance["dataset"]["name"]
     if record_images(rec, get_preset("cpu")) is not None:

@@ -83,6 +83,8 @@ class TrainingSettings:
             trainings at once do more work than one on two threads (1.14–1.41×, measured), which is how
             ``reproduce`` trains the suite's networks ahead of its notebooks (:mod:`overthink_lib.jobs`).
         device: ``auto`` (CUDA when present), ``cpu`` or ``cuda``.
+        model: the multi-exit network the protocols train (a name of the model registry, ``get_model``; the
+            thesis's MSDNet, ``msdnet_cifar``, by default).
     """
 
     epochs: int
@@ -94,6 +96,7 @@ class TrainingSettings:
     speed: str = "fp32"
     threads: int = 0
     device: str = "auto"
+    model: str = "msdnet_cifar"
 
 
 @dataclass(frozen=True)
@@ -381,7 +384,7 @@ REHEARSAL_SHRINKS: dict[str | None, dict[str, Any]] = {
 #: ``name`` and ``figures_dir`` are the rehearsal's own. A new field must join one of the two (tests/test_config.py).
 REHEARSAL_KEEPS: dict[str | None, tuple[str, ...]] = {
     "data": ("datasets", "val_fraction", "svhn_extra", "train_record_size", "folder_crop"),
-    "training": ("lr_schedule", "lr_milestones", "batch_size", "lr", "speed", "threads", "device"),
+    "training": ("lr_schedule", "lr_milestones", "batch_size", "lr", "speed", "threads", "device", "model"),
     "maxmin": ("base", "canvas", "item"),
     "imta": ("parent", "freeze", "teacher", "kl", "seed_train", "seed_test", "milestones", "frozen_bn"),
     "policy": ("depth", "lr"),

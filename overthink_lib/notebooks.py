@@ -19,6 +19,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from .config import ROOT, ConfigError, get_preset, seed_everything
+from .experiments import ALIASES, PARAMS
 
 NOTEBOOK_DIR = ROOT / "notebooks"
 
@@ -76,73 +77,6 @@ def parse_param(text: str) -> tuple[str, Any]:
     return name.strip(), value
 
 
-def _rule_positive(name: str) -> Callable[[Any], None]:
-    def check(v: Any) -> None:
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
-            raise ConfigError(f"parameter {name} must be a number > 0, got {v!r}")
-
-    return check
-
-
-def _rule_int(name: str, minimum: int = 0) -> Callable[[Any], None]:
-    def check(v: Any) -> None:
-        if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
-            raise ConfigError(f"parameter {name} must be an integer >= {minimum}, got {v!r}")
-
-    return check
-
-
-def _rule_seeds(v: Any) -> None:
-    if isinstance(v, bool) or not isinstance(v, int) or v < 0 or v == 1:
-        raise ConfigError(
-            f"parameter n_seeds must be 0 (the preset's imta.seeds) or an integer >= 2 (a CI over seeds "
-            f"needs two), got {v!r}"
-        )
-
-
-def _rule_dataset(v: Any) -> None:
-    from .data import list_datasets
-
-    if v == "":  # the preset's main dataset
-        return
-
-    if v not in list_datasets():
-        raise ConfigError(f"unknown dataset {v!r}: choose one of {', '.join(list_datasets())}")
-    if v in ("imagefolder", "imagenet"):  # streamed from disk: the notebooks' networks train on in-memory sets
-        raise ConfigError(
-            f"dataset {v!r} is read from disk batch by batch, too large (imagenet) or without a place (imagefolder) "
-            "for the notebooks' in-memory training: make records of it (record_from_folder, "
-            "examples/official_imagenet.py) and pass them as record=...; imagenette works as a dataset"
-        )
-
-
-def _rule_choice(name: str, value: Any, module: str, attr: str) -> None:
-    import importlib
-
-    choices = getattr(importlib.import_module(f"overthink_lib.{module}"), attr)
-    if value not in choices:
-        raise ConfigError(f"parameter {name} must be one of {', '.join(choices)}, got {value!r}")
-
-
-def _rule_speed(v: Any) -> None:
-    from .speed import Speed
-
-    if not isinstance(v, str):
-        raise ConfigError(f"parameter speed must be a string like 'fp32', 'fast' or 'bf16,fold_bn', got {v!r}")
-    Speed.parse(v)
-
-
-def _rule_record(v: Any) -> None:
-    if not isinstance(v, str):
-        raise ConfigError(
-            f"parameter record must be a string (a folder with val.npz and test.npz, or VAL,TEST), got {v!r}"
-        )
-    if v.strip():
-        from .records import load_records
-
-        load_records(v)
-
-
 def record_figure_dir(preset_fig_dir: Path, record: str) -> Path:
     """Figures of a given record go to ``<figures>/records/<name>/`` (never over the preset's own figures); the name
     is the record folder's (or the validation file's) name."""
@@ -153,68 +87,19 @@ def record_figure_dir(preset_fig_dir: Path, record: str) -> Path:
     return Path(preset_fig_dir) / "records" / safe_name(name or "record")
 
 
-def _rule_fraction(name: str) -> Callable[[Any], None]:
-    def check(v: Any) -> None:
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v <= 1:
-            raise ConfigError(f"parameter {name} must be a number in (0, 1], got {v!r}")
-
-    return check
-
-
-def _rule_bool(name: str) -> Callable[[Any], None]:
-    def check(v: Any) -> None:
-        if not isinstance(v, bool):
-            raise ConfigError(f"parameter {name} must be True or False, got {v!r}")
-
-    return check
-
-
-#: The value rules of every notebook parameter of the suite; a name not here is refused by :func:`start`.
+#: The value rule of every notebook parameter of the suite (declared once: :data:`overthink_lib.experiments.PARAMS`);
+#: a name not here is refused by :func:`start`.
 RULES: dict[str, Callable[[Any], None]] = {
-    "preset": lambda v: get_preset(v),
-    "seed": _rule_int("seed"),
-    "dataset": _rule_dataset,
-    "epochs": _rule_int("epochs"),
-    "lam": _rule_positive("lam"),
-    "n_examples": _rule_int("n_examples"),
-    "show_widgets": _rule_bool("show_widgets"),
-    "criterion": lambda v: _rule_choice("criterion", v, "analysis.exits", "CRITERIA"),
-    "n_boot": _rule_int("n_boot"),
-    "n_bins": _rule_int("n_bins", 1),
-    "n_seeds": _rule_seeds,
-    "cam_method": lambda v: _rule_choice("cam_method", v, "cams", "METHODS"),
-    "cam_target": lambda v: _rule_choice("cam_target", v, "cams", "TARGETS"),
-    "n_stat": _rule_int("n_stat"),
-    "dct_share": _rule_fraction("dct_share"),
-    "dct_measure": lambda v: _rule_choice("dct_measure", v, "analysis.dct", "ANALYSIS_MEASURES"),
-    "imta_freeze": lambda v: _rule_choice("imta_freeze", v, "models.imta", "FREEZE"),
-    "imta_teacher": lambda v: _rule_choice("imta_teacher", v, "models.imta", "TEACHERS"),
-    "imta_kl": lambda v: _rule_choice("imta_kl", v, "models.imta", "KL_REDUCTIONS"),
-    "imta_parent": lambda v: _rule_choice("imta_parent", v, "experiment", "IMTA_PARENTS"),
-    "imta_bn": lambda v: _rule_choice("imta_bn", v, "models.imta", "FROZEN_BN"),
-    "dct_order": lambda v: _rule_choice("dct_order", v, "analysis.dct", "ORDERS"),
-    "n_images": _rule_int("n_images", 1),
-    "batch_size": _rule_int("batch_size", 1),
-    "repeats": _rule_int("repeats", 1),
-    "speed": _rule_speed,
-    "record": _rule_record,
-    "gradcam_record": lambda v: _refuse_record(v, "GradCAM (notebook 05)"),
+    **{name: p.check for name, p in PARAMS.items()},
+    **{alias: p.check for alias, p in ALIASES.items()},
 }
 
 
-def _refuse_record(v: Any, what: str) -> None:
-    if v:
-        raise ConfigError(
-            f"{what} needs the model itself, not only its records: run it on the preset's model "
-            '(record = ""), or call overthink_lib.cams on your own model'
-        )
-
-
-#: Parameters that never make a run a variant: which preset and dataset (their outputs are named by them already),
-#: whether widgets are built (changes no number), a given record (its outputs go to its own folder).
-PLAIN_PARAMS = ("preset", "dataset", "show_widgets", "record")
+#: Parameters that never make a run a variant (``Param.plain``): which preset and dataset (their outputs are named by
+#: them already), whether widgets are built (changes no number), a given record (its outputs go to its own folder).
+PLAIN_PARAMS = tuple(name for name, p in PARAMS.items() if p.plain)
 #: A notebook may pass a declared parameter to :func:`start` under another name (05: its ``record`` must stay empty).
-_ALIASES = {"gradcam_record": "record"}
+_ALIASES = {alias: p.name for alias, p in ALIASES.items()}
 
 
 def variant_name(params: dict[str, Any]) -> str | None:
@@ -664,7 +549,7 @@ def run_suite(
         datasets = [all_params.pop("dataset") or resolved.datasets[0]]
     run_sets = list(datasets) if datasets else list(resolved.datasets)
     for name in run_sets:
-        _rule_dataset(name)
+        PARAMS["dataset"].check(name)
         if not name:
             raise ConfigError("an empty dataset name in the list of datasets: leave it out")
     for book in books:  # validate everything before running anything: names and types, then every value

@@ -186,7 +186,7 @@ class Speed:
         fused_sgd: one fused kernel for the whole SGD step (``torch.optim.SGD(fused=True)``).
         fold_bn: inference only — fold every eval-mode BatchNorm2d into the Conv2d before it.
         auto: "the fastest that pays here": a request, not a setting. :meth:`resolve` (called by
-            :func:`~overthink_lib.experiment.train_or_load` and :func:`~overthink_lib.train.fit` before anything is
+            :func:`~overthink_lib.experiments.runs.train_or_load` and :func:`~overthink_lib.train.fit` before anything is
             hashed or run) turns it into :meth:`fast` for this CPU and the run's expected length.
     """
 

@@ -65,17 +65,11 @@ def freeze(out: Path = FIXTURES) -> None:
     """Write the fixtures from the smoke preset's runs (reused when ``runs/smoke`` holds them; trained otherwise)."""
     from overthink_lib import cams
     from overthink_lib.analysis import overthinking, policy
-    from overthink_lib.experiment import (
-        imta_protocol,
-        imta_seed_splits,
-        main_experiment,
-        maxmin_experiment,
-        maxmin_short_and_long,
-        policy_set,
-        policy_training_set,
-        stochastic_runs,
-        train_policy,
-    )
+    from overthink_lib.experiments.imta import imta_protocol, imta_seed_splits
+    from overthink_lib.experiments.main import main_experiment
+    from overthink_lib.experiments.maxmin import maxmin_experiment, maxmin_short_and_long
+    from overthink_lib.experiments.policy import policy_set, policy_training_set, train_policy
+    from overthink_lib.experiments.stochasticity import stochastic_runs
     from overthink_lib.train import predict
 
     preset = get_preset(PRESET)
@@ -239,7 +233,7 @@ def _imta(fx: Path) -> dict[str, Any]:
 
     from overthink_lib.analysis import overthinking
     from overthink_lib.analysis.stats import bootstrap_mean, bootstrap_statistic, change_verdict
-    from overthink_lib.experiment import paired_over_seeds
+    from overthink_lib.experiments.imta import paired_over_seeds
 
     n_boot, seed = 2000, get_preset(PRESET).seed
     tests = {arm: _load(fx / "imta" / "protocol" / _arm_file(arm)) for arm in ARMS}

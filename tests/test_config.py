@@ -14,7 +14,7 @@ def test_presets_are_frozen_data():
     with pytest.raises(dataclasses.FrozenInstanceError):
         p.training.epochs = 3
     assert p.run_dir.parts[-2:] == ("runs", "cpu")
-    from overthink_lib.experiment import train_config
+    from overthink_lib.experiments.runs import train_config
 
     paper = train_config(get_preset("paper"))
     assert paper.epochs == 200 and paper.batch_size == 64 and paper.lr == 0.1
@@ -36,7 +36,7 @@ def test_paired_differences_over_seeds_by_hand():
     import pandas as pd
     from scipy import stats
 
-    from overthink_lib.experiment import paired_over_seeds
+    from overthink_lib.experiments.imta import paired_over_seeds
 
     t = pd.DataFrame(
         {
@@ -79,7 +79,8 @@ def test_device_selection():
 
 
 def test_subset_splits_are_seeded_subsets_and_zero_means_all():
-    from overthink_lib.experiment import imta_over_seeds, load_splits, subset_splits
+    from overthink_lib.experiments.imta import imta_over_seeds
+    from overthink_lib.experiments.runs import load_splits, subset_splits
 
     smoke = get_preset("smoke")
     full = load_splits(smoke, "fashion_mnist", 0)
@@ -173,8 +174,23 @@ def test_the_rehearsal_keeps_or_shrinks_every_field_and_keeps_every_code_path():
 
 
 def test_an_svhn_top_up_of_nothing_is_refused():
-    from overthink_lib.experiment import load_splits
+    from overthink_lib.experiments.runs import load_splits
 
     preset = get_preset("paper").with_parts(data={"svhn_extra_count": 0})
     with pytest.raises(ConfigError, match="data.svhn_extra_count must be >= 1 when svhn_extra is on, got 0"):
         load_splits(preset, "svhn")
+
+
+def test_the_network_is_a_preset_field():
+    """The protocols train ``training.model`` (any registered model), and its cost is that model's."""
+    from types import SimpleNamespace
+
+    from overthink_lib.experiments.runs import main_spec
+    from overthink_lib.jobs import Task
+    from overthink_lib.jobs.estimate import task_hours
+
+    paper = get_preset("paper")
+    sdn = paper.with_parts(training={"model": "sdn_resnet20"})
+    ds = SimpleNamespace(num_classes=100, channels=3)
+    assert main_spec(paper, ds)["name"] == "msdnet_cifar" and main_spec(sdn, ds)["name"] == "sdn_resnet20"
+    assert task_hours(sdn, Task("main", "cifar100")) != task_hours(paper, Task("main", "cifar100"))

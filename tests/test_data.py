@@ -376,7 +376,7 @@ def test_svhn_records_of_the_topped_up_splits_validate(tmp_path, monkeypatch):
     assert rec.provenance["dataset"]["fingerprint"] == te.fingerprint() and prov["dataset"]["made_up"] is True
     # its images come back with the record's own top-up count (not the thesis's 25,000, which this file cannot give)
     from overthink_lib.config import get_preset
-    from overthink_lib.experiment import record_images
+    from overthink_lib.experiments.runs import record_images
 
     monkeypatch.setattr(registry, "SVHN_EXTRA_TOPUP", 25_000)
     small = get_dataset("svhn", "test", root=tmp_path, download=False, svhn_extra=25)
@@ -391,7 +391,7 @@ def test_svhn_records_of_the_topped_up_splits_validate(tmp_path, monkeypatch):
 def test_the_fingerprint_follows_the_contents(tmp_path):
     """Same name, split, size and labels, other pixels: another fingerprint, so another run and record key."""
     from overthink_lib.config import get_preset
-    from overthink_lib.experiment import model_spec, run_folder, train_config
+    from overthink_lib.experiments.runs import model_spec, run_folder, train_config
 
     _write_mnist(tmp_path / "a")
     _write_mnist(tmp_path / "b")

@@ -146,3 +146,24 @@ def test_allowed_exceptions_are_narrow(tmp_path):
     conftest.parent.mkdir()
     conftest.write_text('@pytest.fixture(scope="session")\n# written in the last session\n', encoding="utf-8")
     assert [f.split(": ")[0] for f in stale_references([conftest], tmp_path)] == ["tests/conftest.py:2"]
+
+
+#: Files ARCHITECTURE.md names that a run writes (not in the repository).
+PRODUCED = {"results.json"}
+
+
+def test_architecture_names_files_that_exist():
+    """Every file or folder ARCHITECTURE.md names in backticks (``experiments/``, ``graph.py``) is in the repository:
+    at the top, in the library, in one of its packages, in benchmarks/ or tests/. A move that leaves the map stale
+    fails here."""
+    text = (ROOT / "ARCHITECTURE.md").read_text(encoding="utf-8")
+    names = set(re.findall(r"`([\w./-]+\.(?:py|md|json|sh)|[\w-]+/(?:[\w-]+/)*)`", text)) - PRODUCED
+    lib = ROOT / "overthink_lib"
+    missing = [
+        n
+        for n in sorted(names)
+        if not any(
+            p.exists() for p in (ROOT / n, lib / n, ROOT / "benchmarks" / n, ROOT / "tests" / n, *lib.glob(f"*/{n}"))
+        )
+    ]
+    assert len(names) > 40 and not missing, missing

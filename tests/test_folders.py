@@ -8,7 +8,7 @@ from overthink_lib.config import ConfigError, get_preset
 from overthink_lib.data import FolderSet, get_dataset
 from overthink_lib.data.checksums import DatasetMissing
 from overthink_lib.data.madeup import FOLDER_FORMATS, write_image_folder
-from overthink_lib.experiment import record_images
+from overthink_lib.experiments.runs import record_images
 from overthink_lib.models import get_model
 from overthink_lib.recording import record_from_folder
 from overthink_lib.records import ExitRecord

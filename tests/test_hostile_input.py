@@ -206,7 +206,8 @@ def test_unsupported_formats_say_so(tmp_path):
 
 def test_a_record_in_another_sample_order_than_its_dataset_is_refused(tmp_path):
     from overthink_lib.data import get_dataset
-    from overthink_lib.experiment import analysis_experiment, record_images
+    from overthink_lib.experiments.main import analysis_experiment
+    from overthink_lib.experiments.runs import record_images
 
     preset = get_preset("smoke")
     test_set = get_dataset("fashion_mnist", "test", download=False)
@@ -299,7 +300,7 @@ def test_a_validation_and_test_pair_that_would_flatter_the_numbers_is_refused(tm
 def test_a_policy_is_never_reused_for_another_records_labels():
     """Two records of one split, both of model 'unknown', with D_ee sets of the same size: other runs."""
     from helpers import random_set
-    from overthink_lib.experiment import policy_training_set
+    from overthink_lib.experiments.policy import policy_training_set
 
     val = random_set(40, classes=3, size=12, split="val")
     sources = set()
@@ -341,7 +342,7 @@ def test_a_record_whose_model_name_climbs_out_trains_its_policy_inside_runs(tmp_
     """notebook 08's policy run folder is built from the record's model name: '../', absolute paths and NUL stay
     inside runs/<preset>/models/."""
     from helpers import random_set
-    from overthink_lib.experiment import policy_training_set, train_policy
+    from overthink_lib.experiments.policy import policy_training_set, train_policy
 
     preset = get_preset("smoke").with_parts(name="hostile-test", policy={"depth": 18, "width": 4, "epochs": 1})
     around = (ROOT, ROOT.parent)

@@ -93,25 +93,47 @@ def test_the_spec_travels_as_json_and_refuses_what_jobs_do_not_read(tmp_path):
 
 
 def test_jobs_call_with_the_notebooks_defaults():
-    """A job must ask for exactly what its notebook asks for, or the notebook trains again."""
+    """A job must ask for exactly what its notebook asks for, or the notebook trains again: every notebook default of
+    a parameter the jobs read is the preset's value of its declared field (or 0 / "": the preset's), on every preset."""
     import ast
 
-    def defaults(prefix):
-        book = next(b for b in list_notebooks() if b.name.startswith(prefix))
-        return {k: ast.literal_eval(v["default"]) for k, v in declared_parameters(book).items()}
+    from overthink_lib.experiments import PARAMS
 
-    p06, p07, p08 = defaults("06"), defaults("07"), defaults("08")
-    for name in ("smoke", "cpu", "paper"):
-        preset = get_preset(name)
-        assert (p07["imta_freeze"], p07["imta_teacher"], p07["imta_kl"], p07["imta_parent"], p07["imta_bn"]) == (
-            preset.imta.freeze,
-            preset.imta.teacher,
-            preset.imta.kl,
-            preset.imta.parent,
-            preset.imta.frozen_bn,
-        )
-        assert p07["n_seeds"] == 0 and p07["seed"] == 0 == preset.seed  # 0: the preset's seeds and seed
-    assert p06["lam"] == p08["lam"] == DEFAULT_LAMBDA  # λ: one default, written where papermill must see it
+    checked = set()
+    for book in list_notebooks():
+        for name, info in declared_parameters(book).items():
+            param, default = PARAMS[name], ast.literal_eval(info["default"])
+            if not param.job:
+                continue
+            checked.add(name)
+            for preset in map(get_preset, ("smoke", "cpu", "paper")):
+                if param.preset_field and default not in (0, ""):
+                    assert default == param.preset_value(preset), (book.name, name, preset.name)
+            if name == "seed":
+                assert default == 0 == get_preset("cpu").seed  # 0: the preset's seed
+            if name == "lam":  # λ: one default, written where papermill must see it
+                assert default == DEFAULT_LAMBDA, book.name
+    assert checked == {n for n, p in PARAMS.items() if p.job}  # every job parameter is some notebook's
+
+
+def test_notebook_parameters_are_the_declared_ones():
+    """Each name of a notebook's parameters cell is declared once (experiments.PARAMS), with the type of its default;
+    every declared parameter is some notebook's."""
+    import ast
+
+    from overthink_lib.experiments import PARAMS
+
+    used = set()
+    for book in list_notebooks():
+        for name, info in declared_parameters(book).items():
+            assert name in PARAMS, (book.name, name)
+            default = ast.literal_eval(info["default"])
+            assert isinstance(default, PARAMS[name].kind) and not (
+                isinstance(default, bool) and PARAMS[name].kind is not bool
+            ), (book.name, name, default)
+            PARAMS[name].check(default)  # a notebook's own default keeps its rule
+            used.add(name)
+    assert used == set(PARAMS)
 
 
 def test_binary_policy_jobs_ask_for_the_notebooks_lambdas(monkeypatch):
@@ -121,22 +143,23 @@ def test_binary_policy_jobs_ask_for_the_notebooks_lambdas(monkeypatch):
 
     from test_exits_overthinking import make_record as hand_record
 
-    from overthink_lib import experiment
     from overthink_lib.analysis import policy
+    from overthink_lib.experiments import main as main_protocol
+    from overthink_lib.experiments import policy as policy_protocol
     from overthink_lib.jobs import graph
     from overthink_lib.notebooks import list_notebooks
 
     rec = hand_record([[1, 1, 1], [0, 1, 1], [0, 0, 1], [1, 0, 0]], [[0.9] * 3] * 4, flops=[1e6, 2e6, 4e6])
     monkeypatch.setattr(
-        experiment, "main_experiment", lambda *a, **k: SimpleNamespace(records={"val": rec}, splits={"val": None})
+        main_protocol, "main_experiment", lambda *a, **k: SimpleNamespace(records={"val": rec}, splits={"val": None})
     )
     assert policy.THESIS_BINARY_LAMBDA == {"cifar100": 5.0, "svhn": 20.0}
     for ds, lam in (("cifar100", 5.0), ("svhn", 20.0), ("fashion_mnist", DEFAULT_LAMBDA), ("mnist", DEFAULT_LAMBDA)):
-        spec = JobSpec(get_preset("smoke").for_dataset(ds), {})
+        preset = get_preset("smoke").for_dataset(ds)
         assert policy.thesis_binary_lambda(ds) == lam
-        assert graph._thesis_binary_policy_data(spec)[2:] == ("binary", lam)
-        assert graph._binary_policy_data(spec)[2:] == ("binary", policy.balancing_lambda(rec))
-    assert {"policy-binary-thesis", "policy-binary-thesis-control"} <= set(graph.RUNNERS)
+        assert policy_protocol._thesis_binary_data(preset, {})[2:] == ("binary", lam)
+        assert policy_protocol._binary_data(preset, {})[2:] == ("binary", policy.balancing_lambda(rec))
+    assert {"policy-binary-thesis", "policy-binary-thesis-control"} <= {j.name for j in graph.JOBS}
     # the notebook asks for the same λ: the library's, for the dataset it runs on
     book = next(b for b in list_notebooks() if b.name.startswith("08"))
     code = "".join("".join(c["source"]) for c in json.loads(book.read_text())["cells"] if c["cell_type"] == "code")
@@ -353,7 +376,7 @@ def test_training_runs_on_the_pinned_threads_and_restores_them(tmp_path):
 
 
 def test_presets_with_jobs_pin_training_threads():
-    from overthink_lib.experiment import train_config
+    from overthink_lib.experiments.runs import train_config
 
     for name in ("smoke", "cpu"):
         assert train_config(get_preset(name)).threads == 1
@@ -446,3 +469,19 @@ def test_cluster_runs_refuse_what_would_train_on_the_login_node():
         run_job("smoke", "fashion_mnist", "main", "seed1")
     with pytest.raises(ConfigError, match="'params' must be an object"):
         JobSpec.from_json(json.dumps({"preset": get_preset("smoke").to_dict(), "params": [1]}))
+
+
+def test_hours_come_from_each_jobs_declaration_and_refuse_what_they_do_not_know():
+    """The estimate is each job's own declared cost: the anchor reproduces itself (200 epochs of the main CIFAR-100
+    MSDNet at 32.7 s each), and a dataset or model without declared sizes is refused, never given another's hours."""
+    from overthink_lib.experiments.declare import forward_macs
+    from overthink_lib.jobs.estimate import task_hours
+
+    paper = get_preset("paper")
+    assert task_hours(paper, Task("main", "cifar100")) == pytest.approx(paper.training.epochs * 32.7 / 3600)
+    assert task_hours(paper, Task("data", "cifar100")) == 0
+    assert all(callable(j.run) and callable(j.hours) for j in JOBS)
+    with pytest.raises(ConfigError, match="no cost estimate for dataset 'imagenette'"):
+        task_hours(paper, Task("main", "imagenette"))
+    with pytest.raises(ConfigError, match="no cost estimate for model 'nope'"):
+        forward_macs("nope", (3, 32, 32))

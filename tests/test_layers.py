@@ -28,7 +28,7 @@ LAYERS = {
     "recording": 5,
     "dynamic": 5,
     "cams": 5,
-    "experiment": 6,
+    "experiments": 6,
     "plots": 7,
     "widgets": 7,
     "results": 7,
@@ -106,7 +106,7 @@ def test_the_check_sees_an_upward_import(tmp_path):
     (fake / "train.py").write_text("")
     bad = fake / "analysis" / "bad.py"
     bad.write_text(
-        "from ..train import fit\nfrom . import stats\nimport overthink_lib.experiment\nfrom .. import train\n"
+        "from ..train import fit\nfrom . import stats\nimport overthink_lib.experiments\nfrom .. import train\n"
     )
     found = list(_imported_units(bad, fake))
-    assert found == [(1, "train"), (2, "analysis"), (3, "experiment"), (4, "train")]
+    assert found == [(1, "train"), (2, "analysis"), (3, "experiments"), (4, "train")]

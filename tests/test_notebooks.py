@@ -140,7 +140,7 @@ def test_smoke_suite_runs_headless_and_writes_figures():
         if book.name[:2] in ("02", "03", "04", "05", "06", "07", "08"):
             nb = json.loads((preset.run_dir / "notebooks" / book.name).read_text())
             text = "".join("".join(o.get("text", "")) for c in nb["cells"] for o in c.get("outputs", []))
-            # experiment.train_or_load announces every training it starts, whoever asked
+            # experiments.runs.train_or_load announces every training it starts, whoever asked
             assert not re.findall(r"training \S+ on \S+ \(\d+ images", text), (
                 f"{book.name} trained what a job should have"
             )

@@ -8,7 +8,7 @@ from test_exits_overthinking import make_record as hand_record
 from helpers import random_set, tiny_spec
 from overthink_lib.analysis import policy
 from overthink_lib.config import ConfigError
-from overthink_lib.experiment import policy_set
+from overthink_lib.experiments.policy import policy_set
 from overthink_lib.models import get_model
 from overthink_lib.recording import make_record
 from overthink_lib.records import ExitRecord

@@ -323,7 +323,7 @@ def test_notebooks_03_04_06_08_finish_on_a_record_without_flops_and_train_nothin
     """A record with images but no FLOPs: the cost-free parts run, the rest say so in one line; 06 and 08 leave out
     the preset's Max-Min network and 08 trains no policy (the binary labels need FLOPs): no run folder appears."""
     from overthink_lib.config import get_preset
-    from overthink_lib.experiment import main_records
+    from overthink_lib.experiments.main import main_records
 
     preset = get_preset("smoke")
     folder = tmp_path / "noflops"
@@ -352,7 +352,7 @@ def test_notebooks_03_04_06_08_finish_on_a_record_without_flops_and_train_nothin
 def test_a_one_exit_record_says_there_is_nothing_to_budget(tmp_path):
     """One exit, with FLOPs and images: 03 has no budget to spend, 04 nothing to overthink, 06 no D_ee groups to
     compare, 08 no binary policy to learn — each says so in a line and finishes."""
-    from overthink_lib.experiment import main_records
+    from overthink_lib.experiments.main import main_records
 
     folder = tmp_path / "one-exit"
     for split, r in main_records("smoke").items():

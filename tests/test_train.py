@@ -249,7 +249,7 @@ def test_a_new_compute_version_retrains_and_recomputes(tmp_path, monkeypatch):
     that training kept."""
     import overthink_lib.train as train_mod
     from overthink_lib.config import COMPUTE_VERSIONS, get_preset
-    from overthink_lib.experiment import model_spec, run_folder, train_config
+    from overthink_lib.experiments.runs import model_spec, run_folder, train_config
     from overthink_lib.recording import cached_record
     from overthink_lib.train import PREDICTIONS, load_predictions
 
@@ -286,7 +286,7 @@ def test_a_training_nobody_expected_is_announced_and_shows_progress(tmp_path, mo
     still says what it starts (model, data, epochs, where) and prints its epochs."""
     from overthink_lib.config import get_preset
     from overthink_lib.data import get_dataset
-    from overthink_lib.experiment import model_spec, train_config, train_or_load
+    from overthink_lib.experiments.runs import model_spec, train_config, train_or_load
 
     preset = get_preset("smoke").with_parts(name="announce-test")
     monkeypatch.setattr(type(preset), "run_dir", property(lambda self: tmp_path / "runs" / self.name))

@@ -1,0 +1,286 @@
+"""The IMTA protocol (thesis Table 3.1, notebook 07): E, 2E and E + E epochs of ISC+OFA fine-tuning on one network,
+and the same over seeds on a fixed subset (a verdict about the recipe, not one network).
+
+Jobs: ``imta-seeds`` (the seeds, from both parents; a task per seed on a cluster) and ``imta`` (the protocol on the
+main dataset, after ``main``: its 2E run is the main network when the preset's epochs are 2E).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..config import ConfigError, Preset, get_device
+from ..data import ImageSet
+from ..records import ExitRecord
+from ..train import CHECKPOINT, build_model, fit, model_from_checkpoint
+from .declare import Job, hours, item_index, main_macs, seed_of, sizes
+from .params import Param, choice
+from .runs import load_splits, main_spec, records_for, subset_splits, train_config, train_or_load
+
+if TYPE_CHECKING:  # for annotations only: pandas loads when a table is built
+    import pandas as pd
+
+
+IMTA_PARENTS = ("branch", "separate")
+
+
+@dataclass
+class ImtaProtocol:
+    """The three arms of Table 3.1, each by name (``E``, ``2E``, ``E + E ISC+OFA``, in that order).
+
+    Attributes:
+        records: validation and test records per arm.
+        runs: run folder per arm (the ``E`` arm under ``branch``: the 2E run, whose half-way snapshot it is).
+        histories: per-epoch training rows per arm.
+        parent: where the E-epoch network came from (``branch`` or ``separate``).
+    """
+
+    records: dict[str, dict[str, ExitRecord]]
+    runs: dict[str, Path]
+    histories: dict[str, list]
+    parent: str
+
+
+def imta_protocol(
+    preset: Preset,
+    seed: int | None = None,
+    *,
+    freeze: str | None = None,
+    teacher: str | None = None,
+    kl: str | None = None,
+    ge: bool = False,
+    parent: str | None = None,
+    frozen_bn: str | None = None,
+    progress: bool = True,
+    splits: dict[str, ImageSet] | None = None,
+) -> ImtaProtocol:
+    """The thesis's Table 3.1 protocol on the preset's main dataset (E = ``preset.imta.epochs``):
+
+    - ``2E``: the plain MSDNet after 2E epochs (the same run as notebook 02's when the preset's epochs are 2E);
+    - ``E``: the plain MSDNet after E epochs. ``parent="branch"`` (default, ``preset.imta.parent``): the 2E run's own
+      weights at epoch E — the thesis fine-tunes "for the final 50 epochs of the training process", i.e. the E + E
+      arm leaves the 2E run half-way; this trains nothing extra. ``"separate"``: its own run with an E-epoch
+      schedule (fully annealed at E; costs E more epochs of training);
+    - ``E + E ISC+OFA``: the E-epoch network with IMTA heads fine-tuned for E more epochs with the OFA loss. By
+      default as the official stage 2 (preset fields ``imta_freeze``/``imta_teacher``/``imta_kl``, see
+      :mod:`overthink_lib.models.imta`): the pretrained network frozen whole, only the new classifiers and ISC
+      train, the teacher is the pretrained final exit, KL averaged over every element; lr ×0.1 at 50 % and 75 % of
+      the E epochs (``preset.imta.milestones``, as ``main_IMTA.py``; ``()``: the preset's schedule). ``frozen_bn``
+      (default ``preset.imta.frozen_bn``): ``eval`` keeps the frozen network's BatchNorm statistics fixed (ours),
+      ``train`` runs it in training mode as the official code does.
+    ``splits``: the data (default: the preset's main dataset); the seed-level protocol passes subsets.
+    Returns an :class:`ImtaProtocol`.
+    """
+    from ..models.imta import FREEZE, FROZEN_BN, KL_REDUCTIONS, TEACHERS, load_backbone, ofa_loss
+    from ..train import HALFWAY, state_hash
+
+    parent = preset.imta.parent if parent is None else parent
+    freeze = preset.imta.freeze if freeze is None else freeze
+    teacher = preset.imta.teacher if teacher is None else teacher
+    kl = preset.imta.kl if kl is None else kl
+    frozen_bn = preset.imta.frozen_bn if frozen_bn is None else frozen_bn
+    for what, value, allowed in (
+        ("parent", parent, IMTA_PARENTS),
+        ("freeze", freeze, FREEZE),
+        ("teacher", teacher, TEACHERS),
+        ("KL reduction", kl, KL_REDUCTIONS),
+        ("frozen BatchNorm mode", frozen_bn, FROZEN_BN),
+    ):
+        if value not in allowed:
+            raise ConfigError(f"IMTA {what} must be one of {', '.join(allowed)}, got {value!r}")
+    stones = tuple(preset.imta.milestones)
+    if not all(0 < m < 1 for m in stones) or list(stones) != sorted(set(stones)):
+        raise ConfigError(
+            f"preset field imta.milestones must be increasing fractions of the fine-tuning's epochs in (0, 1), "
+            f"got {stones!r} (official: (0.5, 0.75); () for the preset's schedule)"
+        )
+    stage2 = dict(schedule="step", milestones=stones) if stones else {}
+    splits = load_splits(preset, preset.datasets[0], seed) if splits is None else splits
+    spec = main_spec(preset, splits["train"])
+    e = preset.imta.epochs
+    out = ImtaProtocol({}, {}, {}, parent)
+    long_cfg = train_config(preset, 2 * e, seed)
+    model, hist, run = train_or_load(preset, spec, long_cfg, splits, progress=progress)
+    if parent == "branch":
+        if not (run / HALFWAY).exists():  # a run from before half-way snapshots were kept: the same run again
+            if progress:
+                print(f"{run} has no half-way snapshot ({HALFWAY}); training it again to keep one", flush=True)
+            model = build_model(spec, long_cfg.init_seed).to(get_device(preset.training.device))
+            hist = fit(
+                model, splits["train"], splits.get("val"), long_cfg, out_dir=run, progress=progress, extra={"tag": ""}
+            )
+        half, _ = model_from_checkpoint(run / HALFWAY, get_device(preset.training.device))
+        out.records["E"] = records_for(half, splits, preset, run, checkpoint=run / HALFWAY)
+        out.runs["E"], out.histories["E"] = run, hist[:e]
+        parent_model, parent_ckpt = half, run / HALFWAY
+    else:
+        parent_model, hist_e, run_e = train_or_load(
+            preset, spec, train_config(preset, e, seed), splits, progress=progress
+        )
+        out.records["E"] = records_for(parent_model, splits, preset, run_e)
+        out.runs["E"], out.histories["E"] = run_e, hist_e
+        parent_ckpt = run_e / CHECKPOINT
+    out.records["2E"] = records_for(model, splits, preset, run)
+    out.runs["2E"], out.histories["2E"] = run, hist
+    ispec = {
+        "name": "imta",
+        "kwargs": {"backbone": spec, "freeze": freeze, "teacher": teacher, "ge": ge, "frozen_bn": frozen_bn},
+    }
+    built = {}
+
+    def init(m):
+        built["model"] = m
+        return load_backbone(m, parent_model)
+
+    def loss(outs, y, idx):
+        return ofa_loss(outs, y, teacher=built["model"].teacher_logits(), reduction=kl)
+
+    model, hist, run = train_or_load(
+        preset,
+        ispec,
+        train_config(preset, e, seed, **stage2),
+        splits,
+        progress=progress,
+        tag=f"from-{state_hash(parent_model)}-kl-{kl}",
+        init=init,
+        loss_fn=loss,
+        extra={"parent_checkpoint": str(parent_ckpt), "kl_reduction": kl},
+    )
+    name = "E + E ISC+OFA"
+    out.records[name] = records_for(model, splits, preset, run)
+    out.runs[name], out.histories[name] = run, hist
+    out.records = {k: out.records[k] for k in ("E", "2E", name)}  # table order
+    return out
+
+
+def imta_seed_splits(preset: Preset, seed: int) -> dict[str, ImageSet]:
+    """The fixed seeded subset every seed of :func:`imta_over_seeds` trains and tests on (its run ``i`` is
+    ``imta_protocol(preset, seed + i, splits=imta_seed_splits(preset, seed))``: one job each on a cluster)."""
+    return subset_splits(preset, seed, preset.imta.seed_train, preset.imta.seed_test, salt=23)
+
+
+def imta_over_seeds(
+    preset: Preset, seed: int | None = None, *, seeds: int | None = None, progress: bool = True, **imta_options: Any
+) -> pd.DataFrame:
+    """Table 3.1 at the level of a training recipe: the IMTA protocol (:func:`imta_protocol`, same options) for
+    ``seeds`` (default ``preset.imta.seeds``) init/data-order seeds on one fixed seeded subset
+    (``preset.imta.seed_train`` training images, ``preset.imta.seed_test`` test images; 0 = all).
+
+    Returns one row per (seed, arm): test overthinking rate and final-exit accuracy (fractions); the arm's paired
+    difference in overthinking to the 2E arm of the same seed with its bootstrap 95 % CI over that seed's test samples
+    (``minus_2E``, ``minus_2E_low``, ``minus_2E_high``: how sure one network's number is); the run folder.
+    """
+    from ..analysis.overthinking import arms_over_seeds
+
+    seed = preset.seed_or_own(seed)
+    k = preset.imta.seeds if seeds is None else seeds
+    if k < 2:
+        raise ConfigError(f"a verdict over seeds needs at least 2 seeds, got {k} (preset field imta.seeds)")
+    sub = imta_seed_splits(preset, seed)
+    tests, runs = {}, {}
+    for i in range(k):
+        if progress:
+            print(f"IMTA protocol, seed {i + 1} of {k} ({len(sub['train'])} training images)", flush=True)
+        res = imta_protocol(preset, seed + i, splits=sub, progress=progress, **imta_options)
+        tests[seed + i] = {arm: recs["test"] for arm, recs in res.records.items()}
+        runs.update({(seed + i, arm): str(run) for arm, run in res.runs.items()})
+    table = arms_over_seeds(tests)
+    table["run"] = [runs[s, a] for s, a in zip(table["seed"], table["arm"], strict=True)]
+    return table
+
+
+def paired_over_seeds(
+    table: pd.DataFrame, metric: str, a: str, b: str, level: float = 0.95
+) -> tuple[float, float, float]:
+    """Mean of ``metric``(arm a) − ``metric``(arm b) over the seeds of an :func:`imta_over_seeds` table, with its
+    Student-t CI over seeds (the seeds are the unit of replication)."""
+    from ..analysis.stats import t_interval
+
+    wide = table.pivot(index="seed", columns="arm", values=metric)
+    return t_interval((wide[a] - wide[b]).to_numpy(), level)
+
+
+# ---- the jobs ahead of the notebooks ----
+
+
+def _seed_count_rule(v: Any) -> None:
+    if isinstance(v, bool) or not isinstance(v, int) or v < 0 or v == 1:
+        raise ConfigError(
+            f"parameter n_seeds must be 0 (the preset's imta.seeds) or an integer >= 2 (a CI over seeds "
+            f"needs two), got {v!r}"
+        )
+
+
+#: Notebook 07's parameters that change what it trains: :func:`imta_protocol`'s options (each a preset field of
+#: ``imta``, the keyword of the same name) and the number of seeds.
+PARAMS: tuple[Param, ...] = (
+    Param("imta_freeze", str, choice("imta_freeze", "models.imta", "FREEZE"), job=True, preset_field="imta.freeze"),
+    Param(
+        "imta_teacher", str, choice("imta_teacher", "models.imta", "TEACHERS"), job=True, preset_field="imta.teacher"
+    ),
+    Param("imta_kl", str, choice("imta_kl", "models.imta", "KL_REDUCTIONS"), job=True, preset_field="imta.kl"),
+    Param(
+        "imta_parent",
+        str,
+        choice("imta_parent", "experiments.imta", "IMTA_PARENTS"),
+        job=True,
+        preset_field="imta.parent",
+    ),
+    Param("imta_bn", str, choice("imta_bn", "models.imta", "FROZEN_BN"), job=True, preset_field="imta.frozen_bn"),
+    Param("n_seeds", int, _seed_count_rule, job=True, preset_field="imta.seeds"),
+)
+
+
+def job_options(preset: Preset, params: dict[str, Any]) -> dict[str, str]:
+    """:func:`imta_protocol`'s options from notebook 07's parameters (the preset's where not given)."""
+    return {p.preset_field.split(".")[1]: params.get(p.name) or p.preset_value(preset) for p in PARAMS if p.kind is str}
+
+
+def seed_count(preset: Preset, params: dict[str, Any]) -> int:
+    """Notebook 07's number of seeds: its ``n_seeds`` parameter, else the preset's ``imta.seeds``."""
+    return int(params.get("n_seeds") or preset.imta.seeds)
+
+
+def _seed_items(preset: Preset, params: dict) -> list[str]:
+    k = seed_count(preset, params)
+    return [f"seed{i}" for i in range(k)] if k >= 2 else []
+
+
+def _run_imta(preset: Preset, params: dict[str, Any], item: str) -> None:
+    imta_protocol(preset, seed_of(preset, params), **job_options(preset, params))
+
+
+def _run_imta_seeds(preset: Preset, params: dict[str, Any], item: str) -> None:
+    k, seed = seed_count(preset, params), seed_of(preset, params)
+    if k < 2:
+        return
+    # notebook 07 runs the seeds from both parents of the E-epoch network (its imta_parent first, then the other)
+    options = job_options(preset, params)
+    parents = [options["parent"], *(p for p in IMTA_PARENTS if p != options["parent"])]
+    if not item:  # the whole loop, as notebook 07 runs it
+        for parent in parents:
+            imta_over_seeds(preset, seed, seeds=k, **{**options, "parent": parent})
+        return
+    i = item_index(item, "seed", k)
+    for parent in parents:
+        imta_protocol(preset, seed + i, splits=imta_seed_splits(preset, seed), **{**options, "parent": parent})
+
+
+def _imta_hours(preset: Preset, params: dict[str, Any], item: str) -> float:
+    train, val, _, _ = sizes(preset)
+    return hours(main_macs(preset), train, val, 3 * preset.imta.epochs)  # the 2E run, then E epochs of fine-tuning
+
+
+def _imta_seeds_hours(preset: Preset, params: dict[str, Any], item: str) -> float:
+    n = preset.imta.seed_train or sizes(preset)[0]
+    # per seed and parent: branch = the 2E run + E of fine-tuning; separate = E more + E of fine-tuning
+    per_seed = hours(main_macs(preset), n, 0, 5 * preset.imta.epochs)
+    return per_seed * (1 if item else max(seed_count(preset, params), 0))
+
+
+JOBS = (
+    Job("imta-seeds", ("data",), ("07",), _run_imta_seeds, _imta_seeds_hours, items=_seed_items),
+    Job("imta", ("main",), ("07",), _run_imta, _imta_hours),
+)
