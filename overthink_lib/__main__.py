@@ -13,7 +13,7 @@ from .config import PRESETS, ConfigError, get_preset
 
 
 def _cmd_reproduce(args: argparse.Namespace) -> None:
-    from .notebooks import parse_param, run_suite
+    from .suite import parse_param, run_suite
 
     params = dict(parse_param(p) for p in args.param)
     datasets = [d.strip() for d in args.datasets.split(",") if d.strip()] if args.datasets else None
@@ -417,7 +417,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except Exception as err:
         from .jobs import JobFailed
-        from .notebooks import NotebookFailed
+        from .suite import NotebookFailed
 
         if isinstance(err, (NotebookFailed, JobFailed)):
             print(f"error: {err}", file=sys.stderr)

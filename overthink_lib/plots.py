@@ -40,7 +40,7 @@ def save_html(fig, fig_dir: Path, name: str, inline: bool = False) -> Path:
 
     ``inline=True`` also shows it in the notebook, interactive: JupyterLab draws the plotly mimetype with the
     plotly extension it ships (nothing fetched); the output stays small (data only, no 4.9 MB of plotly.js per
-    figure), and the runner's HTML export adds plotly.js once per page (:func:`overthink_lib.notebooks.export_notebooks`).
+    figure), and the runner's HTML export adds plotly.js once per page (:func:`overthink_lib.suite.export_notebooks`).
     """
     path = Path(fig_dir) / f"{name}.html"
     atomic_write_bytes(path, fig.to_html(include_plotlyjs=True).encode())

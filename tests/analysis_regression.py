@@ -168,7 +168,7 @@ def headline_numbers(fixtures: Path = FIXTURES, work: Path | None = None) -> dic
 def _replayed(fixtures: Path, work: Path | None) -> dict[str, Any]:
     """Notebooks 03, 04, 06, 11 on the frozen main records, through the runner (no HTML; their figures go where a
     record run's go, under the preset's figures folder, ``records/main``)."""
-    from overthink_lib.notebooks import run_suite
+    from overthink_lib.suite import run_suite
 
     own = work is None
     work = Path(tempfile.mkdtemp(prefix="analysis-regression-")) if own else Path(work)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import tomllib
 
-from overthink_lib.notebooks import list_notebooks
+from overthink_lib.suite import list_notebooks
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -323,7 +323,7 @@ def test_a_policy_is_never_reused_for_another_records_labels():
 
 
 def test_the_preset_given_twice_is_refused():
-    from overthink_lib.notebooks import run_suite
+    from overthink_lib.suite import run_suite
 
     with pytest.raises(ConfigError, match=r"the preset is given twice \('cpu' and the parameter preset='smoke'\)"):
         run_suite("cpu", only=["03"], params={"preset": "smoke"}, progress=False)
@@ -506,7 +506,8 @@ def test_every_notebook_hands_start_each_parameter_it_declares():
     """start() refuses injected names the notebook does not pass on; so every declared name must be passed on."""
     import ast
 
-    from overthink_lib.notebooks import _ALIASES, declared_parameters, list_notebooks
+    from overthink_lib.notebooks import _ALIASES, declared_parameters
+    from overthink_lib.suite import list_notebooks
 
     for book in list_notebooks():
         cells = json.loads(book.read_text())["cells"]

@@ -12,8 +12,9 @@ from helpers import random_set, tiny_spec
 from overthink_lib.analysis.policy import DEFAULT_LAMBDA
 from overthink_lib.config import ConfigError, get_preset
 from overthink_lib.jobs import JOBS, JobFailed, JobRunner, JobSpec, LocalExecutor, Task, dependencies, plan, run_tasks
-from overthink_lib.notebooks import declared_parameters, list_notebooks
+from overthink_lib.notebooks import declared_parameters
 from overthink_lib.speed import cpu_threads
+from overthink_lib.suite import list_notebooks
 from overthink_lib.train import TrainConfig, fit
 
 BOOKS = [(b.name, None) for b in list_notebooks()]
@@ -147,7 +148,7 @@ def test_binary_policy_jobs_ask_for_the_notebooks_lambdas(monkeypatch):
     from overthink_lib.experiments import main as main_protocol
     from overthink_lib.experiments import policy as policy_protocol
     from overthink_lib.jobs import graph
-    from overthink_lib.notebooks import list_notebooks
+    from overthink_lib.suite import list_notebooks
 
     rec = hand_record([[1, 1, 1], [0, 1, 1], [0, 0, 1], [1, 0, 0]], [[0.9] * 3] * 4, flops=[1e6, 2e6, 4e6])
     monkeypatch.setattr(
@@ -318,12 +319,12 @@ def test_notebooks_wait_only_for_the_jobs_they_read(tmp_path):
 
 def test_a_failed_job_exits_1_and_bad_input_2(monkeypatch, capsys):
     from overthink_lib import __main__ as cli
-    from overthink_lib import notebooks
+    from overthink_lib import suite
 
     def boom(*a, **k):
         raise JobFailed("job main (fashion_mnist) failed: exit code 1; its log x ends:\nTraceback")
 
-    monkeypatch.setattr(notebooks, "run_suite", boom)
+    monkeypatch.setattr(suite, "run_suite", boom)
     assert cli.main(["reproduce", "--preset", "smoke"]) == 1
     assert capsys.readouterr().err.startswith("error: job main (fashion_mnist) failed")
     assert cli.main(["reproduce", "--preset", "smoke", "--partition", "x"]) == 2
@@ -454,7 +455,7 @@ def test_slurm_states_survive_a_busy_controller_and_a_slow_filesystem(tmp_path, 
 
 
 def test_cluster_runs_refuse_what_would_train_on_the_login_node():
-    from overthink_lib.notebooks import run_suite
+    from overthink_lib.suite import run_suite
 
     with pytest.raises(ConfigError, match="--executor slurm with epochs: the jobs do not model it"):
         run_suite("smoke", only=["02"], params={"epochs": 3}, executor="slurm")

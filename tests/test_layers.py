@@ -34,6 +34,7 @@ LAYERS = {
     "results": 7,
     "jobs": 7,
     "notebooks": 7,
+    "suite": 7,
     "__main__": 7,
 }
 ANALYSIS_MAY_IMPORT = {"__init__", "config", "records", "analysis"}

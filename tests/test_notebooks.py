@@ -6,7 +6,8 @@ import sys
 import pytest
 
 from overthink_lib.config import ROOT, ConfigError, get_preset
-from overthink_lib.notebooks import check_declared, list_notebooks, parse_param, start
+from overthink_lib.notebooks import start
+from overthink_lib.suite import check_declared, list_notebooks, parse_param
 
 
 def _cli(*args):
@@ -57,7 +58,7 @@ def test_start_validates_values():
 
 
 def test_datasets_are_checked_before_anything_runs():
-    from overthink_lib.notebooks import run_suite
+    from overthink_lib.suite import run_suite
 
     with pytest.raises(ConfigError, match="unknown dataset 'tinyimagenet'"):
         run_suite("smoke", only=["07"], datasets=["fashion_mnist", "tinyimagenet"], progress=False)
@@ -149,7 +150,7 @@ def test_smoke_suite_runs_headless_and_writes_figures():
 def test_a_cell_past_the_timeout_ends_the_run_with_one_line(tmp_path):
     import json
 
-    from overthink_lib.notebooks import NotebookFailed, run_suite
+    from overthink_lib.suite import NotebookFailed, run_suite
 
     cells = [
         {

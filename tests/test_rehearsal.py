@@ -14,7 +14,8 @@ import shutil
 
 from overthink_lib.config import get_preset
 from overthink_lib.data.madeup import write_made_up
-from overthink_lib.notebooks import declared_parameters, list_notebooks, run_suite
+from overthink_lib.notebooks import declared_parameters
+from overthink_lib.suite import list_notebooks, run_suite
 
 
 def _numbers(value):

@@ -23,7 +23,7 @@ import torch
 
 from overthink_lib.config import ROOT, get_preset
 from overthink_lib.jobs import JobFailed, JobSpec, LocalExecutor, SlurmExecutor, Task, plan, run_tasks
-from overthink_lib.notebooks import list_notebooks
+from overthink_lib.suite import list_notebooks
 
 SCRIPT = ROOT / "scripts" / "slurm-local.sh"
 BOOKS = [(b.name, None) for b in list_notebooks()]

@@ -15,7 +15,7 @@ import sys
 import time
 
 from overthink_lib.config import ROOT
-from overthink_lib.notebooks import NotebookFailed, run_suite
+from overthink_lib.suite import NotebookFailed, run_suite
 
 WIDGET_NOTEBOOKS = ["03", "05", "08", "11"]
 CELL_TIMEOUT_S = 180  # a smoke cell takes seconds; a hang waits forever
