@@ -50,7 +50,7 @@ import torch.nn.functional as F  # noqa: E402
 
 from overthink_lib import cams, dynamic  # noqa: E402
 from overthink_lib.analysis import overthinking  # noqa: E402
-from overthink_lib.config import ROOT, atomic_write_bytes, code_version, get_preset  # noqa: E402
+from overthink_lib.config import ROOT, code_version, get_preset  # noqa: E402
 from overthink_lib.data import get_dataset  # noqa: E402
 from overthink_lib.data.checksums import mark_made_up  # noqa: E402
 from overthink_lib.data.sources import DATA_ROOT  # noqa: E402
@@ -59,6 +59,7 @@ from overthink_lib.experiments.main import main_experiment  # noqa: E402
 from overthink_lib.experiments.maxmin import maxmin_experiment  # noqa: E402
 from overthink_lib.experiments.policy import policy_experiment  # noqa: E402
 from overthink_lib.experiments.runs import model_spec, train_config  # noqa: E402
+from overthink_lib.io import atomic_write_bytes  # noqa: E402
 from overthink_lib.models import model_from_spec  # noqa: E402
 from overthink_lib.train import fit, predict  # noqa: E402
 

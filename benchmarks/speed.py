@@ -48,8 +48,9 @@ os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", tempfile.mkdtemp(prefix="overth
 
 import torch
 
-from overthink_lib.config import ROOT, ConfigError, atomic_write_bytes, code_version, get_preset
+from overthink_lib.config import ROOT, ConfigError, code_version, get_preset
 from overthink_lib.dynamic import timed
+from overthink_lib.io import atomic_write_bytes
 from overthink_lib.models import get_model
 from overthink_lib.speed import Speed, compile_break_even, cpu_info, for_inference
 from overthink_lib.train import multi_exit_loss

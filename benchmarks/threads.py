@@ -48,7 +48,8 @@ def run(threads: int, steps: int, copies: int = 1) -> list[float]:
 
 
 def main() -> None:
-    from overthink_lib.config import ROOT, atomic_write_bytes, code_version
+    from overthink_lib.config import ROOT, code_version
+    from overthink_lib.io import atomic_write_bytes
     from overthink_lib.speed import cpu_info
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -240,7 +240,7 @@ def _cmd_import_checkpoint(args: argparse.Namespace) -> None:
     """An official MSDNet-PyTorch checkpoint → a lab checkpoint (weights under the lab's names, the model spec)."""
     import json
 
-    from .config import atomic_torch_save
+    from .io import atomic_torch_save
     from .models.official import load_official_msdnet
 
     config = {}

@@ -29,7 +29,7 @@ def declared_parameters(path: Path) -> dict[str, dict[str, Any]]:
 def record_figure_dir(preset_fig_dir: Path, record: str) -> Path:
     """Figures of a given record go to ``<figures>/records/<name>/`` (never over the preset's own figures); the name
     is the record folder's (or the validation file's) name."""
-    from .config import safe_name
+    from .io import safe_name
 
     first = Path(record.split(",")[0].strip()).expanduser()
     name = first.name if first.is_dir() else first.stem
@@ -57,7 +57,7 @@ def variant_name(params: dict[str, Any]) -> str | None:
     """The folder name of a run with parameter overrides (``seed=1`` → ``seed-1``), or None for a plain run (no
     parameter beyond :data:`PLAIN_PARAMS`). Its outputs go to ``runs/<preset>/variants/<name>/``, never over the
     preset's own executed notebooks, figures and results."""
-    from .config import safe_name
+    from .io import safe_name
 
     over = {k: v for k, v in params.items() if k not in PLAIN_PARAMS}
     if not over:

@@ -11,7 +11,8 @@ if not os.environ.get("DISPLAY") and "inline" not in matplotlib.get_backend():
     matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from .config import ConfigError, atomic_write_bytes
+from .config import ConfigError
+from .io import atomic_write_bytes
 
 
 def subplots(nrows: int = 1, ncols: int = 1, figsize=None, **kw):

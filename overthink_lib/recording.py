@@ -20,8 +20,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from .config import COMPUTE_VERSIONS, ConfigError, code_version, config_hash
+from .config import COMPUTE_VERSIONS, ConfigError, code_version
 from .data import ImageSet
+from .io import config_hash
 from .records import SUFFIX, ExitRecord
 
 

@@ -21,7 +21,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .config import ConfigError, atomic_write_bytes, safe_torch_load
+from .config import ConfigError
+from .io import atomic_write_bytes, safe_torch_load
 
 FORMAT = "overthink.ExitRecord/1"
 #: The file suffix of records; ``.pt`` files of the older format still load (weights-only).

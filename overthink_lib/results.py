@@ -21,7 +21,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .config import ConfigError, atomic_write_bytes, code_version
+from .config import ConfigError, code_version
+from .io import atomic_write_bytes
 
 ENV = "OVERTHINK_RESULTS"
 #: Set by ``reproduce`` for a notebook run on a dataset other than the preset's first: sections become ``<section>@<tag>``.

@@ -143,7 +143,7 @@ def export_notebooks(executed: list[Path], html_dir: Path, res: dict[str, Any] |
     import nbformat
     from nbconvert import HTMLExporter
 
-    from .config import atomic_write_bytes
+    from .io import atomic_write_bytes
 
     html_dir = Path(html_dir)
     html_dir.mkdir(parents=True, exist_ok=True)

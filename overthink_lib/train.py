@@ -31,17 +31,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import (
-    COMPUTE_VERSIONS,
-    ConfigError,
-    atomic_torch_save,
-    atomic_write_bytes,
-    code_version,
-    config_hash,
-    safe_torch_load,
-    seed_everything,
-)
+from .config import COMPUTE_VERSIONS, ConfigError, code_version, seed_everything
 from .data import ImageSet, iterate
+from .io import atomic_torch_save, atomic_write_bytes, config_hash, safe_torch_load
 from .models import MultiExit, model_from_spec
 from .speed import Speed, cpu_has_bf16, cpu_threads, estimate_train_seconds, for_inference
 

@@ -33,7 +33,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from overthink_lib.config import ROOT, atomic_write_bytes, get_preset, safe_name
+from overthink_lib.config import ROOT, get_preset
+from overthink_lib.io import atomic_write_bytes, safe_name
 from overthink_lib.records import ExitRecord
 
 FIXTURES = ROOT / "tests" / "fixtures" / "frozen"

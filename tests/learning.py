@@ -19,7 +19,8 @@ from pathlib import Path
 
 import torch
 
-from overthink_lib.config import ROOT, atomic_write_bytes
+from overthink_lib.config import ROOT
+from overthink_lib.io import atomic_write_bytes
 
 REFERENCE = ROOT / "tests" / "reference" / "learning.json"
 NET = dict(n_blocks=4, step_mode="even", step=1, base=1, channels=8, growth=4, head_channels=16)

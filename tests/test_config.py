@@ -3,7 +3,8 @@ import dataclasses
 import pytest
 import torch
 
-from overthink_lib.config import PRESETS, ConfigError, config_hash, get_device, get_preset, seed_everything
+from overthink_lib.config import PRESETS, ConfigError, get_device, get_preset, seed_everything
+from overthink_lib.io import config_hash
 
 
 def test_presets_are_frozen_data():

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from overthink_lib.config import ROOT, ConfigError, atomic_write_bytes, get_preset, safe_name
+from overthink_lib.config import ROOT, ConfigError, get_preset
+from overthink_lib.io import atomic_write_bytes, safe_name
 from overthink_lib.records import FORMAT, ExitRecord, RecordWarning, load_records
 
 
@@ -378,7 +379,7 @@ def _dead_pid():
 
 
 def test_temporaries_of_killed_writers_go_on_the_next_write(tmp_path):
-    from overthink_lib.config import _host
+    from overthink_lib.io import _host
 
     orphan = tmp_path / f".test.npz.tmp-{_host()}-{_dead_pid()}"
     alive = tmp_path / f".other.npz.tmp-{_host()}-{os.getppid()}"
@@ -393,11 +394,11 @@ def test_temporaries_of_killed_writers_go_on_the_next_write(tmp_path):
     assert not orphan.exists() and not huge_pid.exists() and alive.exists() and other_host.exists() and young.exists()
     # a writer killed mid-write (SIGKILL) leaves one; the next write removes it
     code = (
-        "import os, signal, numpy as np; from overthink_lib import config\n"
+        "import os, signal, numpy as np; from overthink_lib import io as lab_io\n"
         "real = os.replace\n"
         "def die(*a): os.kill(os.getpid(), signal.SIGKILL)\n"
-        "config.os.replace = die\n"
-        f"config.atomic_write_bytes(__import__('pathlib').Path({str(tmp_path / 'k.bin')!r}), b'x' * 1000)"
+        "lab_io.os.replace = die\n"
+        f"lab_io.atomic_write_bytes(__import__('pathlib').Path({str(tmp_path / 'k.bin')!r}), b'x' * 1000)"
     )
     res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, timeout=120)
     assert res.returncode == -9

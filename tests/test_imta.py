@@ -193,8 +193,9 @@ def test_official_batchnorm_mode_updates_the_frozen_networks_statistics_and_ours
 
 
 def test_stage_two_schedule_is_the_official_step_decay_whatever_the_preset():
-    from overthink_lib.config import get_preset, safe_torch_load
+    from overthink_lib.config import get_preset
     from overthink_lib.experiments.imta import imta_protocol, imta_seed_splits
+    from overthink_lib.io import safe_torch_load
 
     cfg = TrainConfig(epochs=4, lr=0.1, schedule="step", milestones=get_preset("cpu").imta.milestones)
     steps = 10

@@ -17,6 +17,7 @@ LIB = Path(__file__).resolve().parents[1] / "overthink_lib"
 LAYERS = {
     "__init__": 0,
     "config": 0,
+    "io": 0,
     "data": 1,
     "models": 2,
     "records": 3,
@@ -37,7 +38,7 @@ LAYERS = {
     "suite": 7,
     "__main__": 7,
 }
-ANALYSIS_MAY_IMPORT = {"__init__", "config", "records", "analysis"}
+ANALYSIS_MAY_IMPORT = {"__init__", "config", "io", "records", "analysis"}
 
 
 def _modules():

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from helpers import random_set, tiny_spec
-from overthink_lib.config import ConfigError, config_hash
+from overthink_lib.config import ConfigError
+from overthink_lib.io import config_hash
 from overthink_lib.models import get_model
 from overthink_lib.speed import (
     CpuInfo,

@@ -22,7 +22,8 @@ import os
 import warnings
 from pathlib import Path
 
-from ..config import ConfigError, atomic_write_bytes
+from ..config import ConfigError
+from ..io import atomic_write_bytes
 
 
 class DatasetUnavailable(ConfigError):

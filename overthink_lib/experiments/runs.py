@@ -16,8 +16,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..config import COMPUTE_VERSIONS, ConfigError, Preset, config_hash, get_device, safe_name
+from ..config import COMPUTE_VERSIONS, ConfigError, Preset, get_device
 from ..data import ImageSet, get_dataset
+from ..io import config_hash, safe_name
 from ..recording import cached_record
 from ..records import ExitRecord
 from ..speed import Speed, cpu_info

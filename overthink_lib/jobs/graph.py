@@ -18,10 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..config import ConfigError, Preset, atomic_write_bytes, get_preset
+from ..config import ConfigError, Preset, get_preset
 from ..experiments import JOBS as PROTOCOL_JOBS
 from ..experiments import PARAMS
 from ..experiments.declare import Job
+from ..io import atomic_write_bytes
 
 #: Notebook parameters the jobs read (``Param.job``; their notebooks' defaults when absent): the seed, λ of the
 #: Max-Min policy, 07's IMTA options and its number of seeds. Every other parameter but those of :data:`UNMODELLED`

@@ -22,7 +22,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from ..config import ConfigError, Preset, atomic_write_bytes
+from ..config import ConfigError, Preset
+from ..io import atomic_write_bytes
 from .graph import Task
 from .worker import job_command, read_status, status_path, worker_overrides
 

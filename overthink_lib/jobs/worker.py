@@ -14,7 +14,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ..config import ROOT, atomic_write_bytes
+from ..config import ROOT
+from ..io import atomic_write_bytes
 
 #: Set in a local worker's environment: the runner's pid, so that the worker can end itself when the runner dies.
 PARENT_ENV = "OVERTHINK_JOB_PARENT"

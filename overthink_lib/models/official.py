@@ -21,7 +21,8 @@ from typing import Any
 
 import torch
 
-from ..config import ConfigError, safe_torch_load
+from ..config import ConfigError
+from ..io import safe_torch_load
 from .base import get_model
 
 #: official name → the lab's, applied to a key without its ``module.`` prefix (first match wins).
