@@ -14,6 +14,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from .config import ROOT, ConfigError, get_preset
@@ -333,15 +334,46 @@ def run_suite(
     Returns:
         One row per notebook: name, seconds, output path. Also written to ``runs/<preset>/notebook_timings.csv``.
     """
-    from .results import collect, table
-
     resolved = get_preset(preset)
-    books = list_notebooks(folder)
-    timeout = resolved.cell_timeout if cell_timeout is None else cell_timeout
     if executor not in ("local", "slurm"):
         raise ConfigError(f"unknown executor {executor!r}: choose local or slurm")
     if executor == "slurm" and not prefetch:
         raise ConfigError("the slurm executor runs the jobs: it cannot go with prefetch off")
+    if dry_run and not prefetch:
+        raise ConfigError("--dry-run shows the planned jobs: it cannot go with prefetch off")
+    books = _chosen_books(resolved, folder, only, executor)
+    all_params, run_sets = _suite_params(resolved, params, datasets)
+    for book in books:  # validate everything before running anything: names and types, then every value
+        check_declared(book, all_params)
+    check_values(all_params)
+    where = _places(resolved, all_params, out_dir)
+    print(
+        f"running {len(books)} notebook(s) with preset {preset!r}; executed copies → {where.out_dir}, figures → "
+        f"{where.fig_dir}",
+        flush=True,
+    )
+    # a notebook that declares `dataset` runs once per dataset
+    jobs = [(b, ds) for b in books for ds in (run_sets if "dataset" in declared_parameters(b) else [None])]
+    runner = None
+    if prefetch:
+        runner = _start_jobs(resolved, jobs, all_params, executor, slurm, progress, where.base / "jobs", dry_run)
+        if dry_run:
+            return []
+    timeout = resolved.cell_timeout if cell_timeout is None else cell_timeout
+    try:
+        rows = _run_books(jobs, runner, resolved, all_params, where.out_dir, where.parts_dir, timeout, kernel, progress)
+    except BaseException:
+        if runner is not None:
+            runner.stop()
+        raise
+    ahead = runner.finish() if runner is not None else []
+    _summarise(rows, ahead, where, preset, all_params, export_html)
+    return rows
+
+
+def _chosen_books(resolved, folder: Path, only: list[str] | None, executor: str) -> list[Path]:
+    """The notebooks to run: ``only``'s, else the suite less what the preset leaves out on one machine."""
+    books = list_notebooks(folder)
     if not only and resolved.suite_skip and executor == "slurm":
         print(
             f"on a cluster the suite includes {', '.join(resolved.suite_skip)} (one machine leaves it out)", flush=True
@@ -351,7 +383,7 @@ def run_suite(
         books = [b for b in books if not b.name.startswith(resolved.suite_skip)]
         if skipped:
             print(
-                f"preset {preset!r} leaves out {', '.join(skipped)} (too long for its budget): run it with "
+                f"preset {resolved.name!r} leaves out {', '.join(skipped)} (too long for its budget): run it with "
                 f"--only {' --only '.join(p for p in resolved.suite_skip)}",
                 flush=True,
             )
@@ -361,6 +393,15 @@ def run_suite(
             raise ConfigError(
                 f"no notebook matches {only}; the suite is: {', '.join(b.name for b in list_notebooks(folder))}"
             )
+    return books
+
+
+def _suite_params(
+    resolved, params: dict[str, Any] | None, datasets: list[str] | None
+) -> tuple[dict[str, Any], list[str]]:
+    """Every parameter the notebooks get (``preset`` first; a given record's paths made absolute) and the datasets
+    to run (``datasets``, a ``dataset`` parameter, or the preset's), each checked."""
+    preset = resolved.name
     if "preset" in (params or {}) and params["preset"] != preset:
         raise ConfigError(
             f"the preset is given twice ({preset!r} and the parameter preset={params['preset']!r}): "
@@ -380,9 +421,12 @@ def run_suite(
         PARAMS["dataset"].check(name)
         if not name:
             raise ConfigError("an empty dataset name in the list of datasets: leave it out")
-    for book in books:  # validate everything before running anything: names and types, then every value
-        check_declared(book, all_params)
-    check_values(all_params)
+    return all_params, run_sets
+
+
+def _places(resolved, all_params: dict[str, Any], out_dir: Path | None) -> SimpleNamespace:
+    """Where a run writes: ``base`` (the preset's run folder, or a variant's), ``out_dir`` (executed copies),
+    ``summary_dir`` (results, html/, timings), ``parts_dir`` (each notebook's results part), ``fig_dir``."""
     given_record = str(all_params.get("record") or "").strip()
     variant = variant_dir(resolved, all_params)  # overrides: nothing of the preset's own outputs is touched
     base = resolved.run_dir if variant is None else variant
@@ -393,66 +437,53 @@ def run_suite(
             out_dir = base / "record-notebooks" / record_figure_dir(Path("."), all_params["record"]).name
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    summary_dir = base if own else out_dir  # results.json/.md, html/ and the timings go here
-    parts_dir = summary_dir / "results"
-    rows = []
+    summary_dir = base if own else out_dir
     fig_dir = resolved.figure_dir if variant is None else variant / "figures"
     if given_record:
         fig_dir = record_figure_dir(fig_dir, all_params["record"])
-    print(
-        f"running {len(books)} notebook(s) with preset {preset!r}; executed copies → {out_dir}, figures → {fig_dir}",
-        flush=True,
+    return SimpleNamespace(
+        base=base, out_dir=out_dir, summary_dir=summary_dir, parts_dir=summary_dir / "results", fig_dir=fig_dir
     )
-    jobs = []
-    for book in books:
-        if "dataset" in declared_parameters(book):
-            jobs += [(book, name) for name in run_sets]
-        else:
-            jobs.append((book, None))
-    runner = None
-    if prefetch:
-        from .jobs import JobRunner, JobSpec, job_params, plan
-        from .jobs.graph import unmodelled
 
-        tasks = plan(
-            resolved,
-            [(b.name, ds) for b, ds in jobs],
-            all_params,
-            fan_out=executor == "slurm",
-            need_threads=executor == "local",
+
+def _start_jobs(resolved, jobs, all_params, executor, slurm, progress, log_dir: Path, dry_run: bool):
+    """Plan the jobs the notebooks ``jobs`` read and start them (a :class:`~overthink_lib.jobs.JobRunner`; None when
+    none is planned); with ``dry_run`` print the plan instead."""
+    from .jobs import JobRunner, JobSpec, job_params, plan
+    from .jobs.graph import unmodelled
+
+    tasks = plan(
+        resolved,
+        [(b.name, ds) for b, ds in jobs],
+        all_params,
+        fan_out=executor == "slurm",
+        need_threads=executor == "local",
+    )
+    given = unmodelled(all_params)
+    if given and executor == "slurm":
+        raise ConfigError(
+            f"--executor slurm with {', '.join(given)}: the jobs do not model {'it' if len(given) == 1 else 'them'}, "
+            "so every network would train here, on the submitting machine; run it with the local executor"
         )
-        given = unmodelled(all_params)
-        if given and executor == "slurm":
-            raise ConfigError(
-                f"--executor slurm with {', '.join(given)}: the jobs do not model {'it' if len(given) == 1 else 'them'}, "
-                "so every network would train here, on the submitting machine; run it with the local executor"
-            )
-        if given:
-            print(f"parameters given ({', '.join(given)}): the notebooks train what they need themselves", flush=True)
-        spec = JobSpec(resolved, job_params(all_params))
-        if dry_run:
-            from .jobs.plan_view import describe_plan
+    if given:
+        print(f"parameters given ({', '.join(given)}): the notebooks train what they need themselves", flush=True)
+    spec = JobSpec(resolved, job_params(all_params))
+    if dry_run:
+        from .jobs.plan_view import describe_plan
 
-            print(describe_plan(resolved, spec, tasks, executor, slurm or {}, all_params), flush=True)
-            return []
-        if tasks:
-            runner = JobRunner(
-                resolved,
-                spec,
-                tasks,
-                _make_executor(executor, resolved, slurm, spec.params),
-                progress=progress,
-                log_dir=base / "jobs",
-            ).start()
-    elif dry_run:
-        raise ConfigError("--dry-run shows the planned jobs: it cannot go with prefetch off")
-    try:
-        rows = _run_books(jobs, runner, resolved, all_params, out_dir, parts_dir, timeout, kernel, progress)
-    except BaseException:
-        if runner is not None:
-            runner.stop()
-        raise
-    ahead = runner.finish() if runner is not None else []
+        print(describe_plan(resolved, spec, tasks, executor, slurm or {}, all_params), flush=True)
+        return None
+    if not tasks:
+        return None
+    executor_ = _make_executor(executor, resolved, slurm, spec.params)
+    return JobRunner(resolved, spec, tasks, executor_, progress=progress, log_dir=log_dir).start()
+
+
+def _summarise(rows, ahead, where: SimpleNamespace, preset: str, all_params: dict[str, Any], export_html: bool):
+    """The timings (CSV), the headline numbers the notebooks recorded (results.json/.md, printed) and the HTML."""
+    from .results import collect, table
+
+    summary_dir = where.summary_dir
     timings = summary_dir / "notebook_timings.csv"
     with open(timings, "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=["notebook", "seconds", "output"])
@@ -465,7 +496,7 @@ def run_suite(
             w.writerows(ahead)
     total = sum(r["seconds"] for r in rows)
     res = collect(
-        parts_dir,
+        where.parts_dir,
         summary_dir,
         preset=preset,
         timings=rows,
@@ -479,4 +510,3 @@ def run_suite(
     if export_html:
         index = export_notebooks([Path(r["output"]) for r in rows], summary_dir / "html", res)
         print(f"readable copies of the executed notebooks (images embedded, no server needed): {index}", flush=True)
-    return rows

@@ -521,186 +521,170 @@ def fit(
     device = device or next(model.parameters()).device
     try:
         with cpu_threads(cfg.threads if device.type == "cpu" else 0):
-            return _fit(
-                model,
-                train_ds,
-                val_ds,
-                cfg,
-                out_dir=out_dir,
-                resume=resume,
-                device=device,
-                loss_fn=loss_fn,
-                params=params,
-                progress=progress,
-                extra=extra,
-                stop_after_epoch=stop_after_epoch,
-            )
+            run = _prepare(model, train_ds, cfg, Path(out_dir), device, params, extra, resume, progress)
+            loss_fn = loss_fn or (lambda outs, y, idx: multi_exit_loss(outs, y, run.cfg.exit_weights))
+            last = run.cfg.epochs if stop_after_epoch is None else min(run.cfg.epochs, stop_after_epoch)
+            for epoch in range(run.start_epoch, last):
+                t0 = time.perf_counter()
+                row = train_one_epoch(
+                    run.net,
+                    run.opt,
+                    train_ds,
+                    run.cfg,
+                    epoch,
+                    n_exits=model.num_exits,
+                    loss_fn=loss_fn,
+                    device=device,
+                    scaler=run.scaler,
+                    rank=run.rank,
+                    world=run.world,
+                    progress=progress,
+                )
+                if val_ds is not None and run.rank == 0:
+                    row.update(_validate(run, val_ds, keep=epoch + 1 in {last} | run.halfway))
+                row["seconds"] = round(time.perf_counter() - t0, 2)
+                run.history.append(row)
+                if run.rank == 0:
+                    _save_epoch(run, epoch + 1)
+                    if progress:
+                        _epoch_line(run, epoch, row, val_ds is not None)
+            return run.history
     finally:  # trained in channels_last or not, the model comes back as a checkpoint loads it (NCHW): what the
         # caller computes from it next (records, CAMs) runs the same kernels as from a cached checkpoint
         model.to(memory_format=torch.contiguous_format)
 
 
-def _fit(
-    model: MultiExit,
-    train_ds: ImageSet,
-    val_ds: ImageSet | None,
-    cfg: TrainConfig,
-    *,
-    out_dir: Path,
-    resume: bool,
-    device: torch.device,
-    loss_fn: LossFn | None,
-    params: list[nn.Parameter] | None,
-    progress: bool,
-    extra: dict[str, Any] | None,
-    stop_after_epoch: int | None,
-) -> list[dict[str, Any]]:
+def _prepare(model, train_ds, cfg, out_dir: Path, device, params, extra, resume: bool, progress: bool):
+    """Everything an epoch needs (a namespace): the resolved config, the run's identity (what its checkpoint must
+    match to be resumed), the optimiser (restored when resuming), the network to train (DDP, compiled), the
+    validation settings, where it writes, and the history so far."""
+    from types import SimpleNamespace
+
     rank, world = _dist()
-    device = device or next(model.parameters()).device
     model.to(device)
-    out_dir = Path(out_dir)
-    ckpt_path = out_dir / CHECKPOINT
     if cfg.speed.auto:  # "fast": pick what pays on this machine for a run of this length, before anything is hashed
         cfg = resolve_speed(cfg, model, train_ds, device)
-    identity = {
+    sp = cfg.speed
+    _speed_warnings(sp, device, rank)
+    if sp.channels_last:
+        model.to(memory_format=torch.channels_last)
+    run = SimpleNamespace(model=model, cfg=cfg, device=device, rank=rank, world=world, out_dir=out_dir)
+    run.identity = {
         "model_spec": model.spec,
         "train_config": cfg.hashed_fields(),
         "train_data": train_ds.provenance(),
         "extra": extra or {},
         "train_version": COMPUTE_VERSIONS["train"],
     }
-    sp = cfg.speed
-    if sp.bf16 and device.type == "cpu" and not cpu_has_bf16() and rank == 0:
-        warnings.warn(
-            "speed.bf16 on a CPU without AMX/AVX-512-bf16: bf16 is emulated there and runs slower than fp32",
-            stacklevel=2,
-        )
-    if sp.channels_last and device.type == "cpu" and not sp.bf16 and rank == 0:
-        warnings.warn(
-            "fp32 channels_last training on CPU: torch 2.14.1's oneDNN corrupts memory in the input gradient "
-            "of some NHWC strided convolutions (benchmarks/onednn_nhwc_bug.py); no preset uses it",
-            stacklevel=2,
-        )
-    if sp.channels_last:
-        model.to(memory_format=torch.channels_last)
-    params = list(model.parameters()) if params is None else params
-    opt = torch.optim.SGD(
-        params,
+    run.opt = torch.optim.SGD(
+        list(model.parameters()) if params is None else params,
         lr=cfg.lr,
         momentum=cfg.momentum,
         weight_decay=cfg.weight_decay,
         nesterov=cfg.nesterov,
         **({"fused": True} if sp.fused_sgd else {}),
     )
-    history: list[dict[str, Any]] = []
-    start_epoch = 0
-    if resume and ckpt_path.exists():
-        ckpt = load_checkpoint(ckpt_path)
-        mine, theirs = config_hash(identity), config_hash({k: ckpt.get(k) for k in identity})
-        if mine != theirs:
-            raise ConfigError(
-                f"checkpoint {ckpt_path} comes from another config (hash {theirs} ≠ {mine}); "
-                "use another out_dir or resume=False to start over"
-            )
-        model.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["optimizer"])
-        _set_rng_state(ckpt["rng"])
-        start_epoch, history = ckpt["epoch"], list(ckpt["history"])
-        if rank == 0 and progress:
-            print(f"resuming from {ckpt_path} after epoch {start_epoch}", flush=True)
-    net: nn.Module = model
+    run.start_epoch, run.history = _resume(run, out_dir / CHECKPOINT, progress) if resume else (0, [])
+    run.net = model
     if world > 1:
-        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    if sp.compile:
-        net = torch.compile(net)
-    # validation after each epoch: the same precision and memory format, BN folded if asked, never compiled anew
-    eval_speed = Speed(bf16=sp.bf16, channels_last=sp.channels_last, fold_bn=sp.fold_bn)
-    loss_fn = loss_fn or (lambda outs, y, idx: multi_exit_loss(outs, y, cfg.exit_weights))
-    n_exits = model.num_exits
-    use_scaler = cfg.amp and device.type == "cuda" and not torch.cuda.is_bf16_supported()
-    scaler = torch.amp.GradScaler("cuda") if use_scaler else None
-    # fp32 eager validation logits are what a record of the same weights computes: kept for the weights a run ends
-    # with (its last epoch, or where ``stop_after_epoch`` stops it) and for the half-way snapshot
-    keep_predictions = eval_speed.resolve(device=device).is_default and not cfg.amp
-    last = cfg.epochs if stop_after_epoch is None else min(cfg.epochs, stop_after_epoch)
-    keep_after = {last} | ({cfg.epochs // 2} if cfg.epochs % 2 == 0 else set())  # 1-based epochs
-    for epoch in range(start_epoch, cfg.epochs):
-        t0 = time.perf_counter()
-        row = train_one_epoch(
-            net,
-            opt,
-            train_ds,
-            cfg,
-            epoch,
-            n_exits=n_exits,
-            loss_fn=loss_fn,
-            device=device,
-            scaler=scaler,
-            rank=rank,
-            world=world,
-            progress=progress,
+        run.net = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
         )
-        if val_ds is not None and rank == 0:
-            logits, labels, indices = predict(
-                model, val_ds, batch_size=cfg.eval_batch_size, device=device, amp=cfg.amp, speed=eval_speed
-            )
-            ev = _scores(logits, labels)
-            if keep_predictions and epoch + 1 in keep_after:
-                save_predictions(
-                    out_dir / PREDICTIONS,
-                    val_ds,
-                    state_hash(model),
-                    cfg.eval_batch_size,
-                    device,
-                    logits,
-                    labels,
-                    indices,
-                )
-            for k in range(n_exits):
-                row[f"val_loss_{k + 1}"], row[f"val_acc_{k + 1}"] = ev["loss"][k], ev["acc"][k]
-        row["seconds"] = round(time.perf_counter() - t0, 2)
-        history.append(row)
-        if rank == 0:
-            atomic_torch_save(
-                {
-                    **identity,
-                    "model": model.state_dict(),
-                    "optimizer": opt.state_dict(),
-                    "epoch": epoch + 1,
-                    "rng": _rng_state(),
-                    "history": history,
-                    "code_version": code_version(),
-                    "init_seed": cfg.init_seed,
-                    "data_seed": cfg.data_seed,
-                },
-                ckpt_path,
-            )
-            if cfg.epochs % 2 == 0 and epoch + 1 == cfg.epochs // 2:
-                atomic_torch_save(
-                    {
-                        **identity,
-                        "model": model.state_dict(),
-                        "epoch": epoch + 1,
-                        "history": history,
-                        "code_version": code_version(),
-                        "init_seed": cfg.init_seed,
-                        "data_seed": cfg.data_seed,
-                    },
-                    out_dir / HALFWAY,
-                )
-            _write_metrics(out_dir / METRICS, history)
-            if progress:
-                accs = " ".join(
-                    f"{row.get(f'val_acc_{k + 1}', row[f'train_acc_{k + 1}']) * 100:.1f}" for k in range(n_exits)
-                )
-                which = "val" if val_ds is not None else "train"
-                left = (cfg.epochs - epoch - 1) * float(np.mean([h["seconds"] for h in history[start_epoch:]]))
-                print(
-                    f"epoch {epoch + 1}/{cfg.epochs}: {row['seconds']:.0f} s, train loss (last exit) "
-                    f"{row[f'train_loss_{n_exits}']:.3f}, {which} acc per exit {accs}, ETA {_mmss(left)} "
-                    f"→ {ckpt_path}",
-                    flush=True,
-                )
-        if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch:
-            break
-    return history
+    if sp.compile:
+        run.net = torch.compile(run.net)
+    # validation after each epoch: the same precision and memory format, BN folded if asked, never compiled anew
+    run.eval_speed = Speed(bf16=sp.bf16, channels_last=sp.channels_last, fold_bn=sp.fold_bn)
+    use_scaler = cfg.amp and device.type == "cuda" and not torch.cuda.is_bf16_supported()
+    run.scaler = torch.amp.GradScaler("cuda") if use_scaler else None
+    # fp32 eager validation logits are what a record of the same weights computes: kept for the weights a run ends
+    # with (its last epoch, or where ``stop_after_epoch`` stops it) and for the half-way snapshot (1-based epochs)
+    run.keep_predictions = run.eval_speed.resolve(device=device).is_default and not cfg.amp
+    run.halfway = {cfg.epochs // 2} if cfg.epochs % 2 == 0 else set()
+    return run
+
+
+def _speed_warnings(sp: Speed, device: torch.device, rank: int) -> None:
+    if sp.bf16 and device.type == "cpu" and not cpu_has_bf16() and rank == 0:
+        warnings.warn(
+            "speed.bf16 on a CPU without AMX/AVX-512-bf16: bf16 is emulated there and runs slower than fp32",
+            stacklevel=3,
+        )
+    if sp.channels_last and device.type == "cpu" and not sp.bf16 and rank == 0:
+        warnings.warn(
+            "fp32 channels_last training on CPU: torch 2.14.1's oneDNN corrupts memory in the input gradient "
+            "of some NHWC strided convolutions (benchmarks/onednn_nhwc_bug.py); no preset uses it",
+            stacklevel=3,
+        )
+
+
+def _resume(run, ckpt_path: Path, progress: bool) -> tuple[int, list[dict[str, Any]]]:
+    """Restore weights, optimiser and RNG from ``ckpt_path`` when it exists (refused when it comes from another
+    model, config or data). Returns (epochs done, history)."""
+    if not ckpt_path.exists():
+        return 0, []
+    ckpt = load_checkpoint(ckpt_path)
+    mine, theirs = config_hash(run.identity), config_hash({k: ckpt.get(k) for k in run.identity})
+    if mine != theirs:
+        raise ConfigError(
+            f"checkpoint {ckpt_path} comes from another config (hash {theirs} ≠ {mine}); "
+            "use another out_dir or resume=False to start over"
+        )
+    run.model.load_state_dict(ckpt["model"])
+    run.opt.load_state_dict(ckpt["optimizer"])
+    _set_rng_state(ckpt["rng"])
+    if run.rank == 0 and progress:
+        print(f"resuming from {ckpt_path} after epoch {ckpt['epoch']}", flush=True)
+    return ckpt["epoch"], list(ckpt["history"])
+
+
+def _validate(run, val_ds: ImageSet, keep: bool) -> dict[str, float]:
+    """Validation loss and accuracy per exit (``val_loss_k``, ``val_acc_k``); ``keep``: also keep the logits."""
+    cfg, model = run.cfg, run.model
+    logits, labels, indices = predict(
+        model, val_ds, batch_size=cfg.eval_batch_size, device=run.device, amp=cfg.amp, speed=run.eval_speed
+    )
+    ev = _scores(logits, labels)
+    if run.keep_predictions and keep:
+        save_predictions(
+            run.out_dir / PREDICTIONS,
+            val_ds,
+            state_hash(model),
+            cfg.eval_batch_size,
+            run.device,
+            logits,
+            labels,
+            indices,
+        )
+    row = {}
+    for k in range(model.num_exits):
+        row[f"val_loss_{k + 1}"], row[f"val_acc_{k + 1}"] = ev["loss"][k], ev["acc"][k]
+    return row
+
+
+def _save_epoch(run, epoch: int) -> None:
+    """The checkpoint after ``epoch`` (1-based; and the half-way snapshot at half of an even schedule), metrics.csv."""
+    cfg, weights = run.cfg, run.model.state_dict()
+    resumable = {"optimizer": run.opt.state_dict(), "epoch": epoch, "rng": _rng_state()}
+    rest = {
+        "history": run.history,
+        "code_version": code_version(),
+        "init_seed": cfg.init_seed,
+        "data_seed": cfg.data_seed,
+    }
+    atomic_torch_save({**run.identity, "model": weights, **resumable, **rest}, run.out_dir / CHECKPOINT)
+    if epoch in run.halfway:  # the weights only (no optimiser or RNG state: a snapshot, never resumed)
+        atomic_torch_save({**run.identity, "model": weights, "epoch": epoch, **rest}, run.out_dir / HALFWAY)
+    _write_metrics(run.out_dir / METRICS, run.history)
+
+
+def _epoch_line(run, epoch: int, row: dict[str, Any], validated: bool) -> None:
+    """``epoch 3/10: 41 s, train loss (last exit) 1.234, val acc per exit 41.0 52.3 ..., ETA 04:47 → checkpoint``."""
+    cfg, n_exits = run.cfg, run.model.num_exits
+    accs = " ".join(f"{row.get(f'val_acc_{k + 1}', row[f'train_acc_{k + 1}']) * 100:.1f}" for k in range(n_exits))
+    left = (cfg.epochs - epoch - 1) * float(np.mean([h["seconds"] for h in run.history[run.start_epoch :]]))
+    print(
+        f"epoch {epoch + 1}/{cfg.epochs}: {row['seconds']:.0f} s, train loss (last exit) "
+        f"{row[f'train_loss_{n_exits}']:.3f}, {'val' if validated else 'train'} acc per exit {accs}, ETA "
+        f"{_mmss(left)} → {run.out_dir / CHECKPOINT}",
+        flush=True,
+    )

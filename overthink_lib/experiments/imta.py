@@ -73,61 +73,92 @@ def imta_protocol(
     ``splits``: the data (default: the preset's main dataset); the seed-level protocol passes subsets.
     Returns an :class:`ImtaProtocol`.
     """
-    from ..models.imta import FREEZE, FROZEN_BN, KL_REDUCTIONS, TEACHERS, load_backbone, ofa_loss
-    from ..train import HALFWAY, state_hash
+    opts = _options(preset, parent=parent, freeze=freeze, teacher=teacher, kl=kl, frozen_bn=frozen_bn)
+    splits = load_splits(preset, preset.datasets[0], seed) if splits is None else splits
+    spec = main_spec(preset, splits["train"])
+    out = ImtaProtocol({}, {}, {}, opts["parent"])
+    model, hist, run = train_or_load(
+        preset, spec, train_config(preset, 2 * preset.imta.epochs, seed), splits, progress=progress
+    )
+    if opts["parent"] == "branch":
+        parent_model, parent_ckpt = _branch_parent(preset, spec, splits, seed, run, hist, out, progress)
+    else:
+        parent_model, parent_ckpt = _separate_parent(preset, spec, splits, seed, out, progress)
+    out.records["2E"] = records_for(model, splits, preset, run)
+    out.runs["2E"], out.histories["2E"] = run, hist
+    name = "E + E ISC+OFA"
+    model, hist, run = _fine_tune(preset, spec, splits, seed, parent_model, parent_ckpt, opts, ge, progress)
+    out.records[name] = records_for(model, splits, preset, run)
+    out.runs[name], out.histories[name] = run, hist
+    out.records = {k: out.records[k] for k in ("E", "2E", name)}  # table order
+    return out
 
-    parent = preset.imta.parent if parent is None else parent
-    freeze = preset.imta.freeze if freeze is None else freeze
-    teacher = preset.imta.teacher if teacher is None else teacher
-    kl = preset.imta.kl if kl is None else kl
-    frozen_bn = preset.imta.frozen_bn if frozen_bn is None else frozen_bn
-    for what, value, allowed in (
-        ("parent", parent, IMTA_PARENTS),
-        ("freeze", freeze, FREEZE),
-        ("teacher", teacher, TEACHERS),
-        ("KL reduction", kl, KL_REDUCTIONS),
-        ("frozen BatchNorm mode", frozen_bn, FROZEN_BN),
-    ):
-        if value not in allowed:
-            raise ConfigError(f"IMTA {what} must be one of {', '.join(allowed)}, got {value!r}")
+
+def _options(preset: Preset, **given: str | None) -> dict[str, Any]:
+    """The protocol's options (the preset's ``imta`` fields where not given), checked, with the fine-tuning's lr
+    schedule (``stage2``: ×0.1 at ``imta.milestones`` of its epochs; none: the preset's schedule)."""
+    from ..models.imta import FREEZE, FROZEN_BN, KL_REDUCTIONS, TEACHERS
+
+    opts = {k: getattr(preset.imta, k) if v is None else v for k, v in given.items()}
+    allowed = {
+        "parent": IMTA_PARENTS,
+        "freeze": FREEZE,
+        "teacher": TEACHERS,
+        "kl": KL_REDUCTIONS,
+        "frozen_bn": FROZEN_BN,
+    }
+    what = {"kl": "KL reduction", "frozen_bn": "frozen BatchNorm mode"}
+    for key in ("parent", "freeze", "teacher", "kl", "frozen_bn"):
+        if opts[key] not in allowed[key]:
+            raise ConfigError(f"IMTA {what.get(key, key)} must be one of {', '.join(allowed[key])}, got {opts[key]!r}")
     stones = tuple(preset.imta.milestones)
     if not all(0 < m < 1 for m in stones) or list(stones) != sorted(set(stones)):
         raise ConfigError(
             f"preset field imta.milestones must be increasing fractions of the fine-tuning's epochs in (0, 1), "
             f"got {stones!r} (official: (0.5, 0.75); () for the preset's schedule)"
         )
-    stage2 = dict(schedule="step", milestones=stones) if stones else {}
-    splits = load_splits(preset, preset.datasets[0], seed) if splits is None else splits
-    spec = main_spec(preset, splits["train"])
-    e = preset.imta.epochs
-    out = ImtaProtocol({}, {}, {}, parent)
-    long_cfg = train_config(preset, 2 * e, seed)
-    model, hist, run = train_or_load(preset, spec, long_cfg, splits, progress=progress)
-    if parent == "branch":
-        if not (run / HALFWAY).exists():  # a run from before half-way snapshots were kept: the same run again
-            if progress:
-                print(f"{run} has no half-way snapshot ({HALFWAY}); training it again to keep one", flush=True)
-            model = build_model(spec, long_cfg.init_seed).to(get_device(preset.training.device))
-            hist = fit(
-                model, splits["train"], splits.get("val"), long_cfg, out_dir=run, progress=progress, extra={"tag": ""}
-            )
-        half, _ = model_from_checkpoint(run / HALFWAY, get_device(preset.training.device))
-        out.records["E"] = records_for(half, splits, preset, run, checkpoint=run / HALFWAY)
-        out.runs["E"], out.histories["E"] = run, hist[:e]
-        parent_model, parent_ckpt = half, run / HALFWAY
-    else:
-        parent_model, hist_e, run_e = train_or_load(
-            preset, spec, train_config(preset, e, seed), splits, progress=progress
+    opts["stage2"] = dict(schedule="step", milestones=stones) if stones else {}
+    return opts
+
+
+def _branch_parent(preset, spec, splits, seed, run: Path, hist: list, out: ImtaProtocol, progress: bool):
+    """The ``E`` arm under ``branch``: the 2E run's half-way snapshot (trained again when an old run kept none).
+    Fills ``out``'s E entries; returns (the E-epoch model, its checkpoint)."""
+    from ..train import HALFWAY
+
+    e, device = preset.imta.epochs, get_device(preset.training.device)
+    if not (run / HALFWAY).exists():  # a run from before half-way snapshots were kept: the same run again
+        if progress:
+            print(f"{run} has no half-way snapshot ({HALFWAY}); training it again to keep one", flush=True)
+        long_cfg = train_config(preset, 2 * e, seed)
+        model = build_model(spec, long_cfg.init_seed).to(device)
+        hist = fit(
+            model, splits["train"], splits.get("val"), long_cfg, out_dir=run, progress=progress, extra={"tag": ""}
         )
-        out.records["E"] = records_for(parent_model, splits, preset, run_e)
-        out.runs["E"], out.histories["E"] = run_e, hist_e
-        parent_ckpt = run_e / CHECKPOINT
-    out.records["2E"] = records_for(model, splits, preset, run)
-    out.runs["2E"], out.histories["2E"] = run, hist
-    ispec = {
-        "name": "imta",
-        "kwargs": {"backbone": spec, "freeze": freeze, "teacher": teacher, "ge": ge, "frozen_bn": frozen_bn},
-    }
+    half, _ = model_from_checkpoint(run / HALFWAY, device)
+    out.records["E"] = records_for(half, splits, preset, run, checkpoint=run / HALFWAY)
+    out.runs["E"], out.histories["E"] = run, hist[:e]
+    return half, run / HALFWAY
+
+
+def _separate_parent(preset, spec, splits, seed, out: ImtaProtocol, progress: bool):
+    """The ``E`` arm under ``separate``: its own E-epoch run. Fills ``out``'s E entries; returns (model, checkpoint)."""
+    model, hist, run = train_or_load(
+        preset, spec, train_config(preset, preset.imta.epochs, seed), splits, progress=progress
+    )
+    out.records["E"] = records_for(model, splits, preset, run)
+    out.runs["E"], out.histories["E"] = run, hist
+    return model, run / CHECKPOINT
+
+
+def _fine_tune(preset, spec, splits, seed, parent_model, parent_ckpt: Path, opts: dict, ge: bool, progress: bool):
+    """The ``E + E ISC+OFA`` arm: IMTA heads on ``parent_model``, E epochs of the OFA loss (a cached run keyed by the
+    parent's weights). Returns (model, history, run folder)."""
+    from ..models.imta import load_backbone, ofa_loss
+    from ..train import state_hash
+
+    options = {k: opts[k] for k in ("freeze", "teacher", "frozen_bn")}
+    ispec = {"name": "imta", "kwargs": {"backbone": spec, "ge": ge, **options}}
     built = {}
 
     def init(m):
@@ -135,24 +166,19 @@ def imta_protocol(
         return load_backbone(m, parent_model)
 
     def loss(outs, y, idx):
-        return ofa_loss(outs, y, teacher=built["model"].teacher_logits(), reduction=kl)
+        return ofa_loss(outs, y, teacher=built["model"].teacher_logits(), reduction=opts["kl"])
 
-    model, hist, run = train_or_load(
+    return train_or_load(
         preset,
         ispec,
-        train_config(preset, e, seed, **stage2),
+        train_config(preset, preset.imta.epochs, seed, **opts["stage2"]),
         splits,
         progress=progress,
-        tag=f"from-{state_hash(parent_model)}-kl-{kl}",
+        tag=f"from-{state_hash(parent_model)}-kl-{opts['kl']}",
         init=init,
         loss_fn=loss,
-        extra={"parent_checkpoint": str(parent_ckpt), "kl_reduction": kl},
+        extra={"parent_checkpoint": str(parent_ckpt), "kl_reduction": opts["kl"]},
     )
-    name = "E + E ISC+OFA"
-    out.records[name] = records_for(model, splits, preset, run)
-    out.runs[name], out.histories[name] = run, hist
-    out.records = {k: out.records[k] for k in ("E", "2E", name)}  # table order
-    return out
 
 
 def imta_seed_splits(preset: Preset, seed: int) -> dict[str, ImageSet]:
