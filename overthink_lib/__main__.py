@@ -280,6 +280,20 @@ def _cmd_import_checkpoint(args: argparse.Namespace) -> None:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m overthink_lib", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="cmd", required=True)
+    for add in (
+        _add_reproduce,
+        _add_reference,
+        _add_data_and_training,
+        _add_job,
+        _add_import_record,
+        _add_import_checkpoint,
+    ):
+        add(sub)
+    return p
+
+
+def _add_reproduce(sub) -> None:
+    """``reproduce``: the suite headless, and where its jobs run."""
     r = sub.add_parser("reproduce", help="run every notebook headless (papermill) with a preset")
     r.add_argument("--preset", default="cpu", help=f"one of {', '.join(PRESETS)} (default cpu)")
     r.add_argument("--only", action="append", default=[], help="run only notebooks starting with this (repeatable)")
@@ -322,6 +336,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     c.add_argument("--requeue", action="store_true", help="let SLURM requeue a job whose node fails")
     r.set_defaults(func=_cmd_reproduce)
+
+
+def _add_reference(sub) -> None:
+    """``reference``: make a run's results the regression reference."""
     ref = sub.add_parser("reference", help="make runs/<preset>/results.json the regression reference CI checks")
     ref.add_argument("--preset", default="smoke")
     ref.add_argument("--out", default=None, help="default tests/reference/<preset>.json")
@@ -332,6 +350,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ref.add_argument("--label", default=None, help="how the kind is named in messages (default: the CPU's name)")
     ref.set_defaults(func=_cmd_reference)
+
+
+def _add_data_and_training(sub) -> None:
+    """``fetch``, ``datasets``, ``train``, ``record``."""
     f = sub.add_parser("fetch", help="download datasets into data/ (needs internet)")
     f.add_argument("names", nargs="+")
     f.set_defaults(func=_cmd_fetch)
@@ -355,6 +377,10 @@ def build_parser() -> argparse.ArgumentParser:
                 "comma-separated subset; default: the preset's",
             )
         t.set_defaults(func=func)
+
+
+def _add_job(sub) -> None:
+    """``job``: one job of the suite, in this process (what a worker runs)."""
     j = sub.add_parser("job", help="one of the jobs reproduce runs ahead of the notebooks (see overthink_lib.jobs)")
     j.add_argument("name")
     j.add_argument("--preset", default="cpu")
@@ -364,6 +390,10 @@ def build_parser() -> argparse.ArgumentParser:
     j.add_argument("--dataset", default=None, help="default: the preset's first dataset")
     j.add_argument("--item", default="", help="one run of a loop job (e.g. seed1); default: the whole loop")
     j.set_defaults(func=_cmd_job)
+
+
+def _add_import_record(sub) -> None:
+    """``import-record``: logits computed elsewhere → records."""
     i = sub.add_parser(
         "import-record",
         help="turn logits computed elsewhere (an .npz of arrays, or the official MSDNet logits_single.pth) into records",
@@ -390,6 +420,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--split", default="test", choices=("train", "val", "test"), help="its split (val or test; default test)"
     )
     i.set_defaults(func=_cmd_import_record)
+
+
+def _add_import_checkpoint(sub) -> None:
+    """``import-checkpoint``: an official MSDNet checkpoint → a lab checkpoint."""
     c = sub.add_parser("import-checkpoint", help="an official MSDNet-PyTorch checkpoint → a lab checkpoint (.pt)")
     c.add_argument(
         "source", help="model_best.pth.tar / checkpoint_NNN.pth.tar of the official main.py, or a state_dict"
@@ -402,7 +436,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="an MSDNetConfig field the shapes do not tell (e.g. bn_factor=[1,2,4,4], reduction=0.5); repeatable",
     )
     c.set_defaults(func=_cmd_import_checkpoint)
-    return p
 
 
 def main(argv: list[str] | None = None) -> int:

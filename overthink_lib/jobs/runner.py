@@ -125,50 +125,9 @@ def run_tasks(
         while len(done) < len(tasks) and not (stop is not None and stop.is_set()):
             now = time.perf_counter()
             for t, (st, why) in executor.poll().items():
-                if t in done:
-                    continue
-                if st != state.get(t):
-                    state[t] = st
-                    jid = executor.job_id(t)
-                    if st == "running":
-                        started.setdefault(t, now)
-                        follow[t].last_t = now
-                    if progress and st not in ("waiting", "done", "failed"):
-                        say(f"{'▶ ' if st == 'running' else '  '}job {t.label()}{f' [{jid}]' if jid else ''}: {st}")
-                if st == "failed":
-                    follow[t].new_lines()
-                    raise JobFailed(
-                        f"job {t.label()}{f' (SLURM job {executor.job_id(t)})' if executor.job_id(t) else ''} "
-                        f"failed: {why}; its log {logs[t]} ends:\n{log_tail(logs[t])}"
-                    )
-                if st == "done":
-                    done.add(t)
-                    dt = now - started.get(t, now)
-                    rows.append(
-                        {
-                            "job": t.job,
-                            "dataset": t.dataset,
-                            "item": t.item,
-                            "seconds": round(dt, 1),
-                            "log": str(logs[t]),
-                            "job_id": executor.job_id(t),
-                        }
-                    )
-                    if progress:
-                        say(f"  job {t.label()}: done in {dt:.0f} s")
-            for t, st in state.items():
-                if st != "running" or t in done:
-                    continue
-                f = follow[t]
-                lines = f.new_lines()
-                if progress and lines:
-                    for line in lines[-3:]:
-                        say(f"  {t.label()}: {line}")
-                    f.last_t = now
-                elif progress and now - f.last_t >= heartbeat:
-                    what = f"last: {f.last}" if f.last else "no progress line yet"
-                    say(f"  {t.label()}: running for {now - started.get(t, now):.0f} s ({what})")
-                    f.last_t = now
+                if t not in done:
+                    _on_state(t, st, why, now, executor, state, started, follow, logs, done, rows, progress)
+            _follow_running(state, done, follow, started, now, progress, heartbeat)
             time.sleep(poll)
     except BaseException:
         executor.cancel()
@@ -178,6 +137,57 @@ def run_tasks(
     elif progress:
         say(f"jobs done in {time.perf_counter() - t_all:.1f} s")
     return rows
+
+
+def _on_state(t, st, why, now, executor, state, started, follow, logs, done, rows, progress) -> None:
+    """Task ``t`` is in state ``st``: say a change, raise :class:`JobFailed` on a failure (with its log's tail), and
+    on completion add it to ``done`` and its row to ``rows``."""
+    if st != state.get(t):
+        state[t] = st
+        jid = executor.job_id(t)
+        if st == "running":
+            started.setdefault(t, now)
+            follow[t].last_t = now
+        if progress and st not in ("waiting", "done", "failed"):
+            say(f"{'▶ ' if st == 'running' else '  '}job {t.label()}{f' [{jid}]' if jid else ''}: {st}")
+    if st == "failed":
+        follow[t].new_lines()
+        raise JobFailed(
+            f"job {t.label()}{f' (SLURM job {executor.job_id(t)})' if executor.job_id(t) else ''} "
+            f"failed: {why}; its log {logs[t]} ends:\n{log_tail(logs[t])}"
+        )
+    if st == "done":
+        done.add(t)
+        dt = now - started.get(t, now)
+        rows.append(
+            {
+                "job": t.job,
+                "dataset": t.dataset,
+                "item": t.item,
+                "seconds": round(dt, 1),
+                "log": str(logs[t]),
+                "job_id": executor.job_id(t),
+            }
+        )
+        if progress:
+            say(f"  job {t.label()}: done in {dt:.0f} s")
+
+
+def _follow_running(state, done, follow, started, now: float, progress: bool, heartbeat: float) -> None:
+    """Each running task's new log lines (the last three), or a line every ``heartbeat`` seconds when it is quiet."""
+    for t, st in state.items():
+        if st != "running" or t in done:
+            continue
+        f = follow[t]
+        lines = f.new_lines()
+        if progress and lines:
+            for line in lines[-3:]:
+                say(f"  {t.label()}: {line}")
+            f.last_t = now
+        elif progress and now - f.last_t >= heartbeat:
+            what = f"last: {f.last}" if f.last else "no progress line yet"
+            say(f"  {t.label()}: running for {now - started.get(t, now):.0f} s ({what})")
+            f.last_t = now
 
 
 class JobRunner:
