@@ -96,6 +96,12 @@ def put(section: str, key: str, value: Any, label: str = "", unit: str = "") -> 
     return value
 
 
+def put_all(section: str, headlines) -> None:
+    """:func:`put` each ``(key, value, label, unit)`` of an analysis's headline numbers (a study's ``headlines``)."""
+    for key, value, label, unit in headlines:
+        put(section, key, value, label, unit)
+
+
 def fmt_value(value: Any, unit: str = "") -> str:
     """How the table shows a value: fractions ×100 for ``%``/``pts``, CIs in brackets."""
     scale = UNITS.get(unit, 1.0)
