@@ -140,6 +140,42 @@ def exit_predictions(rec, image_set, rows, class_names=None):
     return fig
 
 
+def pairwise_heatmap(pw):
+    """``pw`` (E × E, % of samples): P(exit i right ∧ exit j wrong) as an annotated heatmap."""
+    import pandas as pd
+    import seaborn as sns
+
+    labels = [f"exit {k}" for k in range(1, len(pw) + 1)]
+    fig, ax = subplots(figsize=(5, 4))
+    table = pd.DataFrame(pw, index=labels, columns=labels)
+    sns.heatmap(table, annot=True, fmt=".2f", cmap="Reds", ax=ax, cbar_kws={"label": "% of test samples"})
+    ax.set(xlabel="exit j wrong", ylabel="exit i right", title="P(exit i right ∧ exit j wrong)")
+    return fig
+
+
+def pairwise_plotly(pw):
+    """:func:`pairwise_heatmap` for exploring (plotly)."""
+    import pandas as pd
+    import plotly.express as px
+
+    labels = [f"exit {k}" for k in range(1, len(pw) + 1)]
+    return px.imshow(
+        pd.DataFrame(pw, index=labels, columns=labels),
+        text_auto=".2f",
+        labels={"x": "exit j wrong", "y": "exit i right", "color": "%"},
+        title="P(exit i right and exit j wrong), % of test samples",
+    )
+
+
+def per_class_bars(pc):
+    """Overthinking rate per class (a :func:`~overthink_lib.analysis.overthinking.per_class` table) as bars."""
+    fig, ax = subplots(figsize=(8, 3))
+    ax.bar(pc["class"] if "class" in pc else pc.index.astype(str), pc["overthinking_rate"] * 100)
+    ax.set(ylabel="% overthought", title="overthinking rate per class")
+    ax.tick_params(axis="x", rotation=45)
+    return fig
+
+
 def mean_sd_ci(ax, x, mean, sd, low, high, *, label: str = "", color=None) -> None:
     """Group means as the thesis's Figs A.3/A.5 draw them, with the spread: a thin bar of ±1 SD around each mean (how
     much the values vary), and a thick bar over the 95 % CI of the mean (how sure the mean is). Integer x ticks."""

@@ -236,3 +236,16 @@ def test_flops_free_records_say_so_where_costs_are_needed():
         with pytest.raises(ConfigError, match="needs the cost of each exit"):
             fn(rec)
     assert overthinking.summary(rec, n_boot=50).loc["overthought (thesis Eq 3.11)", "value"] == pytest.approx(0.5)
+
+
+def test_report_gives_notebook_04_its_numbers_and_sentence():
+    rec = make_record()  # 6 samples: 3 overthought, final exit right for 3, some exit right for 5
+    r = overthinking.report(rec, n_boot=100, seed=0)
+    heads = {k: (v, unit) for k, v, _, unit in r["headlines"]}
+    assert heads["overthought"][0][0] == pytest.approx(3 / 6) and heads["overthought"][1] == "%"
+    assert heads["final_exit_accuracy"][0][0] == pytest.approx(3 / 6)
+    assert heads["collective_accuracy"][0][0] == pytest.approx(5 / 6)
+    assert all(low <= est <= high for (est, low, high), _ in heads.values())
+    assert r["sentence"] == "overthought: 50.00 % of 6 test samples"
+    assert r["table"].loc["overthought (thesis Eq 3.11)"].iloc[0].startswith("50.00")
+    assert overthinking.thesis_table_3_1().loc["SVHN (thesis)", "50 + 50 ISC+OFA"] == 11.29

@@ -13,6 +13,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 import torch
@@ -122,6 +124,37 @@ def summary(rec: ExitRecord, *, n_boot: int = 2000, seed: int = 0) -> pd.DataFra
     e, low, h = bootstrap_statistic(share, rec.num_samples, n_boot=n_boot, seed=seed)
     rows.append({"metric": "destructive share of final-exit errors", "value": e, "low": low, "high": h})
     return pd.DataFrame(rows).set_index("metric")
+
+
+#: The thesis's Table 3.1: % of test samples overthought by its MSDNet, per dataset and arm (E = 50 epochs).
+THESIS_TABLE_3_1 = {
+    "CIFAR-100 (thesis)": {"50 epochs": 17.93, "100 epochs": 18.45, "50 + 50 ISC+OFA": 14.33},
+    "SVHN (thesis)": {"50 epochs": 15.32, "100 epochs": 15.50, "50 + 50 ISC+OFA": 11.29},
+}
+
+
+def thesis_table_3_1() -> pd.DataFrame:
+    """:data:`THESIS_TABLE_3_1` as a table: a row per dataset, a column per arm (%)."""
+    return pd.DataFrame.from_dict(THESIS_TABLE_3_1, orient="index")
+
+
+def report(rec: ExitRecord, *, n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
+    """Notebook 04's headline numbers of one test record: ``summary`` (:func:`summary`), ``table`` (its rows as
+    "% [95 % CI]"), ``headlines`` (``(key, (estimate, low, high), label, unit)`` for results.json: the overthought
+    share, final-exit accuracy, collective accuracy) and ``sentence``."""
+    from .stats import fmt_ci
+
+    s = summary(rec, n_boot=n_boot, seed=seed)
+    table = pd.DataFrame({"% [95 % CI]": [fmt_ci(r.value, r.low, r.high) for r in s.itertuples()]}, index=s.index)
+    rows = {
+        "overthought": ("overthought (thesis Eq 3.11)", "overthought test samples (Eq 3.11)"),
+        "final_exit_accuracy": (f"accuracy exit {rec.num_exits}", "final-exit accuracy"),
+        "collective_accuracy": ("collective accuracy (any exit right)", "any exit right (oracle)"),
+    }
+    headlines = [(key, list(s.loc[row, ["value", "low", "high"]]), label, "%") for key, (row, label) in rows.items()]
+    ot = s.loc["overthought (thesis Eq 3.11)"]
+    sentence = f"overthought: {ot.value * 100:.2f} % of {rec.num_samples} test samples"
+    return {"summary": s, "table": table, "headlines": headlines, "sentence": sentence}
 
 
 def per_class(rec: ExitRecord, class_names=None) -> pd.DataFrame:
