@@ -3,8 +3,9 @@
 Reads every notebook's code cells and counts code lines (neither blank nor comment) and the statements that mean
 logic: ``def``, ``class``, ``for``, ``while``. Each notebook has a budget; a notebook over it fails, and so does a
 budget above what the notebook needs (so the budgets only come down). The aim is ≤ 60 lines and no logic statement
-in every notebook; 03 and 04 are there (their numbers and sentences come from ``analysis.budgeted.study`` and
-``analysis.overthinking.report``), the others' budgets are what they hold today.
+in every notebook; 03, 04 and 11 are there or close (their numbers and sentences come from
+``analysis.budgeted.study``, ``analysis.overthinking.report`` and ``analysis.rule_study.study``), the others'
+budgets are what they hold today.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ BUDGET = {
     "08": (488, 11),
     "09": (207, 12),
     "10": (110, 2),
-    "11": (259, 7),
+    "11": (81, 0),
 }
 LOGIC = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.For, ast.AsyncFor, ast.While)
 
