@@ -176,6 +176,43 @@ def per_class_bars(pc):
     return fig
 
 
+def dct_examples(images, score):
+    """Four test images from least to most cluttered (by ``score``) over the log-magnitude of their DCT (luma)."""
+    import numpy as np
+
+    from .analysis import dct
+
+    pick = np.argsort(score)[np.linspace(0, len(score) - 1, 4).astype(int)]
+    coef = dct.dct2(images[pick].numpy())
+    fig, axes = subplots(2, 4, figsize=(10, 5))
+    for j, r in enumerate(pick):
+        show_image(axes[0, j], images[r])  # in colour where it has colour; the DCT below is of its luma
+        axes[0, j].set_title(f"clutter {score[r]:.3f}", fontsize=9)
+        im = axes[1, j].imshow(np.log10(np.abs(coef[j, 0]) + 1e-3), cmap="viridis")
+        for ax in axes[:, j]:
+            ax.axis("off")
+    fig.colorbar(im, ax=axes[1].tolist(), shrink=0.8, label="log10 |coefficient|")
+    return fig
+
+
+def clutter_by_exit(by_exit, title: str, overall: float | None = None):
+    """Mean clutter (SD bar, CI) per exit and subset (a column ``subset``, else one series), as Fig A.3 / A.5 show
+    it; ``overall``: a dashed line at the mean of all images."""
+    fig, ax = subplots(figsize=(6, 3.3))
+    if "subset" in by_exit:
+        for i, (part, g) in enumerate(by_exit.groupby("subset")):
+            mean_sd_ci(ax, g["exit"] + (i - 0.5) * 0.15, g["mean"], g["sd"], g["low"], g["high"], label=part)
+    else:
+        mean_sd_ci(
+            ax, by_exit["exit"], by_exit["mean"], by_exit["sd"], by_exit["low"], by_exit["high"], label="correct subset"
+        )
+    if overall is not None:
+        ax.axhline(overall, color="grey", ls="--", lw=1, label="all test composites")
+    ax.set(xlabel="exit", ylabel="clutter score", title=title)
+    ax.legend(fontsize=7)
+    return fig
+
+
 def mean_sd_ci(ax, x, mean, sd, low, high, *, label: str = "", color=None) -> None:
     """Group means as the thesis's Figs A.3/A.5 draw them, with the spread: a thin bar of ±1 SD around each mean (how
     much the values vary), and a thick bar over the 95 % CI of the mean (how sure the mean is). Integer x ticks."""

@@ -3,9 +3,9 @@
 Reads every notebook's code cells and counts code lines (neither blank nor comment) and the statements that mean
 logic: ``def``, ``class``, ``for``, ``while``. Each notebook has a budget; a notebook over it fails, and so does a
 budget above what the notebook needs (so the budgets only come down). The aim is ≤ 60 lines and no logic statement
-in every notebook; 03, 04 and 11 are there or close (their numbers and sentences come from
-``analysis.budgeted.study``, ``analysis.overthinking.report`` and ``analysis.rule_study.study``), the others'
-budgets are what they hold today.
+in every notebook; 03, 04, 06 and 11 are there or close (their numbers and sentences come from
+``analysis.budgeted.study``, ``analysis.overthinking.report``, ``analysis.dct_study.study`` and
+``analysis.rule_study.study``), the others' budgets are what they hold today.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ BUDGET = {
     "03": (70, 0),
     "04": (54, 0),
     "05": (214, 7),
-    "06": (284, 11),
+    "06": (76, 0),
     "07": (280, 13),
     "08": (488, 11),
     "09": (207, 12),

@@ -89,6 +89,22 @@ def maxmin_short_and_long(preset: Preset, seed: int | None = None, progress: boo
     return out
 
 
+def maxmin_test_images(preset: Preset, seed: int | None = None) -> dict:
+    """What notebook 06's sanity check reads of M (:func:`maxmin_experiment`): the test composites (``images``), each
+    one's level name (``levels``), M's test ``record``, the level ``names`` in order and the ``items`` per level (the
+    ``maxmin`` argument of :func:`overthink_lib.analysis.dct_study.study`)."""
+    import numpy as np
+
+    from ..data.maxmin import ITEMS_PER_LEVEL, LEVELS
+
+    mmx = maxmin_experiment(preset, seed)
+    test = mmx.splits["test"]
+    levels = np.array(LEVELS)[test.extras["level"].numpy()]
+    return dict(
+        images=test.images.numpy(), levels=levels, record=mmx.records["test"], names=LEVELS, items=ITEMS_PER_LEVEL
+    )
+
+
 # ---- the job ahead of the notebooks ----
 
 
