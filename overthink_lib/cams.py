@@ -273,6 +273,18 @@ def group_statistics(groups: dict[str, ExitCams], *, n_boot: int = 1000, seed: i
     return pd.DataFrame(rows)
 
 
+def overthought_vs_others(model, test_set, rec, n: int, *, n_boot: int = 1000, seed: int = 0):
+    """:func:`group_statistics` of up to ``n`` overthought test samples of ``rec`` (``model``'s record on
+    ``test_set``) and as many others (:func:`~overthink_lib.analysis.overthinking.overthought_and_others`); an empty
+    group is left out."""
+    from .analysis import overthinking
+
+    pick = {g: rows for g, rows in overthinking.overthought_and_others(rec, n, seed).items() if len(rows)}
+    return group_statistics(
+        {g: cams_for_rows(model, test_set, rows) for g, rows in pick.items()}, n_boot=n_boot, seed=seed
+    )
+
+
 def disjoint_pairs(stats, groups: tuple[str, str] = ("overthought", "other")) -> tuple[list[tuple[str, int]], int]:
     """The (statistic, exit) pairs of a :func:`group_statistics` table where the two ``groups``' 95 % CIs do not
     overlap (one's low end above the other's high end, either way round); a pair missing in one group never counts.

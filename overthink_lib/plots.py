@@ -213,6 +213,45 @@ def clutter_by_exit(by_exit, title: str, overall: float | None = None):
     return fig
 
 
+def overthought_histograms(flags: dict, runs: int):
+    """Per (network, factor) of ``flags`` (``[K, N]`` overthought flags): how many samples are overthought in m of the
+    K runs, observed and if independent of the sample (log scale); networks as rows, factors as columns."""
+    from .analysis import agreement
+
+    nets = list(dict.fromkeys(n for n, _ in flags))
+    factors = list(dict.fromkeys(f for _, f in flags))
+    fig, axes = subplots(len(nets), len(factors), figsize=(13, 3 * len(nets)), sharey=True, squeeze=False)
+    for (net, factor), ot in flags.items():
+        h = agreement.count_histogram(ot)
+        ax = axes[nets.index(net), factors.index(factor)]
+        ax.bar(h["m"] - 0.2, h["observed"] * 100, 0.4, label="observed")
+        ax.bar(h["m"] + 0.2, h["independent"] * 100, 0.4, label="if independent of the sample")
+        ax.set_yscale("log")
+        ax.set(title=f"{net}: {factor}", xlabel=f"overthought in m of {runs} runs")
+    for row in axes:
+        row[0].set_ylabel("% of test samples")
+    axes[0, 0].legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def kappa_matrices(flags: dict):
+    """Per (network, factor) of ``flags``: Cohen's κ between every two runs' overthought sets, as heatmaps."""
+    import seaborn as sns
+
+    from .analysis import agreement
+
+    nets = list(dict.fromkeys(n for n, _ in flags))
+    factors = list(dict.fromkeys(f for _, f in flags))
+    fig, axes = subplots(len(nets), len(factors), figsize=(12, 3.5 * len(nets)), squeeze=False)
+    for (net, factor), ot in flags.items():
+        ax = axes[nets.index(net), factors.index(factor)]
+        sns.heatmap(agreement.pairwise(ot), annot=True, fmt=".2f", vmin=0, vmax=1, cmap="magma", ax=ax, cbar=False)
+        ax.set(title=f"{net}: {factor} — Cohen's kappa", xlabel="run", ylabel="run")
+    fig.tight_layout()
+    return fig
+
+
 def mean_sd_ci(ax, x, mean, sd, low, high, *, label: str = "", color=None) -> None:
     """Group means as the thesis's Figs A.3/A.5 draw them, with the spread: a thin bar of ±1 SD around each mean (how
     much the values vary), and a thick bar over the 95 % CI of the mean (how sure the mean is). Integer x ticks."""

@@ -351,32 +351,27 @@ def _policy(fx: Path) -> dict[str, Any]:
 
 
 def _stochasticity(fx: Path) -> dict[str, Any]:
-    """09: agreement of the overthought sets over K runs per factor (κ, Jaccard, ρ against a plain and a
-    difficulty-stratified null), per network, and SDN − MSDNet's ρ paired over the test samples."""
-    from overthink_lib.analysis import agreement
-    from overthink_lib.analysis.stats import bootstrap_statistic
+    """09: its study (analysis.stochasticity.study, as the notebook calls it) on the frozen runs: agreement of the
+    overthought sets over K runs per factor (κ, Jaccard, ρ against a plain and a difficulty-stratified null), per
+    network, and SDN − MSDNet's ρ paired over the test samples."""
+    from overthink_lib.analysis import stochasticity
 
-    n_boot, seed = 300, get_preset(PRESET).seed
+    shown = {"msdnet": "MSDNet", "sdn": "SDN ResNet-20"}  # the notebook's names of NETS
+    records = {
+        shown[key]: {
+            factor: [_load(p) for p in sorted((fx / "stochasticity" / key / factor).glob("run*.npz"))]
+            for factor in ("init", "data", "both")
+        }
+        for key in NETS
+    }
+    st = stochasticity.study(records, n_boot=300, n_perm=100, seed=get_preset(PRESET).seed)
+    key_of = {name: key for key, name in shown.items()}
     out: dict[str, Any] = {}
-    flags = {}
-    for key in NETS:
-        for factor in ("init", "data", "both"):
-            d = fx / "stochasticity" / key / factor
-            recs = [_load(p) for p in sorted(d.glob("run*.npz"))]
-            ot = agreement.overthought_across_runs(recs)
-            flags[key, factor] = ot
-            s = agreement.summarize(ot, strata=agreement.difficulty_strata(recs), n_boot=n_boot, n_perm=100, seed=seed)
-            for metric, v in s.items():
-                out[f"stochasticity.{key}.{factor}.{metric}"] = v
-    a_, b_ = flags["msdnet", "both"], flags["sdn", "both"]
-    out["stochasticity.rho_sdn_minus_msdnet"] = list(
-        bootstrap_statistic(
-            lambda rows: agreement.sample_bound_share(b_[:, rows]) - agreement.sample_bound_share(a_[:, rows]),
-            a_.shape[1],
-            n_boot=n_boot,
-            seed=seed,
-        )
-    )
+    for row in st.summary.to_dict("records"):
+        net, factor = key_of[row.pop("network")], row.pop("factor")
+        row.pop("final acc %")
+        out.update({f"stochasticity.{net}.{factor}.{metric}": v for metric, v in row.items()})
+    out["stochasticity.rho_sdn_minus_msdnet"] = list(st.difference)
     return out
 
 
