@@ -252,6 +252,70 @@ def kappa_matrices(flags: dict):
     return fig
 
 
+def imta_arms(per_exit: dict, summaries: dict):
+    """Notebook 07: per-exit test accuracy of each arm (``per_exit``: name → (mean, low, high) per exit) and each arm's
+    overthinking rate (``summaries``: name → its overthinking summary), with 95 % CIs over test samples."""
+    import numpy as np
+
+    fig, axes = subplots(1, 2, figsize=(11, 3.4))
+    for name, (m, lo, hi) in per_exit.items():
+        x = np.arange(1, len(m) + 1)
+        axes[0].errorbar(x, m * 100, yerr=[(m - lo) * 100, (hi - m) * 100], marker="o", capsize=3, label=name)
+        axes[0].set_xticks(x)
+    axes[0].set(
+        xlabel="exit",
+        ylabel="test accuracy (%)",
+        title="per-exit accuracy, one network per arm (95 % CI over test samples)",
+    )
+    axes[0].legend(fontsize=8)
+    vals = [s.loc["overthought (thesis Eq 3.11)"] for s in summaries.values()]
+    axes[1].bar(
+        list(summaries),
+        [v.value * 100 for v in vals],
+        yerr=[[(v.value - v.low) * 100 for v in vals], [(v.high - v.value) * 100 for v in vals]],
+        capsize=4,
+        color=["C0", "C1", "C2"],
+    )
+    axes[1].set(ylabel="% overthought", title="overthinking rate, one network per arm (95 % CI over test samples)")
+    fig.tight_layout()
+    return fig
+
+
+def rank_scatter(ranks: dict, rho: dict, seed: int = 0, show: int = 3000):
+    """Fig 3.10: each test sample's rank by exit 1's confidence against exit 2's, per arm (``show`` samples drawn)."""
+    import numpy as np
+
+    fig, axes = subplots(1, len(ranks), figsize=(9, 4.2), sharey=True, squeeze=False)
+    for ax, (name, (r1, r2)) in zip(axes[0], ranks.items(), strict=True):
+        pick = np.random.default_rng(seed).permutation(len(r1))[:show]
+        ax.scatter(r1[pick], r2[pick], s=2, alpha=0.4)
+        r = rho[name]
+        ax.set(title=f"{name}\nSpearman ρ = {r[0]:.3f} [{r[1]:.3f}, {r[2]:.3f}]", xlabel="rank by exit 1 confidence")
+    axes[0, 0].set_ylabel("rank by exit 2 confidence")
+    fig.tight_layout()
+    return fig
+
+
+def seed_differences(diffs: dict, seeds: int):
+    """Notebook 07 over seeds: per parent of the E arm, each pair's mean difference with its t-CI and every seed's."""
+    import numpy as np
+
+    fig, axes = subplots(1, len(diffs), figsize=(5 * len(diffs), 3.4), sharey=True, squeeze=False)
+    for ax, (parent, pairs) in zip(axes[0], diffs.items(), strict=True):
+        for j, (d, (mean, lo, hi)) in enumerate(pairs.values()):
+            ax.errorbar(j, mean, yerr=[[mean - lo], [hi - mean]], fmt="o", capsize=5, color=f"C{j}")
+            ax.scatter(np.full(len(d), j) + 0.1, d, s=12, color="grey", alpha=0.7)
+        ax.axhline(0, color="black", lw=0.8)
+        ax.set_xticks(range(len(pairs)), list(pairs))
+        ax.set(title=f"E-epoch network: {parent}", ylabel="overthought, paired difference (pts)")
+    fig.suptitle(
+        f"overthinking, paired over {seeds} seeds: mean with 95 % t-CI over seeds (grey: each seed's difference)",
+        fontsize=10,
+    )
+    fig.tight_layout()
+    return fig
+
+
 def mean_sd_ci(ax, x, mean, sd, low, high, *, label: str = "", color=None) -> None:
     """Group means as the thesis's Figs A.3/A.5 draw them, with the spread: a thin bar of ±1 SD around each mean (how
     much the values vary), and a thick bar over the 95 % CI of the mean (how sure the mean is). Integer x ticks."""

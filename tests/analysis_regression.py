@@ -228,35 +228,23 @@ def _gradcam(fx: Path) -> dict[str, Any]:
 
 
 def _imta(fx: Path) -> dict[str, Any]:
-    """07: Table 3.1 (overthinking per arm, the paired ISC+OFA − 2E difference and its verdict), Fig 3.10's rank
-    correlations, and the verdict over seeds from both parents of the E arm."""
-    from scipy.stats import spearmanr
-
-    from overthink_lib.analysis import overthinking
-    from overthink_lib.analysis.stats import bootstrap_mean, bootstrap_statistic, change_verdict
-    from overthink_lib.experiments.imta import paired_over_seeds
+    """07: its study (analysis.imta_study, as the notebook calls it): Table 3.1 (overthinking per arm, the paired
+    ISC+OFA − 2E difference and its verdict), Fig 3.10's rank correlations, and the verdict over seeds from both
+    parents of the E arm."""
+    from overthink_lib.analysis import imta_study, overthinking
 
     n_boot, seed = 2000, get_preset(PRESET).seed
     tests = {arm: _load(fx / "imta" / "protocol" / _arm_file(arm)) for arm in ARMS}
+    arms = imta_study.arms(tests, 1, n_boot=n_boot, seed=seed)
     out: dict[str, Any] = {}
-    for arm, rec in tests.items():
-        s = overthinking.summary(rec, n_boot=n_boot, seed=seed)
+    for arm, s in arms["summaries"].items():
         for metric, r in s.iterrows():
             out[f"imta.{arm}.{metric}"] = [r.value, r.low, r.high]
-    ot = {n: overthinking.overthought(r).double() for n, r in tests.items()}
-    isc_2e = bootstrap_mean(ot["E + E ISC+OFA"] - ot["2E"], n_boot=n_boot, seed=seed)
-    out["imta.isc_ofa_minus_2E"] = list(isc_2e)
-    out["imta.verdict"] = f"ISC+OFA {change_verdict(*isc_2e)} overthinking"
-    for name in ("2E", "E + E ISC+OFA"):
-        conf = tests[name].probs.max(-1).values[:, :2].numpy()
-        out[f"imta.rank_rho_exits12.{name}"] = list(
-            bootstrap_statistic(
-                lambda rows, conf=conf: spearmanr(conf[rows, 0], conf[rows, 1])[0],
-                len(conf),
-                n_boot=min(n_boot, 500),
-                seed=seed,
-            )
-        )
+    heads = {k: v for k, v, _, _ in arms["headlines"]}
+    out["imta.isc_ofa_minus_2E"], out["imta.verdict"] = heads["isc_ofa_minus_2E"], heads["verdict"]
+    ranks = imta_study.rank_similarity(tests["2E"], tests["E + E ISC+OFA"], n_boot=min(n_boot, 500), seed=seed)
+    for rho, arm in zip(ranks["rho"].values(), ("2E", "E + E ISC+OFA"), strict=True):
+        out[f"imta.rank_rho_exits12.{arm}"] = list(rho)
     for parent in ("branch", "separate"):
         seeds = sorted((fx / "imta" / parent).iterdir())
         tab = overthinking.arms_over_seeds(
@@ -266,9 +254,11 @@ def _imta(fx: Path) -> dict[str, Any]:
             out[f"imta.{parent}.seed{r.seed}.{r.arm}.minus_2E"] = [r.minus_2E, r.minus_2E_low, r.minus_2E_high]
         for a, b in (("E + E ISC+OFA", "2E"), ("E + E ISC+OFA", "E"), ("2E", "E")):
             for metric in ("overthought", "final_acc"):
-                out[f"imta.{parent}.seed_level.{a} - {b}.{metric}"] = list(paired_over_seeds(tab, metric, a, b))
-        isc = paired_over_seeds(tab, "overthought", "E + E ISC+OFA", "2E")
-        out[f"imta.{parent}.verdict_over_seeds"] = f"ISC+OFA {change_verdict(*isc)} overthinking ({len(seeds)} seeds)"
+                out[f"imta.{parent}.seed_level.{a} - {b}.{metric}"] = list(
+                    imta_study.paired_over_seeds(tab, metric, a, b)
+                )
+        verdict = {k: v for k, v, _, _ in imta_study.over_seeds({parent: tab}, parent, "all")["headlines"]}
+        out[f"imta.{parent}.verdict_over_seeds"] = verdict["verdict_over_seeds"]
     return out
 
 

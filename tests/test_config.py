@@ -37,7 +37,7 @@ def test_paired_differences_over_seeds_by_hand():
     import pandas as pd
     from scipy import stats
 
-    from overthink_lib.experiments.imta import paired_over_seeds
+    from overthink_lib.analysis.imta_study import paired_over_seeds
 
     t = pd.DataFrame(
         {

@@ -3,8 +3,8 @@
 Reads every notebook's code cells and counts code lines (neither blank nor comment) and the statements that mean
 logic: ``def``, ``class``, ``for``, ``while``. Each notebook has a budget; a notebook over it fails, and so does a
 budget above what the notebook needs (so the budgets only come down). The aim is ≤ 60 lines and no logic statement
-in every notebook; 03, 04, 06, 09 and 11 are there or close (their numbers and sentences come from
-``analysis.budgeted.study``, ``overthinking.report``, ``dct_study.study``, ``stochasticity.study`` and
+in every notebook; 03, 04, 06, 07, 09 and 11 are there or close (their numbers and sentences come from
+``analysis.budgeted.study``, ``overthinking.report``, ``dct_study.study``, ``imta_study``, ``stochasticity.study`` and
 ``rule_study.study``), the others' budgets are what they hold today.
 """
 
@@ -25,7 +25,7 @@ BUDGET = {
     "04": (54, 0),
     "05": (214, 7),
     "06": (76, 0),
-    "07": (280, 13),
+    "07": (82, 0),
     "08": (488, 11),
     "09": (37, 0),
     "10": (110, 2),

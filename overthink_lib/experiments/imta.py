@@ -217,17 +217,6 @@ def imta_over_seeds(
     return table
 
 
-def paired_over_seeds(
-    table: pd.DataFrame, metric: str, a: str, b: str, level: float = 0.95
-) -> tuple[float, float, float]:
-    """Mean of ``metric``(arm a) − ``metric``(arm b) over the seeds of an :func:`imta_over_seeds` table, with its
-    Student-t CI over seeds (the seeds are the unit of replication)."""
-    from ..analysis.stats import t_interval
-
-    wide = table.pivot(index="seed", columns="arm", values=metric)
-    return t_interval((wide[a] - wide[b]).to_numpy(), level)
-
-
 # ---- the jobs ahead of the notebooks ----
 
 
