@@ -170,3 +170,23 @@ def latency_per_exit(model, x1: torch.Tensor, repeats: int = 50, speed=None) -> 
 
         out.append(timed(run, repeats, 5))
     return out
+
+
+def headlines(table, n: int, settings: str, batch_size: int) -> list[tuple]:
+    """Notebook 10's numbers from :func:`time_vs_flops`'s ``table`` over ``n`` images: the full network's throughput,
+    and the time saved per FLOP saved (median over the budgets that save more than 5 % of the FLOPs)."""
+    out = [
+        (
+            "full_network_img_per_s",
+            n / table["time_full_s"].iloc[0],
+            f"full network, {settings}, batch {batch_size}",
+            "img/s",
+        )
+    ]
+    saved = table[table["flops_saved"] > 0.05]
+    if len(saved):
+        ratio = float((saved["time_saved"] / saved["flops_saved"]).median())
+        out.append(
+            ("time_saved_per_flop_saved", ratio, "real early exit: time saved per FLOP saved (median over budgets)", "")
+        )
+    return out

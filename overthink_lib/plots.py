@@ -316,6 +316,126 @@ def seed_differences(diffs: dict, seeds: int):
     return fig
 
 
+def maxmin_gallery(ds, per_level: int, seed: int = 0):
+    """Notebook 01: ``per_level`` random composites of each Max-Min level of ``ds``, titled with level, label and items."""
+    import numpy as np
+
+    from .data.maxmin import LEVELS
+
+    rng, level = np.random.default_rng(seed), ds.extras["level"].numpy()
+    show = []
+    for lv in range(len(LEVELS)):
+        pool = np.flatnonzero(level == lv)
+        show += sorted(rng.choice(pool, min(len(pool), per_level), replace=False).tolist())
+    titles = [
+        f"{LEVELS[int(level[i])]} y={int(ds.labels[i])}\nitems {[int(c) for c in ds.extras['item_classes'][i] if c >= 0]}"
+        for i in show
+    ]
+    return image_grid(ds.images[show].numpy(), titles, ncols=8, size=1.6)
+
+
+def level_label_table(table, title: str):
+    """A table of counts (levels × labels) as an annotated heatmap."""
+    import seaborn as sns
+
+    fig, ax = subplots(figsize=(8, 2.4))
+    sns.heatmap(table, annot=True, fmt="d", cmap="Blues", ax=ax, cbar=False)
+    ax.set_title(title)
+    return fig
+
+
+def learning_curves(history):
+    """Notebook 02: loss and accuracy per exit over the epochs of a run's ``history`` (train dashed, validation
+    solid). Returns (figure, the long table it plots: epoch, exit, part, accuracy, loss)."""
+    import pandas as pd
+
+    hist = pd.DataFrame(history)
+    parts = [p for p in ("train", "val") if any(c.startswith(f"{p}_acc_") for c in hist)]
+    exits = sorted({int(c.rsplit("_", 1)[1]) for c in hist if c.startswith("train_acc_")})
+    long = pd.DataFrame(
+        [
+            {
+                "epoch": r["epoch"],
+                "exit": k,
+                "part": part,
+                "accuracy": r[f"{part}_acc_{k}"],
+                "loss": r[f"{part}_loss_{k}"],
+            }
+            for _, r in hist.iterrows()
+            for k in exits
+            for part in parts
+            if f"{part}_acc_{k}" in r
+        ]
+    )
+    fig, axes = subplots(1, 2, figsize=(10, 3.2))
+    for part, ls in (("train", "--"), ("val", "-")):
+        for k, g in long[long["part"] == part].groupby("exit"):
+            axes[0].plot(g["epoch"], g["loss"], ls, marker="o", color=f"C{k - 1}", label=f"exit {k} {part}")
+            axes[1].plot(g["epoch"], g["accuracy"], ls, marker="o", color=f"C{k - 1}", label=f"exit {k} {part}")
+    axes[0].set(xlabel="epoch", ylabel="cross-entropy")
+    axes[1].set(xlabel="epoch", ylabel="accuracy")
+    axes[1].legend(fontsize=7, ncol=2)
+    return fig, long
+
+
+def anytime_points(rec, title: str):
+    """Each exit's test accuracy at its cumulative cost, labelled."""
+    fig, ax = subplots(figsize=(5, 3.2))
+    ax.plot(rec.flops / 1e6, rec.accuracy() * 100, marker="o")
+    for k, (f, a) in enumerate(zip(rec.flops / 1e6, rec.accuracy() * 100, strict=True), 1):
+        ax.annotate(f"exit {k}", (f, a), textcoords="offset points", xytext=(4, -10), fontsize=8)
+    ax.set(xlabel="cumulative MFLOPs (MACs)", ylabel="test accuracy (%)", title=title)
+    return fig
+
+
+def time_vs_flops(table, title: str):
+    """Notebook 10: wall-clock time saved against FLOPs saved by real early exit (``dynamic.time_vs_flops``'s table).
+    Returns (matplotlib figure, plotly figure)."""
+    import plotly.graph_objects as go
+
+    fig, ax = subplots(figsize=(5.4, 4.6))
+    ax.plot([0, 100], [0, 100], color="0.6", ls="--", label="time saved = FLOPs saved")
+    ax.plot([0, 100], [0, 80], color="0.8", ls=":", label="80 % of the FLOPs saving")
+    ax.plot(table["flops_saved"] * 100, table["time_saved"] * 100, "o-", color="C3", label="real early exit")
+    for r in table.itertuples():
+        ax.annotate(
+            f"p={r.p}",
+            (r.flops_saved * 100, r.time_saved * 100),
+            textcoords="offset points",
+            xytext=(4, -10),
+            fontsize=7,
+        )
+    ax.set(
+        xlabel="FLOPs saved vs the full network (%)",
+        ylabel="wall-clock time saved (%)",
+        xlim=(0, 100),
+        ylim=(0, 100),
+        title=title,
+    )
+    ax.legend(loc="upper left", fontsize=8)
+    hover = [f"p={p}, acc {a * 100:.2f} %" for p, a in zip(table["p"], table["test_acc"], strict=True)]
+    pf = go.Figure(
+        [
+            go.Scatter(
+                x=[0, 100],
+                y=[0, 100],
+                mode="lines",
+                name="time saved = FLOPs saved",
+                line=dict(dash="dash", color="gray"),
+            ),
+            go.Scatter(
+                x=table["flops_saved"] * 100,
+                y=table["time_saved"] * 100,
+                mode="lines+markers",
+                name="real early exit",
+                text=hover,
+            ),
+        ]
+    )
+    pf.update_layout(xaxis_title="FLOPs saved (%)", yaxis_title="wall-clock time saved (%)", width=600, height=500)
+    return fig, pf
+
+
 def mean_sd_ci(ax, x, mean, sd, low, high, *, label: str = "", color=None) -> None:
     """Group means as the thesis's Figs A.3/A.5 draw them, with the spread: a thin bar of ±1 SD around each mean (how
     much the values vary), and a thick bar over the 95 % CI of the mean (how sure the mean is). Integer x ticks."""

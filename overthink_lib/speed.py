@@ -273,6 +273,17 @@ class Speed:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last and x.dim() == 4 else x
 
 
+def benchmark_tables(res: dict) -> dict:
+    """``benchmarks/speed.py``'s JSON as one table per part (``train``, ``eval``): img/s, × fp32 eager, first call s."""
+    import pandas as pd
+
+    names = {"img_s": "img/s", "ratio": "× fp32 eager", "first_call_s": "first call s"}
+    return {
+        part: pd.DataFrame(res["throughput"][part]).T[list(names)].astype(float).round(2).rename(columns=names)
+        for part in ("train", "eval")
+    }
+
+
 def cpu_has_bf16() -> bool:
     """Whether this CPU has native bf16 matrix units (AMX-bf16 or AVX-512-bf16), where bf16 pays."""
     return cpu_info().native_bf16

@@ -99,3 +99,17 @@ def test_timings_wait_for_the_gpu(monkeypatch):
 
     t = dynamic.timed(launch, repeats=3, warmup=1)
     assert t >= 0.02 and events == ["launch"] + ["sync", "launch", "sync"] * 3
+
+
+def test_notebook_10s_headlines_from_the_timing_table():
+    import pandas as pd
+    import pytest
+
+    from overthink_lib import dynamic
+
+    table = pd.DataFrame({"time_full_s": [2.0] * 3, "flops_saved": [0.02, 0.4, 0.6], "time_saved": [0.0, 0.2, 0.45]})
+    heads = {k: (v, unit) for k, v, _, unit in dynamic.headlines(table, 1000, "fp32", 64)}
+    assert heads["full_network_img_per_s"] == (500.0, "img/s")
+    assert heads["time_saved_per_flop_saved"][0] == pytest.approx((0.5 + 0.75) / 2)  # the 2 % budget left out
+    none_saved = table.assign(flops_saved=0.01)
+    assert [k for k, *_ in dynamic.headlines(none_saved, 1000, "fp32", 64)] == ["full_network_img_per_s"]

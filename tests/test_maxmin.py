@@ -86,3 +86,14 @@ def test_bad_sizes_are_clear_errors(fashion_train):
         make_maxmin(fashion_train, 40, canvas=30, item_size=20)
     with pytest.raises(ConfigError, match="base must be 'mnist' or 'fashion_mnist'"):
         get_dataset("maxmin", "train", base="cifar10")
+
+
+def test_notebook_01s_check_rederives_the_labels_and_catches_a_wrong_one(splits):
+    from overthink_lib.data.maxmin import check_composites
+
+    ds = splits["train"]
+    c = check_composites(ds)
+    assert c["labels_rederived"] and c["label counts equal"] and c["size"] == len(ds)
+    assert sum(map(int, c["easy:medium:hard"].split(":"))) == len(ds)
+    ds.labels[0] = (ds.labels[0] + 1) % ds.num_classes
+    assert not check_composites(ds)["labels_rederived"]

@@ -170,3 +170,18 @@ def get_maxmin(
 
 
 register_builder("maxmin", get_maxmin)
+
+
+def check_composites(ds: ImageSet) -> dict:
+    """What notebook 01 checks of a Max-Min split: its labels re-derived from the item classes it records (easy: the
+    item's class; else the largest minus the smallest class), the level counts, and whether every label is as frequent."""
+    cls, lvl = ds.extras["item_classes"].numpy(), ds.extras["level"].numpy()
+    used = cls >= 0
+    derived = np.where(lvl == 0, cls[:, 0], np.where(used, cls, -1).max(1) - np.where(used, cls, 99).min(1))
+    return {
+        "split": ds.split,
+        "size": len(ds),
+        "labels_rederived": bool((derived == ds.labels.numpy()).all()),
+        "easy:medium:hard": ":".join(str(int((lvl == i).sum())) for i in range(3)),
+        "label counts equal": bool(len(set(np.bincount(ds.labels.numpy()).tolist())) == 1),
+    }
