@@ -436,6 +436,43 @@ def time_vs_flops(table, title: str):
     return fig, pf
 
 
+def cam_statistics(stats, exits: int):
+    """05: each heatmap statistic per exit and group, mean with its 95 % CI (``cams.group_statistics``' table)."""
+    names = list(dict.fromkeys(stats["statistic"]))
+    fig, axes = subplots(1, len(names), figsize=(13, 3.3), squeeze=False)
+    for ax, (name, g) in zip(axes[0], stats.groupby("statistic", sort=False), strict=True):
+        for i, (group, gg) in enumerate(g.groupby("group")):
+            yerr = [gg["mean"] - gg["low"], gg["high"] - gg["mean"]]
+            ax.errorbar(gg["exit"] + (i - 0.5) * 0.1, gg["mean"], yerr=yerr, marker="o", capsize=3, label=group)
+        ax.set(title=name, xlabel="exit")
+        ax.set_xticks(range(1, exits + 1))
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def cam_similarity(
+    differences: dict, exits: int, target: str, versus=("all others", "matched (pattern)", "matched (count)")
+):
+    """05: overthought minus each comparison group in the similarity with the previous exit's heatmap, per exit."""
+    import numpy as np
+
+    fig, ax = subplots(figsize=(6, 3.3))
+    for i, vs in enumerate(versus):
+        d = np.array([differences[(vs, f"exit {e}")] for e in range(2, exits + 1)])
+        x = np.arange(2, exits + 1) + (i - 1) * 0.1
+        ax.errorbar(
+            x, d[:, 0], yerr=[d[:, 0] - d[:, 1], d[:, 2] - d[:, 0]], marker="o", capsize=3, label=f"overthought − {vs}"
+        )
+    ax.axhline(0, color="grey", lw=0.8)
+    ax.set(xlabel="exit", ylabel="similarity with previous exit", title=f"differences, 95 % CI (target {target})")
+    ax.set_xticks(range(1, exits + 1))
+    ax.set_xlim(1.5, exits + 0.5)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
 def mean_sd_ci(ax, x, mean, sd, low, high, *, label: str = "", color=None) -> None:
     """Group means as the thesis's Figs A.3/A.5 draw them, with the spread: a thin bar of ±1 SD around each mean (how
     much the values vary), and a thick bar over the 95 % CI of the mean (how sure the mean is). Integer x ticks."""

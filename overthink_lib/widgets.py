@@ -271,3 +271,16 @@ def rule_point(curves: dict, rule: str, setting: int, anytime=None):
     )
     fig.tight_layout()
     return fig
+
+
+def cam_browser(test_set, rows, heatmaps, description: str = "overthought") -> FigureView:
+    """05: browse the heatmaps per exit of the test samples ``rows`` (``heatmaps``: their ExitCams) one by one."""
+    from . import cams
+
+    def draw(i: int):
+        r = rows[[i]]
+        title = [f"#{int(test_set.indices[r[0]])}"]
+        labels = test_set.labels[r].tolist()
+        return cams.cam_grid(test_set.images[r].numpy(), heatmaps.rows([i]), labels, test_set.class_names, title)
+
+    return sample_browser(len(rows), draw, description)

@@ -186,3 +186,32 @@ def test_an_empty_group_gives_no_heatmaps_and_no_statistics():
     assert none.cams.shape == (0, 5, 28, 28) and len(none.rows([])) == 0
     stats = group_statistics({"overthought": none, "other": cams_for_rows(model, ds, [0, 1, 2])}, n_boot=50)
     assert set(stats["group"]) == {"other"} and len(stats) > 0
+
+
+def test_notebook_05s_study_on_a_toy_network():
+    """cam_study.study: its numbers are the cams functions' own, the groups are the record's, and with no overthought
+    sample in its groups it compares nothing."""
+    from overthink_lib import cam_study
+    from overthink_lib.cams import cams_for_rows, disjoint_pairs, group_statistics
+    from overthink_lib.data import ImageSet
+    from overthink_lib.recording import make_record
+
+    torch.manual_seed(0)
+    model = get_model("msdnet_cifar", num_classes=3, in_channels=1, channels=4, growth=2, head_channels=8).eval()
+    g = torch.Generator().manual_seed(2)
+    n = 40
+    images = torch.randint(0, 256, (n, 1, 28, 28), dtype=torch.uint8, generator=g)
+    ds = ImageSet("toy", "test", images, torch.randint(0, 3, (n,), generator=g), torch.arange(n), 3, (0.5,), (0.25,))
+    rec = make_record(model, ds)
+    s = cam_study.study(model, rec, ds, n_stat=10, target="pred", method="gradcam", n_boot=50, seed=0)
+    ot = s.rows["overthought"]
+    heads = {k: v for k, v, _, _ in s.headlines}
+    assert len(ot) > 0  # the toy network overthinks some samples: the comparison below runs
+    if len(ot):
+        heat = {name: cams_for_rows(model, ds, r, target="pred") for name, r in s.rows.items()}
+        disjoint, n_pairs = disjoint_pairs(group_statistics(heat, n_boot=50, seed=0))
+        assert heads["pairs_with_disjoint_cis"] == f"{len(disjoint)} of {n_pairs}"
+        assert list(heads)[-3:] == ["similarity_minus_others", "similarity_minus_matched", "matched_overthought"]
+        assert s.similarity is not None and len(s.sentences["similarity"]) == 5
+    quiet = cam_study.study(model, rec, ds, n_stat=0, target="pred", method="gradcam", n_boot=50, seed=0)
+    assert quiet.stats is None and quiet.headlines == [] and quiet.similarity is None

@@ -29,6 +29,7 @@ LAYERS = {
     "recording": 5,
     "dynamic": 5,
     "cams": 5,
+    "cam_study": 5,
     "experiments": 6,
     "plots": 7,
     "widgets": 7,

@@ -3,9 +3,9 @@
 Reads every notebook's code cells and counts code lines (neither blank nor comment) and the statements that mean
 logic: ``def``, ``class``, ``for``, ``while``. Each notebook has a budget; a notebook over it fails, and so does a
 budget above what the notebook needs (so the budgets only come down). The aim is ≤ 60 lines and no logic statement
-in every notebook; 03, 04, 06, 07, 09 and 11 are there or close (their numbers and sentences come from
-``analysis.budgeted.study``, ``overthinking.report``, ``dct_study.study``, ``imta_study``, ``stochasticity.study`` and
-``rule_study.study``), the others' budgets are what they hold today.
+in every notebook: every notebook but 08 is there or close (their numbers and sentences come from one library call
+each: ``analysis.budgeted``, ``overthinking.report``, ``cam_study``, ``dct_study``, ``imta_study``,
+``stochasticity``, ``rule_study``); 08's budget is what it holds today.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ BUDGET = {
     "02": (47, 0),
     "03": (70, 0),
     "04": (54, 0),
-    "05": (214, 7),
+    "05": (63, 0),
     "06": (76, 0),
     "07": (82, 0),
     "08": (488, 11),
