@@ -473,6 +473,104 @@ def cam_similarity(
     return fig
 
 
+def accuracy_by_level(tables: dict, title: str):
+    """08 (Fig 4.4): accuracy per exit and Max-Min level (``tables``: panel title → [exit, level] % table)."""
+    fig, axes = subplots(1, len(tables), figsize=(5.5 * len(tables), 3.3), sharey=True, squeeze=False)
+    for ax, (name, acc) in zip(axes[0], tables.items(), strict=True):
+        acc.plot(marker="o", ax=ax)
+        ax.set(title=name, ylabel="test accuracy (%)", xticks=acc.index)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def label_shares(dist, title: str):
+    """08 (Fig 4.2): the share of each D_ee label per λ (``policy.label_distribution``'s table)."""
+    import seaborn as sns
+
+    fig, ax = subplots(figsize=(6, 3))
+    sns.barplot(data=dist, x="label", y="share", hue="lambda", ax=ax)
+    ax.set(xlabel="D_ee label (exit)", title=title)
+    return fig
+
+
+def label_share_by_level(share, lam: float):
+    """08 (Fig 4.5): each level's D_ee label shares (%)."""
+    fig, ax = subplots(figsize=(6.5, 3.2))
+    share.T.plot.bar(ax=ax, rot=0)
+    ax.set(
+        xlabel="D_ee label (exit)",
+        ylabel="% of the level's labelled samples",
+        title=f"Max-Min D_ee labels by level, lambda = {lam} (Fig 4.5)",
+    )
+    return fig
+
+
+def label_by_lambda(table, lam: float, levels):
+    """08: the mean D_ee label per level over a grid of λ (log scale), the notebook's λ marked."""
+    fig, ax = subplots(figsize=(5.5, 3.2))
+    table[list(levels)].plot(marker="o", logx=True, ax=ax)
+    ax.axvline(lam, color="grey", ls=":", lw=1)
+    ax.set(ylabel="mean D_ee label (exit)", title="Max-Min: mean label per level by lambda")
+    return fig
+
+
+def policy_breakdown(accuracy, confusion):
+    """08 (Fig 4.6): the policy's accuracy per label × level (%) and its confusion matrix."""
+    import pandas as pd
+    import seaborn as sns
+
+    fig, axes = subplots(1, 2, figsize=(11, 3.2))
+    sns.heatmap(accuracy, annot=True, fmt=".0f", cmap="viridis", ax=axes[0])
+    axes[0].set_title("policy accuracy (%) per label × level (Fig 4.6)")
+    k = len(confusion)
+    table = pd.DataFrame(confusion, index=range(1, k + 1), columns=range(1, k + 1))
+    sns.heatmap(table, annot=True, fmt="d", cmap="Blues", ax=axes[1])
+    axes[1].set(xlabel="predicted label", ylabel="true label", title="confusion")
+    return fig
+
+
+def binary_policy(per_label, lam: float):
+    """08 (Fig 4.7–4.8): the binary D_ee label shares and the policy's test accuracy per label (chance dashed)."""
+    fig, axes = subplots(1, 2, figsize=(9, 3))
+    axes[0].bar(per_label["label"], per_label["train share %"], color=["C0", "C1"])
+    axes[0].set(ylabel="% of D_ee training set", title=f"binary D_ee labels, lambda = {lam:.3g} (Fig 4.7)")
+    acc = per_label["policy accuracy %"]
+    yerr = [acc - per_label["low"], per_label["high"] - acc]
+    axes[1].bar(per_label["label"], acc, yerr=yerr, capsize=4, color=["C0", "C1"])
+    axes[1].axhline(50, color="grey", ls="--", lw=1)
+    axes[1].set(ylabel="policy accuracy (%)", title="M_ee per label, test (Fig 4.8)")
+    fig.tight_layout()
+    return fig
+
+
+def dee_train_vs_val(labels: dict):
+    """08 (Fig 4.1): D_ee's first-correct-exit label shares from each split (``labels``: split → (shares, exit 1's
+    accuracy (estimate, low, high)))."""
+    import numpy as np
+
+    fig, axes = subplots(1, len(labels), figsize=(10, 3), squeeze=False)
+    for ax, (name, (shares, a1)) in zip(axes[0], labels.items(), strict=True):
+        ax.bar(np.arange(1, len(shares) + 1), shares * 100)
+        ax.set(
+            xlabel="D_ee label (first correct exit)",
+            ylabel="% of D_ee",
+            title=f"from the {name} (exit 1: {a1[0] * 100:.1f} %)",
+        )
+    fig.tight_layout()
+    return fig
+
+
+def policy_planes(parts: dict):
+    """08: each policy as an exit rule on its network's accuracy–FLOPs plane (``parts``: title →
+    ``policy_study.as_exit_rule``'s output)."""
+    fig, axes = subplots(1, max(len(parts), 1), figsize=(6 * max(len(parts), 1), 4), squeeze=False)
+    for ax, (name, p) in zip(axes[0], parts.items()):
+        plane(p["anytime"], p["curves"], p["bounds"], point=p["point"], ax=ax, title=name)
+    fig.tight_layout()
+    return fig
+
+
 def mean_sd_ci(ax, x, mean, sd, low, high, *, label: str = "", color=None) -> None:
     """Group means as the thesis's Figs A.3/A.5 draw them, with the spread: a thin bar of ±1 SD around each mean (how
     much the values vary), and a thick bar over the 95 % CI of the mean (how sure the mean is). Integer x ticks."""

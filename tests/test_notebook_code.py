@@ -3,9 +3,10 @@
 Reads every notebook's code cells and counts code lines (neither blank nor comment) and the statements that mean
 logic: ``def``, ``class``, ``for``, ``while``. Each notebook has a budget; a notebook over it fails, and so does a
 budget above what the notebook needs (so the budgets only come down). The aim is ≤ 60 lines and no logic statement
-in every notebook: every notebook but 08 is there or close (their numbers and sentences come from one library call
-each: ``analysis.budgeted``, ``overthinking.report``, ``cam_study``, ``dct_study``, ``imta_study``,
-``stochasticity``, ``rule_study``); 08's budget is what it holds today.
+in every notebook: none holds a loop or a definition any more, and every notebook's numbers and sentences come from
+library calls that return them (``analysis.budgeted``, ``overthinking.report``, ``cam_study``, ``dct_study``,
+``imta_study``, ``policy_study``, ``stochasticity``, ``rule_study``); the line budgets are what each holds today
+(08, with its two parts and eight figures, the longest).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ BUDGET = {
     "05": (63, 0),
     "06": (76, 0),
     "07": (82, 0),
-    "08": (488, 11),
+    "08": (171, 0),
     "09": (37, 0),
     "10": (62, 0),
     "11": (81, 0),
