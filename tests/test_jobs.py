@@ -164,7 +164,7 @@ def test_binary_policy_jobs_ask_for_the_notebooks_lambdas(monkeypatch):
     # the notebook asks for the same λ: the library's, for the dataset it runs on
     book = next(b for b in list_notebooks() if b.name.startswith("08"))
     code = "".join("".join(c["source"]) for c in json.loads(book.read_text())["cells"] if c["cell_type"] == "code")
-    assert "policy.thesis_binary_lambda(conv_name)" in code and 'policy.balancing_lambda(exp.records["val"])' in code
+    assert "policy.thesis_binary_lambda(conv_name)" in code and "policy.balancing_lambda(val)" in code
 
 
 def _fake(tmp_path, fail: str = "", sleep: float = 0.4, say: str = ""):

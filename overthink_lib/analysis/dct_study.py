@@ -85,7 +85,7 @@ def study(
         out.headlines.append((f"epsilon_squared_{dct.reading_key(name)}", r["KW epsilon²"], label, ""))
     if maxmin is not None:
         reading = dict(threshold=threshold, order=order, measure=measure)
-        _maxmin(out, **maxmin, reading=reading, n_boot=n_boot, seed=seed)
+        _maxmin(out, maxmin, reading, n_boot=n_boot, seed=seed)
     _verdicts(out)
     return out
 
@@ -152,9 +152,10 @@ def _groupings(out: ClutterStudy, test: ExitRecord, score: np.ndarray, groups: n
     out.groups_table = pd.DataFrame(results).T
 
 
-def _maxmin(out: ClutterStudy, images, levels, record, names, items, *, reading: dict, n_boot: int, seed: int):
-    """The sanity check on the Max-Min composites: does the measure separate 1, 2 and 4 items?"""
-    rec, names, items = record, tuple(names), tuple(items)
+def _maxmin(out: ClutterStudy, mm: dict[str, Any], reading: dict, *, n_boot: int, seed: int) -> None:
+    """The sanity check on the Max-Min composites (``mm``: see :func:`study`): does the measure separate 1, 2 and 4
+    items?"""
+    images, levels, rec, names, items = mm["images"], mm["levels"], mm["record"], tuple(mm["names"]), tuple(mm["items"])
     score = dct.clutter(images, **reading)
     test = dct.kruskal_test(score, levels)
     readings = dct.compare_readings(dct.dct2(images), levels, READINGS, threshold=reading["threshold"], means_of=names)

@@ -180,6 +180,15 @@ def over_seeds(overs: dict[str, pd.DataFrame], parent: str, freeze: str) -> dict
                 "pts",
             ),
         ]
+    sentences = _seed_sentences(over, isc, diffs, (m, lo, hi), verdict, parent, freeze)
+    return dict(per_seed=per_seed, table=pd.DataFrame(rows), seeds=k, sentences=sentences, headlines=headlines)
+
+
+def _seed_sentences(over, isc, diffs: dict, ci: tuple, verdict: str, parent: str, freeze: str) -> list[str]:
+    """The verdict over seeds in words: the notebook's parent, each parent's differences, whether they agree, and
+    what the seeds' networks are."""
+    m, lo, hi = ci
+    k = over["seed"].nunique()
     sample_excl = int(excludes_zero(isc["minus_2E_low"], isc["minus_2E_high"]).sum())
     sentences = [
         f"Over {k} seeds, ISC+OFA fine-tuning {verdict} overthinking relative to 2E plain epochs: "
@@ -214,7 +223,7 @@ def over_seeds(overs: dict[str, pd.DataFrame], parent: str, freeze: str) -> dict
             else ""
         )
     )
-    return dict(per_seed=per_seed, table=pd.DataFrame(rows), seeds=k, sentences=sentences, headlines=headlines)
+    return sentences
 
 
 def seed_differences(overs: dict[str, pd.DataFrame], pairs=((ISC, "2E"), ("E", "2E"))) -> dict[str, dict]:

@@ -81,13 +81,13 @@ def imta_protocol(
         preset, spec, train_config(preset, 2 * preset.imta.epochs, seed), splits, progress=progress
     )
     if opts["parent"] == "branch":
-        parent_model, parent_ckpt = _branch_parent(preset, spec, splits, seed, run, hist, out, progress)
+        parent = _branch_parent(preset, spec, splits, seed, run, hist, out, progress)
     else:
-        parent_model, parent_ckpt = _separate_parent(preset, spec, splits, seed, out, progress)
+        parent = _separate_parent(preset, spec, splits, seed, out, progress)
     out.records["2E"] = records_for(model, splits, preset, run)
     out.runs["2E"], out.histories["2E"] = run, hist
     name = "E + E ISC+OFA"
-    model, hist, run = _fine_tune(preset, spec, splits, seed, parent_model, parent_ckpt, opts, ge, progress)
+    model, hist, run = _fine_tune(preset, spec, splits, seed, parent, {**opts, "ge": ge}, progress)
     out.records[name] = records_for(model, splits, preset, run)
     out.runs[name], out.histories[name] = run, hist
     out.records = {k: out.records[k] for k in ("E", "2E", name)}  # table order
@@ -151,14 +151,16 @@ def _separate_parent(preset, spec, splits, seed, out: ImtaProtocol, progress: bo
     return model, run / CHECKPOINT
 
 
-def _fine_tune(preset, spec, splits, seed, parent_model, parent_ckpt: Path, opts: dict, ge: bool, progress: bool):
-    """The ``E + E ISC+OFA`` arm: IMTA heads on ``parent_model``, E epochs of the OFA loss (a cached run keyed by the
-    parent's weights). Returns (model, history, run folder)."""
+def _fine_tune(preset, spec, splits, seed, parent: tuple, opts: dict, progress: bool):
+    """The ``E + E ISC+OFA`` arm: IMTA heads on ``parent`` (its model and checkpoint), E epochs of the OFA loss (a
+    cached run keyed by the parent's weights; ``opts``: :func:`_options`' and ``ge``). Returns (model, history, run
+    folder)."""
     from ..models.imta import load_backbone, ofa_loss
     from ..train import state_hash
 
     options = {k: opts[k] for k in ("freeze", "teacher", "frozen_bn")}
-    ispec = {"name": "imta", "kwargs": {"backbone": spec, "ge": ge, **options}}
+    parent_model, parent_ckpt = parent
+    ispec = {"name": "imta", "kwargs": {"backbone": spec, "ge": opts["ge"], **options}}
     built = {}
 
     def init(m):

@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Protocol
 
 from ..config import Preset
@@ -120,14 +121,25 @@ def run_tasks(
     t_all = time.perf_counter()
     if progress:
         say(f"{len(tasks)} job(s) through the {executor.name} executor; logs → {log_dir}")
+    # what the loop keeps between polls (the helpers below read and update it)
+    watch = SimpleNamespace(
+        executor=executor,
+        logs=logs,
+        done=done,
+        follow=follow,
+        state=state,
+        started=started,
+        rows=rows,
+        progress=progress,
+    )
     try:
         executor.start(tasks, deps, logs, spec_file)
         while len(done) < len(tasks) and not (stop is not None and stop.is_set()):
             now = time.perf_counter()
             for t, (st, why) in executor.poll().items():
                 if t not in done:
-                    _on_state(t, st, why, now, executor, state, started, follow, logs, done, rows, progress)
-            _follow_running(state, done, follow, started, now, progress, heartbeat)
+                    _on_state(watch, t, st, why, now)
+            _follow_running(watch, now, heartbeat)
             time.sleep(poll)
     except BaseException:
         executor.cancel()
@@ -139,9 +151,11 @@ def run_tasks(
     return rows
 
 
-def _on_state(t, st, why, now, executor, state, started, follow, logs, done, rows, progress) -> None:
+def _on_state(watch: SimpleNamespace, t: Task, st: str, why: str, now: float) -> None:
     """Task ``t`` is in state ``st``: say a change, raise :class:`JobFailed` on a failure (with its log's tail), and
-    on completion add it to ``done`` and its row to ``rows``."""
+    on completion add it to ``watch.done`` and its row to ``watch.rows``."""
+    w = watch
+    executor, state, started, follow, logs, progress = w.executor, w.state, w.started, w.follow, w.logs, w.progress
     if st != state.get(t):
         state[t] = st
         jid = executor.job_id(t)
@@ -157,9 +171,9 @@ def _on_state(t, st, why, now, executor, state, started, follow, logs, done, row
             f"failed: {why}; its log {logs[t]} ends:\n{log_tail(logs[t])}"
         )
     if st == "done":
-        done.add(t)
+        watch.done.add(t)
         dt = now - started.get(t, now)
-        rows.append(
+        watch.rows.append(
             {
                 "job": t.job,
                 "dataset": t.dataset,
@@ -173,12 +187,13 @@ def _on_state(t, st, why, now, executor, state, started, follow, logs, done, row
             say(f"  job {t.label()}: done in {dt:.0f} s")
 
 
-def _follow_running(state, done, follow, started, now: float, progress: bool, heartbeat: float) -> None:
+def _follow_running(watch: SimpleNamespace, now: float, heartbeat: float) -> None:
     """Each running task's new log lines (the last three), or a line every ``heartbeat`` seconds when it is quiet."""
-    for t, st in state.items():
-        if st != "running" or t in done:
+    progress, started = watch.progress, watch.started
+    for t, st in watch.state.items():
+        if st != "running" or t in watch.done:
             continue
-        f = follow[t]
+        f = watch.follow[t]
         lines = f.new_lines()
         if progress and lines:
             for line in lines[-3:]:
