@@ -28,7 +28,8 @@ def _record(n: int, seed: int, flops=(1e6, 2e6, 4e6)) -> ExitRecord:
 def test_the_study_reports_the_librarys_numbers():
     val, test = _record(300, 0), _record(300, 1)
     s = rule_study.study(val, test, n_bins=10, n_boot=100, seed=0)
-    assert set(s.curves) == {*rule_study.COMPARED, rule_study.CALIBRATED}
+    assert list(s.curves) == ["threshold", "patience", "ensemble-mean", "ensemble-geometric", rule_study.CALIBRATED]
+    assert rule_study.compared() == ("threshold", *(n for n in rules.RULES if n != "threshold"))
     assert s.temperatures == calibration.exit_temperatures(val)
     cal = {k: v for k, v, _, _ in s.headlines["calibration"]}
     before = calibration.calibration_table(test, n_bins=10, n_boot=100, seed=0)
@@ -52,3 +53,8 @@ def test_without_flops_only_calibration_and_confusion():
     assert s.matched.empty and s.outcomes is None and s.half_accuracy == ""
     assert [k for k, *_ in s.headlines["exit_rules"]] == ["confusion_auroc_overthought"]
     assert len(s.findings) == 2  # calibration, confusion
+
+
+def test_a_newly_registered_rule_joins_the_comparison(monkeypatch):
+    monkeypatch.setitem(rules.RULES, "my-rule", rules.RULES["patience"])  # as register_rule would add it
+    assert rule_study.compared()[0] == "threshold" and rule_study.compared()[-1] == "my-rule"

@@ -16,8 +16,6 @@ from ..records import ExitRecord
 from . import calibration, overthinking, rules
 from .stats import bootstrap_mean, bootstrap_statistic, excludes_zero, fmt_ci
 
-#: The rules compared with the thesis's threshold rule (registry names), and the thesis rule on calibrated exits.
-COMPARED = ("threshold", "patience", "ensemble-mean", "ensemble-geometric")
 CALIBRATED = "threshold, calibrated"
 SHARES = (0.25, 0.5, 0.75)  # matched budgets: shares of the way from exit 1's cost to the last exit's
 
@@ -57,11 +55,17 @@ class RuleStudy:
     findings: list[str] = field(default_factory=list)
 
 
+def compared() -> tuple[str, ...]:
+    """The rules the study compares: the thesis's threshold rule first, then every other registered rule
+    (``rules.register_rule``), in the order they were registered."""
+    return ("threshold", *(name for name in rules.RULES if name != "threshold"))
+
+
 def study(val: ExitRecord, test: ExitRecord, *, n_bins: int = 15, n_boot: int = 1000, seed: int = 0) -> RuleStudy:
     """The rules, calibration and confusion on ``test``, everything fitted on ``val`` (see the module docstring)."""
     temps = calibration.exit_temperatures(val)
     val_cal, test_cal = calibration.scaled(val, temps), calibration.scaled(test, temps)
-    curves = {name: rules.rule_curve(name, val, test) for name in COMPARED}
+    curves = {name: rules.rule_curve(name, val, test) for name in compared()}
     curves[CALIBRATED] = rules.rule_curve("threshold", val_cal, test_cal).assign(rule=CALIBRATED)
     overview = pd.DataFrame(
         [

@@ -14,9 +14,12 @@ from . import imta, main, maxmin, policy, stochasticity
 from .declare import Job
 from .params import ALIASES, COMMON, Param
 
-JOBS: tuple[Job, ...] = (*main.JOBS, *maxmin.JOBS, *imta.JOBS, *policy.JOBS, *stochasticity.JOBS)
+#: The protocols whose jobs and parameters the suite knows, in the jobs' priority order. A new protocol: its module
+#: here (with ``JOBS`` and ``PARAMS`` where it has them).
+PROTOCOLS = (main, maxmin, imta, policy, stochasticity)
+JOBS: tuple[Job, ...] = tuple(job for m in PROTOCOLS for job in getattr(m, "JOBS", ()))
 #: Every notebook parameter of the suite by name (:class:`~overthink_lib.experiments.params.Param`); a name not here
 #: is refused. :data:`ALIASES`: names a notebook passes to ``start`` for a declared parameter of another name.
-PARAMS: dict[str, Param] = {p.name: p for p in (*COMMON, *imta.PARAMS, *policy.PARAMS)}
+PARAMS: dict[str, Param] = {p.name: p for p in (*COMMON, *(p for m in PROTOCOLS for p in getattr(m, "PARAMS", ())))}
 
-__all__ = ["ALIASES", "JOBS", "PARAMS", "Job", "Param"]
+__all__ = ["ALIASES", "JOBS", "PARAMS", "PROTOCOLS", "Job", "Param"]
