@@ -14,10 +14,7 @@ import pandas as pd
 
 from ..records import ExitRecord
 from . import exits, overthinking
-from .stats import bootstrap_mean, fmt_ci
-
-#: A headline number: (key, value or (estimate, low, high), label, unit), as ``results.put`` takes them.
-Headline = tuple[str, Any, str, str]
+from .stats import Headline, bootstrap_mean, fmt_ci
 
 
 @dataclass

@@ -15,7 +15,7 @@ import pandas as pd
 
 from ..records import ExitRecord
 from . import dct, overthinking, policy
-from .stats import bootstrap_mean, effect_band, group_difference_verdict, separates
+from .stats import Headline, bootstrap_mean, effect_band, group_difference_verdict, separates
 
 #: The readings of the measure compared (the thesis's default first), as ``dct.clutter`` options.
 READINGS = {
@@ -24,7 +24,6 @@ READINGS = {
     "zig-zag, energy (ours)": dict(order="zigzag", measure="energy"),
     "radial, energy (ours)": dict(order="radial", measure="energy"),
 }
-Headline = tuple[str, Any, str, str]
 
 
 @dataclass

@@ -30,12 +30,11 @@ def arms(tests: dict[str, ExitRecord], epochs: int, *, n_boot: int = 2000, seed:
     )
     named = {"E": f"{epochs} epochs", "2E": f"{2 * epochs} epochs", ISC: f"{epochs} + {epochs} ISC+OFA"}
     table.columns = [named[c] for c in table.columns]
+    ot = {n: overthinking.overthought(r).double() for n, r in tests.items()}
     lines = [
-        f"{name:>14}: overthought {overthinking.overthought(rec).double().mean().item() * 100:.2f} %, "
-        f"final exit {rec.accuracy()[-1].item() * 100:.2f} %"
+        f"{name:>14}: overthought {ot[name].mean().item() * 100:.2f} %, final exit {rec.accuracy()[-1].item() * 100:.2f} %"
         for name, rec in tests.items()
     ]
-    ot = {n: overthinking.overthought(r).double() for n, r in tests.items()}
     final = {n: r.correct[:, -1].double() for n, r in tests.items()}
     rows = []
     for a, b in ((ISC, "2E"), (ISC, "E"), ("2E", "E")):

@@ -15,9 +15,7 @@ import pandas as pd
 
 from ..records import ExitRecord
 from . import exits, overthinking, policy
-from .stats import bootstrap_mean, fmt_ci
-
-Headline = tuple[str, Any, str, str]
+from .stats import Headline, bootstrap_mean, fmt_ci
 
 
 def maxmin_levels(rec: ExitRecord, levels: tuple[str, ...], *, n_boot: int, seed: int) -> dict[str, Any]:

@@ -9,6 +9,7 @@ differences keep their pairing.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -16,6 +17,10 @@ import torch
 from ..config import ConfigError
 
 DEFAULT_BOOT = 2000
+
+
+#: A headline number as an analysis returns it for ``results.put``: (key, value or (estimate, low, high), label, unit).
+Headline = tuple[str, Any, str, str]
 
 
 def _as_numpy(x) -> np.ndarray:
